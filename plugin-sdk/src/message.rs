@@ -1,0 +1,66 @@
+//! Conveniences on [`Message`] for the common case of JSON values.
+
+use crate::{Message, StageError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+impl Message {
+    /// A message with this value and no key, headers or timestamp.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Message { key: None, value: value.into(), headers: Vec::new(), timestamp: None }
+    }
+
+    /// Parses the value as a JSON document.
+    ///
+    /// A value that is not JSON is the message's fault, so the error is
+    /// [`StageError::Invalid`] and `?` dead-letters the message.
+    pub fn json(&self) -> Result<serde_json::Value, StageError> {
+        self.json_as()
+    }
+
+    /// Parses the value as JSON into `T`; a mismatch is [`StageError::Invalid`].
+    pub fn json_as<T: DeserializeOwned>(&self) -> Result<T, StageError> {
+        serde_json::from_slice(&self.value)
+            .map_err(|e| StageError::invalid(format!("value is not the expected JSON: {e}")))
+    }
+
+    /// Replaces the value with `doc` serialised as compact JSON.
+    pub fn set_json<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), StageError> {
+        self.value = serde_json::to_vec(doc)
+            .map_err(|e| StageError::invalid(format!("cannot serialise value as JSON: {e}")))?;
+        Ok(())
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Header;
+
+    #[test]
+    fn json_round_trip_keeps_key_and_headers() {
+        let mut m = Message::new(br#"{"a":1}"#.to_vec());
+        m.key = Some(b"k".to_vec());
+        m.headers.push(Header { name: "h".into(), value: b"v".to_vec() });
+        let mut doc = m.json().unwrap();
+        doc["b"] = 2.into();
+        m.set_json(&doc).unwrap();
+        assert_eq!(m.value, br#"{"a":1,"b":2}"#);
+        assert_eq!(m.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(m.header("h"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn non_json_value_is_invalid_not_transient() {
+        let m = Message::new(b"not json".to_vec());
+        match m.json() {
+            Err(StageError::Invalid(reason)) => assert!(reason.contains("expected JSON"), "{reason}"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Builds Rust guests as `wasm32-wasip2` components.
+//!
+//! Used by `cargo xtask` and by the integration tests' build script, so the
+//! components under test are always built from the sources next to them.
+//!
+//! Where rustup has the `wasm32-wasip2` target, the normal toolchain builds
+//! the guests. Where it cannot be installed (no network for rustup), Debian's
+//! Rust toolchain builds them with `-Zbuild-std` against Debian's wasi-libc;
+//! `scripts/bootstrap` installs it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The cargo profile guests are built with (see the workspace `Cargo.toml`).
+pub const PROFILE: &str = "guest";
+const TARGET: &str = "wasm32-wasip2";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+
+/// One guest package to build.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Cargo package name, e.g. `json-filter`.
+    pub package: String,
+    /// Where the built component ends up.
+    pub wasm: PathBuf,
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The package names of every crate directly under `dir` (e.g. `plugins/`)
+/// that has a `Cargo.toml`, sorted.
+pub fn packages_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let manifest = entry?.path().join("Cargo.toml");
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            if let Some(name) = package_name(&text) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn package_name(manifest: &str) -> Option<String> {
+    let package = manifest.split("[package]").nth(1)?;
+    let line = package.lines().find(|l| l.trim_start().starts_with("name"))?;
+    Some(line.split('"').nth(1)?.to_string())
+}
+
+/// Builds `packages` into `target_dir` and returns where each component is.
+pub fn build(packages: &[String], target_dir: &Path) -> Result<Vec<Guest>, String> {
+    if packages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = workspace_root();
+    let toolchain = Toolchain::detect()?;
+    let mut cmd = toolchain.cargo_build();
+    cmd.current_dir(&root)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--profile", PROFILE, "--target", TARGET]);
+    for p in packages {
+        cmd.args(["--package", p]);
+    }
+    let status = cmd.status().map_err(|e| format!("could not run cargo for the guests: {e}"))?;
+    if !status.success() {
+        return Err(format!("building guests {packages:?} failed ({status}); see the cargo output above"));
+    }
+    let out = target_dir.join(TARGET).join(PROFILE);
+    Ok(packages
+        .iter()
+        .map(|p| Guest { package: p.clone(), wasm: out.join(format!("{}.wasm", p.replace('-', "_"))) })
+        .collect())
+}
+
+enum Toolchain {
+    /// rustup's toolchain has the target: plain `cargo build`.
+    Rustup { cargo: OsString },
+    /// Debian's toolchain with -Zbuild-std; `linker_dir` holds wasm-component-ld.
+    Debian { linker_dir: PathBuf },
+}
+
+impl Toolchain {
+    fn detect() -> Result<Self, String> {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let sysroot = Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .map_err(|e| format!("could not run rustc: {e}"))?;
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+        if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            return Ok(Toolchain::Rustup { cargo });
+        }
+        let missing: Vec<&str> = [DEBIAN_CARGO, DEBIAN_RUSTC, DEBIAN_WASI_LIBC]
+            .into_iter()
+            .filter(|p| !Path::new(p).exists())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "cannot build wasm32-wasip2 guests: rustup has no `{TARGET}` target and Debian's \
+                 toolchain is missing ({}). Run `scripts/bootstrap` once, then build again.",
+                missing.join(", ")
+            ));
+        }
+        let host = sysroot.join("lib/rustlib").join(host_triple(&rustc)?).join("bin");
+        if !host.join("wasm-component-ld").exists() {
+            return Err(format!("wasm-component-ld not found in {}", host.display()));
+        }
+        Ok(Toolchain::Debian { linker_dir: host })
+    }
+
+    fn cargo_build(&self) -> Command {
+        let mut cmd = match self {
+            Toolchain::Rustup { cargo } => Command::new(cargo),
+            Toolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
+        };
+        // When run from a build script, the outer cargo's settings must not leak
+        // into the guest build (its rustc, flags, jobserver, target dir).
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let outer = key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE"
+                || key.starts_with("RUSTC")
+                || key.starts_with("RUSTDOC")
+                || key == "RUSTFLAGS"
+                || key == "RUSTUP_TOOLCHAIN"
+                || key == "CARGO";
+            if outer {
+                cmd.env_remove(&*key);
+            }
+        }
+        cmd.arg("build");
+        if let Toolchain::Debian { linker_dir } = self {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![PathBuf::from("/usr/bin")];
+            dirs.extend(std::env::split_paths(&path));
+            dirs.push(linker_dir.clone());
+            cmd.env("PATH", std::env::join_paths(dirs).expect("PATH entries are valid"))
+                .env("RUSTC", DEBIAN_RUSTC)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("RUSTFLAGS", format!("-C link-self-contained=no -L {DEBIAN_WASI_LIBC}"))
+                .arg("-Zbuild-std=std,panic_abort");
+        }
+        cmd
+    }
+}
+
+fn host_triple(rustc: &OsString) -> Result<String, String> {
+    let out = Command::new(rustc).arg("-vV").output().map_err(|e| format!("could not run rustc: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or_else(|| "rustc -vV printed no host triple".to_string())
+}
