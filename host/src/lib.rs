@@ -1,1 +1,29 @@
-//! sluice
+//! sluice: a WebAssembly plugin host for data-pipeline stages.
+//!
+//! Stages are WebAssembly components (any language) built against the WIT
+//! contract in `wit/`. A pipeline file names them in order; sluice runs every
+//! message from the source through each stage to the sink, sandboxed, with
+//! messages a stage rejects or traps on sent to a dead-letter file.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let pipeline = sluice::Pipeline::from_file("examples/quickstart/pipeline.toml").await?;
+//! let report = pipeline.run().await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+
+mod bindings;
+mod capabilities;
+mod config;
+mod engine;
+mod io;
+mod pipeline;
+mod stage;
+
+pub use config::{
+    ConfigError, ConfigErrors, DeadLetterConfig, Format, PipelineConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
+};
+pub use pipeline::{BuildError, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats};
+pub use stage::{LoadError, Trap};

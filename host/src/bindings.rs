@@ -1,0 +1,16 @@
+//! Host bindings for the `sluice:pipeline` WIT package, generated once.
+#![allow(missing_docs, unreachable_pub)]
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+    imports: { default: async },
+    exports: { default: async },
+    additional_derives: [PartialEq, Eq],
+});
+
+pub use exports::sluice::pipeline::stage::Outcome;
+pub use sluice::pipeline::types::{Message, StageError};
+
+/// The export every stage must have, for error messages.
+pub const STAGE_EXPORT: &str = "sluice:pipeline/stage@0.1.0";

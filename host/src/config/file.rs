@@ -1,0 +1,305 @@
+use super::{ConfigError, ConfigErrors, VERSION};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A whole pipeline: where messages come from, the stages they pass through in
+/// order, where they go, and where the ones that fail go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    version: Spanned<u32>,
+    #[serde(default)]
+    source: SourceConfig,
+    #[serde(default)]
+    sink: SinkConfig,
+    #[serde(default)]
+    dead_letter: Option<DeadLetterConfig>,
+    #[serde(default)]
+    stages: Vec<StageConfig>,
+    /// The file this came from; relative paths inside are relative to its directory.
+    #[serde(skip)]
+    file: Option<PathBuf>,
+    #[serde(skip)]
+    text: Option<String>,
+}
+
+/// Where messages come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A file to read; standard input when absent or `-`.
+    pub path: Option<Spanned<PathBuf>>,
+    /// How the input is split into messages.
+    #[serde(default)]
+    pub format: Format,
+    /// The longest line accepted, in bytes; longer lines are dead-lettered.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_max_line_bytes() -> usize {
+    16 << 20
+}
+
+/// Where messages that pass every stage go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// A file to write (atomically, when the run completes); standard output when absent or `-`.
+    pub path: Option<PathBuf>,
+    /// How messages are written.
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// Where messages that a stage rejects, or that trap a stage, go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A JSON-lines file, one record per failed message (stage, reason, message).
+    pub path: PathBuf,
+}
+
+/// How a stream of bytes is split into messages, and joined back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON document per line. Input lines that are not JSON are
+    /// dead-lettered; blank lines are skipped.
+    #[default]
+    Jsonl,
+    /// One message per line, bytes as they are.
+    Lines,
+}
+
+/// One stage: a component and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    name: Spanned<String>,
+    plugin: Spanned<PathBuf>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+impl StageConfig {
+    /// A stage named `name` running the component at `plugin`.
+    pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
+        StageConfig { name: Spanned::new(0..0, name.into()), plugin: Spanned::new(0..0, plugin.into()), config: toml::Table::new() }
+    }
+
+    /// Sets the settings handed to the stage's `init`.
+    pub fn with_config(mut self, config: toml::Table) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// The component file, as written.
+    pub fn plugin(&self) -> &Path {
+        self.plugin.get_ref()
+    }
+
+    /// The settings table, as JSON text for `init`. TOML datetimes become strings.
+    pub fn config_json(&self) -> String {
+        fn to_json(v: &toml::Value) -> serde_json::Value {
+            match v {
+                toml::Value::String(s) => s.clone().into(),
+                toml::Value::Integer(i) => (*i).into(),
+                toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+                toml::Value::Boolean(b) => (*b).into(),
+                toml::Value::Datetime(d) => d.to_string().into(),
+                toml::Value::Array(a) => a.iter().map(to_json).collect(),
+                toml::Value::Table(t) => t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect(),
+            }
+        }
+        let object: serde_json::Map<_, _> = self.config.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+        serde_json::Value::Object(object).to_string()
+    }
+}
+
+impl PipelineConfig {
+    /// An empty version-1 pipeline: stdin to stdout, no stages yet.
+    pub fn new() -> Self {
+        PipelineConfig {
+            version: Spanned::new(0..0, VERSION),
+            source: SourceConfig { max_line_bytes: default_max_line_bytes(), ..Default::default() },
+            sink: SinkConfig::default(),
+            dead_letter: None,
+            stages: Vec::new(),
+            file: None,
+            text: None,
+        }
+    }
+
+    /// Reads and checks a pipeline file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(Some(path), None, None, format!("cannot read the pipeline file: {e}"))])
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and checks pipeline TOML. `file`, when given, names it in errors
+    /// and anchors relative paths.
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let mut config: PipelineConfig = toml::from_str(text).map_err(|e| {
+            let mut message = e.message().trim_end().to_string();
+            if message == "missing field `version`" {
+                message.push_str(": add `version = 1` at the top of the file");
+            }
+            ConfigErrors(vec![ConfigError::new(file, Some(text), e.span(), message)])
+        })?;
+        config.file = file.map(Path::to_path_buf);
+        config.text = Some(text.to_string());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Adds a stage at the end.
+    pub fn push_stage(&mut self, stage: StageConfig) -> &mut Self {
+        self.stages.push(stage);
+        self
+    }
+
+    /// The stages, in order.
+    pub fn stages(&self) -> &[StageConfig] {
+        &self.stages
+    }
+
+    /// The source settings.
+    pub fn source(&self) -> &SourceConfig {
+        &self.source
+    }
+
+    /// The source settings, to change before building (e.g. from a CLI flag).
+    pub fn source_mut(&mut self) -> &mut SourceConfig {
+        &mut self.source
+    }
+
+    /// The sink settings.
+    pub fn sink(&self) -> &SinkConfig {
+        &self.sink
+    }
+
+    /// The sink settings, to change before building.
+    pub fn sink_mut(&mut self) -> &mut SinkConfig {
+        &mut self.sink
+    }
+
+    /// Sets the dead-letter file.
+    pub fn set_dead_letter(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.dead_letter = Some(DeadLetterConfig { path: path.into() });
+        self
+    }
+
+    /// The pipeline file this came from.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The directory relative paths in the file are resolved against: the
+    /// pipeline file's directory, or the current directory.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.file.as_deref().and_then(Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// `path` resolved against [`Self::base_dir`].
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir().join(path) }
+    }
+
+    /// The input file, or `None` for standard input.
+    pub fn input_path(&self) -> Option<PathBuf> {
+        let p = self.source.path.as_ref()?.get_ref();
+        (p.as_os_str() != "-").then(|| self.resolve(p))
+    }
+
+    /// The output file, or `None` for standard output.
+    pub fn output_path(&self) -> Option<PathBuf> {
+        let p = self.sink.path.as_ref()?;
+        (p.as_os_str() != "-").then(|| self.resolve(p))
+    }
+
+    /// The dead-letter file: as configured, or `<stem>.dead-letter.jsonl`
+    /// beside the pipeline file (`dead-letter.jsonl` without one).
+    pub fn dead_letter_path(&self) -> PathBuf {
+        match &self.dead_letter {
+            Some(d) => self.resolve(&d.path),
+            None => {
+                let stem = self.file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
+                let name = stem.map_or_else(|| "dead-letter.jsonl".to_string(), |s| format!("{s}.dead-letter.jsonl"));
+                self.base_dir().join(name)
+            }
+        }
+    }
+
+    /// Checks what deserialisation cannot, collecting every problem.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, message: String| {
+            errors.push(ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(span), message));
+        };
+        if *self.version.get_ref() != VERSION {
+            err(self.version.span(), format!("unsupported version {}: this sluice reads version {VERSION}", self.version.get_ref()));
+        }
+        if self.stages.is_empty() {
+            err(0..0, "no stages: add at least one [[stages]] table with a `name` and a `plugin`".into());
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            let name = stage.name.get_ref().as_str();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                err(stage.name.span(), format!("stage name `{name}` must be non-empty ASCII letters, digits, `-` or `_`"));
+            }
+            if let Some(first) = seen.insert(name, i) {
+                err(stage.name.span(), format!("stage name `{name}` is used twice (stages {} and {})", first + 1, i + 1));
+            }
+            let plugin = self.resolve(stage.plugin.get_ref());
+            if !plugin.is_file() {
+                err(stage.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
+            }
+        }
+        if self.source.max_line_bytes == 0 {
+            err(0..0, "source.max_line_bytes must be at least 1".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Where stage `index` is declared, for error messages: `file:line:col`.
+    pub(crate) fn stage_location(&self, index: usize) -> String {
+        let stage = &self.stages[index];
+        ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(stage.name.span()), "")
+            .to_string()
+            .trim_end_matches(": ")
+            .to_string()
+    }
+
+    /// Overrides the source file (`-` for standard input).
+    pub fn set_input(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.source.path = Some(Spanned::new(0..0, path.into()));
+        self
+    }
+
+    /// Overrides the sink file (`-` for standard output).
+    pub fn set_output(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.sink.path = Some(path.into());
+        self
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,61 @@
+use crate::config::ConfigErrors;
+use crate::stage::LoadError;
+use std::path::PathBuf;
+
+/// A stage that could not be loaded, with where it is declared.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: stage `{stage}`: {error}")]
+pub struct StageLoadError {
+    /// The stage's name.
+    pub stage: String,
+    /// `file:line:column` of the stage in the pipeline file.
+    pub location: String,
+    /// What went wrong.
+    pub error: LoadError,
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The pipeline file is wrong.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The WebAssembly engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    /// One or more stages could not be loaded.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Stages(Vec<StageLoadError>),
+}
+
+/// Why a run failed. Output files are not written when a run fails.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The input could not be opened or read.
+    #[error("cannot read input {}: {source}", path.display())]
+    Input {
+        /// The input file (`-` for stdin).
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// An output (sink or dead-letter file) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        /// The file (`-` for stdout).
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A stage trapped and a fresh instance could not be made to replace it.
+    #[error("stage `{stage}` cannot be restarted after a trap: {error}")]
+    Restart {
+        /// The stage's name.
+        stage: String,
+        /// Why the new instance failed.
+        error: LoadError,
+    },
+    /// A pipeline task ended abnormally (a bug in sluice).
+    #[error("internal error: {0}")]
+    Internal(String),
+}

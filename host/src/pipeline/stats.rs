@@ -1,0 +1,123 @@
+//! Counters per stage, shared with whoever wants progress during a run.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Live counters of a running pipeline.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages read from the source.
+    pub read: AtomicU64,
+    /// Messages written to the sink.
+    pub written: AtomicU64,
+    /// Messages written to the dead-letter file.
+    pub dead_lettered: AtomicU64,
+    /// One entry per stage, in pipeline order.
+    pub stages: Vec<StageCounters>,
+}
+
+/// Live counters of one stage.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    /// The stage's name.
+    pub name: String,
+    /// Messages received.
+    pub input: AtomicU64,
+    /// Messages sent downstream (one input can give several, or none).
+    pub output: AtomicU64,
+    /// Inputs that gave no output (filtered out).
+    pub dropped: AtomicU64,
+    /// Inputs dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Of those, inputs that trapped the instance.
+    pub trapped: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn new(stage_names: impl IntoIterator<Item = String>) -> Self {
+        Stats { stages: stage_names.into_iter().map(|name| StageCounters { name, ..Default::default() }).collect(), ..Default::default() }
+    }
+
+    /// A snapshot as a report.
+    pub fn report(&self, elapsed: Duration) -> RunReport {
+        RunReport {
+            read: self.read.load(Relaxed),
+            written: self.written.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            elapsed,
+            stages: self
+                .stages
+                .iter()
+                .map(|s| StageReport {
+                    name: s.name.clone(),
+                    input: s.input.load(Relaxed),
+                    output: s.output.load(Relaxed),
+                    dropped: s.dropped.load(Relaxed),
+                    dead_lettered: s.dead_lettered.load(Relaxed),
+                    trapped: s.trapped.load(Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a run did, overall and per stage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    /// Messages read from the source.
+    pub read: u64,
+    /// Messages written to the sink.
+    pub written: u64,
+    /// Messages written to the dead-letter file, from every stage, the source and the sink.
+    pub dead_lettered: u64,
+    /// Wall-clock time of the run.
+    #[serde(serialize_with = "as_secs")]
+    pub elapsed: Duration,
+    /// Per stage, in pipeline order.
+    pub stages: Vec<StageReport>,
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StageReport {
+    /// The stage's name.
+    pub name: String,
+    /// Messages received.
+    pub input: u64,
+    /// Messages sent downstream.
+    pub output: u64,
+    /// Inputs that gave no output.
+    pub dropped: u64,
+    /// Inputs dead-lettered.
+    pub dead_lettered: u64,
+    /// Inputs that trapped the stage.
+    pub trapped: u64,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "{} read, {} written, {} dead-lettered in {secs:.2} s ({:.0} messages/s)",
+            self.read,
+            self.written,
+            self.dead_lettered,
+            self.read as f64 / secs.max(1e-9)
+        )?;
+        let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+        writeln!(f, "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}", "stage", "in", "out", "dropped", "dead", "trapped")?;
+        for s in &self.stages {
+            writeln!(
+                f,
+                "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                s.name, s.input, s.output, s.dropped, s.dead_lettered, s.trapped
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! Loading a stage's component: check the file, compile it, check its world,
+//! and link it once into an `InstancePre`.
+
+use super::instance::{StageInstance, Trap};
+use super::store::StoreData;
+use crate::bindings::{PluginPre, STAGE_EXPORT};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+/// Why a stage's component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The component file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("{} is not a WebAssembly component: {what}", path.display())]
+    NotWasm {
+        /// The component file.
+        path: PathBuf,
+        /// What it looks like instead.
+        what: String,
+    },
+    /// The file is a core WebAssembly module, not a component.
+    #[error(
+        "{} is a core WebAssembly module, not a component: build the stage for the \
+         wasm32-wasip2 target, or wrap the module with `wasm-tools component new`",
+        path.display()
+    )]
+    CoreModule {
+        /// The component file.
+        path: PathBuf,
+    },
+    /// The component is malformed (truncated, corrupt) or cannot be compiled.
+    #[error("{} is not a valid component: {reason}", path.display())]
+    Invalid {
+        /// The component file.
+        path: PathBuf,
+        /// The validator's or compiler's message.
+        reason: String,
+    },
+    /// The component does not export the stage interface.
+    #[error(
+        "{} is a component, but not a sluice stage: it does not export `{STAGE_EXPORT}` \
+         (it exports {exports}). Build it against the `plugin` world in sluice's wit/ directory",
+        path.display()
+    )]
+    WrongWorld {
+        /// The component file.
+        path: PathBuf,
+        /// What it exports, for the message.
+        exports: String,
+    },
+    /// The component imports something sluice does not provide.
+    #[error(
+        "{} imports `{import}`, which sluice does not provide. Stages may import \
+         `sluice:pipeline/*` and WASI 0.2 (`wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, \
+         `wasi:filesystem`, `wasi:sockets`)",
+        path.display()
+    )]
+    UnknownImport {
+        /// The component file.
+        path: PathBuf,
+        /// The import's name.
+        import: String,
+    },
+    /// Linking failed for another reason (e.g. a type mismatch).
+    #[error("{} cannot be linked: {reason}", path.display())]
+    Link {
+        /// The component file.
+        path: PathBuf,
+        /// wasmtime's message.
+        reason: String,
+    },
+    /// `init` refused the stage's configuration.
+    #[error("the stage refused its config: {0}")]
+    InitRefused(String),
+    /// `init` trapped.
+    #[error("the stage trapped in init: {0}")]
+    InitTrapped(Trap),
+}
+
+/// A stage's component, compiled and linked, ready to instantiate.
+pub(crate) struct StagePre {
+    name: Arc<str>,
+    engine: Engine,
+    pre: PluginPre<StoreData>,
+    /// The stage's `config` table as JSON text, passed to `init`.
+    config: String,
+}
+
+impl StagePre {
+    /// Reads, checks, compiles and links `path`. CPU-heavy (compilation): call
+    /// it from a blocking thread.
+    pub(crate) fn load(
+        engine: &Engine,
+        linker: &Linker<StoreData>,
+        name: Arc<str>,
+        path: &Path,
+        config: String,
+    ) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        check_header(path, &bytes)?;
+        let component = Component::new(engine, &bytes)
+            .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;
+        check_world(engine, path, &component)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
+        Ok(StagePre { name, engine: engine.clone(), pre, config })
+    }
+
+    /// The stage's name from the pipeline file.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// A fresh, initialised instance.
+    pub(crate) async fn instantiate(&self) -> Result<StageInstance, LoadError> {
+        let mut store = Store::new(&self.engine, StoreData::new(&self.name));
+        let plugin = self.pre.instantiate_async(&mut store).await.map_err(|e| LoadError::InitTrapped(Trap::new(&e, &store, 0)))?;
+        let mut instance = StageInstance::new(store, plugin);
+        instance.init(&self.config).await?;
+        Ok(instance)
+    }
+}
+
+/// Tells apart "not wasm", "core module" and "component" from the preamble,
+/// so each gets its own message instead of a parser error.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT_LAYER: [u8; 2] = [1, 0];
+    if bytes.len() < 8 {
+        let what = if bytes.is_empty() { "the file is empty".to_string() } else { format!("the file is only {} bytes long", bytes.len()) };
+        return Err(LoadError::NotWasm { path: path.into(), what });
+    }
+    if &bytes[..4] != MAGIC {
+        let what = if bytes.starts_with(b"\x7fELF") {
+            "it is an ELF executable or library (a native build, not wasm32-wasip2)".to_string()
+        } else {
+            format!("it does not start with the wasm magic bytes `\\0asm` (it starts with {:?})", String::from_utf8_lossy(&bytes[..8]))
+        };
+        return Err(LoadError::NotWasm { path: path.into(), what });
+    }
+    if bytes[4..8] == CORE {
+        return Err(LoadError::CoreModule { path: path.into() });
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(LoadError::Invalid {
+            path: path.into(),
+            reason: format!("unknown WebAssembly version/layer {:?}", &bytes[4..8]),
+        });
+    }
+    Ok(())
+}
+
+fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    if !exports.iter().any(|e| e == STAGE_EXPORT) {
+        let exports = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        };
+        return Err(LoadError::WrongWorld { path: path.into(), exports });
+    }
+    Ok(())
+}
+
+/// Turns `instantiate_pre`'s error into [`LoadError::UnknownImport`] when an
+/// import is simply not provided, naming it, and [`LoadError::Link`] otherwise
+/// (e.g. a provided interface with a different signature).
+fn link_error(path: &Path, e: &wasmtime::Error) -> LoadError {
+    // wasmtime: "component imports instance `NAME`, but a matching
+    // implementation was not found in the linker", caused by "... implementation is missing".
+    let missing = e.chain().any(|c| c.to_string().ends_with("implementation is missing"));
+    let import = e.to_string().split('`').nth(1).map(str::to_string);
+    match (missing, import) {
+        (true, Some(import)) => LoadError::UnknownImport { path: path.into(), import },
+        _ => LoadError::Link { path: path.into(), reason: chain(e) },
+    }
+}
+
+/// The innermost cause of a wasmtime error: the useful part for users.
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
+    e.root_cause().to_string()
+}
+
+/// Every cause of a wasmtime error, outermost first, joined by ": ".
+pub(crate) fn chain(e: &wasmtime::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
