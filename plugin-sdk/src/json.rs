@@ -97,9 +97,11 @@ impl FieldPath {
             }
             cur = match cur {
                 Value::Object(m) => m.entry(seg.clone()).or_insert(Value::Null),
-                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)).ok_or_else(|| {
-                    format!("cannot set `{self}`: `{seg}` is not an index of the array")
-                })?,
+                Value::Array(a) => seg
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| a.get_mut(i))
+                    .ok_or_else(|| format!("cannot set `{self}`: `{seg}` is not an index of the array"))?,
                 other => return Err(format!("cannot set `{self}`: `{seg}` is inside a {}", kind(other))),
             };
         }

@@ -158,7 +158,7 @@ macro_rules! export_stage {
             // The exports only exist in a component; on the host target the stage
             // still compiles, so its unit tests run natively.
             #[cfg(target_arch = "wasm32")]
-            $crate::bindings::__export_plugin!(__SluiceExport with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(__SluiceExport with_types_in $crate::bindings);
         };
     };
 }
@@ -180,8 +180,7 @@ pub mod __private {
         }
 
         pub fn init(&self, config: &str) -> Result<(), String> {
-            let config: S::Config =
-                serde_json::from_str(config).map_err(|e| format!("invalid config: {e}"))?;
+            let config: S::Config = serde_json::from_str(config).map_err(|e| format!("invalid config: {e}"))?;
             *self.0.borrow_mut() = Some(S::new(config)?);
             Ok(())
         }

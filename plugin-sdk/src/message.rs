@@ -26,8 +26,8 @@ impl Message {
 
     /// Replaces the value with `doc` serialised as compact JSON.
     pub fn set_json<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), StageError> {
-        self.value = serde_json::to_vec(doc)
-            .map_err(|e| StageError::invalid(format!("cannot serialise value as JSON: {e}")))?;
+        self.value =
+            serde_json::to_vec(doc).map_err(|e| StageError::invalid(format!("cannot serialise value as JSON: {e}")))?;
         Ok(())
     }
 

@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests: real components, built from source by `build.rs`,
+//! through the real host. One binary, so the build is paid once.
+
+mod config_errors;
+mod load_errors;
+mod quickstart;
+mod stages;
+mod support;

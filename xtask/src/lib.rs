@@ -63,10 +63,7 @@ pub fn build(packages: &[String], target_dir: &Path) -> Result<Vec<Guest>, Strin
     let root = workspace_root();
     let toolchain = Toolchain::detect()?;
     let mut cmd = toolchain.cargo_build();
-    cmd.current_dir(&root)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .args(["--profile", PROFILE, "--target", TARGET]);
+    cmd.current_dir(&root).arg("--target-dir").arg(target_dir).args(["--profile", PROFILE, "--target", TARGET]);
     for p in packages {
         cmd.args(["--package", p]);
     }
@@ -79,6 +76,25 @@ pub fn build(packages: &[String], target_dir: &Path) -> Result<Vec<Guest>, Strin
         .iter()
         .map(|p| Guest { package: p.clone(), wasm: out.join(format!("{}.wasm", p.replace('-', "_"))) })
         .collect())
+}
+
+/// Builds every example stage under `plugins/` and copies each to
+/// `target/plugins/<package>.wasm`, where the example pipelines expect them.
+pub fn build_plugins() -> Result<Vec<Guest>, String> {
+    let root = workspace_root();
+    let packages = packages_in(&root.join("plugins")).map_err(|e| format!("reading plugins/: {e}"))?;
+    let built = build(&packages, &root.join("target/guests"))?;
+    let dist = root.join("target/plugins");
+    std::fs::create_dir_all(&dist).map_err(|e| format!("creating {}: {e}", dist.display()))?;
+    built
+        .into_iter()
+        .map(|g| {
+            let to = dist.join(format!("{}.wasm", g.package));
+            std::fs::copy(&g.wasm, &to)
+                .map_err(|e| format!("copying {} to {}: {e}", g.wasm.display(), to.display()))?;
+            Ok(Guest { package: g.package, wasm: to })
+        })
+        .collect()
 }
 
 enum Toolchain {
@@ -100,10 +116,8 @@ impl Toolchain {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             return Ok(Toolchain::Rustup { cargo });
         }
-        let missing: Vec<&str> = [DEBIAN_CARGO, DEBIAN_RUSTC, DEBIAN_WASI_LIBC]
-            .into_iter()
-            .filter(|p| !Path::new(p).exists())
-            .collect();
+        let missing: Vec<&str> =
+            [DEBIAN_CARGO, DEBIAN_RUSTC, DEBIAN_WASI_LIBC].into_iter().filter(|p| !Path::new(p).exists()).collect();
         if !missing.is_empty() {
             return Err(format!(
                 "cannot build wasm32-wasip2 guests: rustup has no `{TARGET}` target and Debian's \

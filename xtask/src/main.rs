@@ -21,14 +21,8 @@ fn main() -> ExitCode {
 
 fn plugins() -> Result<(), String> {
     let root = xtask::workspace_root();
-    let packages = xtask::packages_in(&root.join("plugins")).map_err(|e| format!("reading plugins/: {e}"))?;
-    let guests = xtask::build(&packages, &root.join("target/guests"))?;
-    let dist = root.join("target/plugins");
-    std::fs::create_dir_all(&dist).map_err(|e| format!("creating {}: {e}", dist.display()))?;
-    for g in guests {
-        let to = dist.join(format!("{}.wasm", g.package));
-        std::fs::copy(&g.wasm, &to).map_err(|e| format!("copying {} to {}: {e}", g.wasm.display(), to.display()))?;
-        eprintln!("built {}", to.strip_prefix(&root).unwrap_or(&to).display());
+    for g in xtask::build_plugins()? {
+        eprintln!("built {}", g.wasm.strip_prefix(&root).unwrap_or(&g.wasm).display());
     }
     Ok(())
 }

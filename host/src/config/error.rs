@@ -14,7 +14,12 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(file: Option<&Path>, text: Option<&str>, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        file: Option<&Path>,
+        text: Option<&str>,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let location = match (text, span) {
             (Some(text), Some(span)) if !(span.start == 0 && span.end == 0) => Some(line_col(text, span.start)),
             _ => None,

@@ -26,7 +26,7 @@ pub struct PipelineConfig {
 }
 
 /// Where messages come from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A file to read; standard input when absent or `-`.
@@ -41,6 +41,12 @@ pub struct SourceConfig {
 
 fn default_max_line_bytes() -> usize {
     16 << 20
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes() }
+    }
 }
 
 /// Where messages that pass every stage go.
@@ -87,7 +93,11 @@ pub struct StageConfig {
 impl StageConfig {
     /// A stage named `name` running the component at `plugin`.
     pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
-        StageConfig { name: Spanned::new(0..0, name.into()), plugin: Spanned::new(0..0, plugin.into()), config: toml::Table::new() }
+        StageConfig {
+            name: Spanned::new(0..0, name.into()),
+            plugin: Spanned::new(0..0, plugin.into()),
+            config: toml::Table::new(),
+        }
     }
 
     /// Sets the settings handed to the stage's `init`.
@@ -129,7 +139,7 @@ impl PipelineConfig {
     pub fn new() -> Self {
         PipelineConfig {
             version: Spanned::new(0..0, VERSION),
-            source: SourceConfig { max_line_bytes: default_max_line_bytes(), ..Default::default() },
+            source: SourceConfig::default(),
             sink: SinkConfig::default(),
             dead_letter: None,
             stages: Vec::new(),
@@ -251,7 +261,10 @@ impl PipelineConfig {
             errors.push(ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(span), message));
         };
         if *self.version.get_ref() != VERSION {
-            err(self.version.span(), format!("unsupported version {}: this sluice reads version {VERSION}", self.version.get_ref()));
+            err(
+                self.version.span(),
+                format!("unsupported version {}: this sluice reads version {VERSION}", self.version.get_ref()),
+            );
         }
         if self.stages.is_empty() {
             err(0..0, "no stages: add at least one [[stages]] table with a `name` and a `plugin`".into());
@@ -260,10 +273,16 @@ impl PipelineConfig {
         for (i, stage) in self.stages.iter().enumerate() {
             let name = stage.name.get_ref().as_str();
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                err(stage.name.span(), format!("stage name `{name}` must be non-empty ASCII letters, digits, `-` or `_`"));
+                err(
+                    stage.name.span(),
+                    format!("stage name `{name}` must be non-empty ASCII letters, digits, `-` or `_`"),
+                );
             }
             if let Some(first) = seen.insert(name, i) {
-                err(stage.name.span(), format!("stage name `{name}` is used twice (stages {} and {})", first + 1, i + 1));
+                err(
+                    stage.name.span(),
+                    format!("stage name `{name}` is used twice (stages {} and {})", first + 1, i + 1),
+                );
             }
             let plugin = self.resolve(stage.plugin.get_ref());
             if !plugin.is_file() {

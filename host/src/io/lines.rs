@@ -78,7 +78,10 @@ mod tests {
     #[tokio::test]
     async fn splits_lines_across_buffer_boundaries() {
         let lines = all(b"hello\r\nworld\nlast", 100).await;
-        assert_eq!(lines, vec![Line::Text(b"hello".to_vec()), Line::Text(b"world".to_vec()), Line::Text(b"last".to_vec())]);
+        assert_eq!(
+            lines,
+            vec![Line::Text(b"hello".to_vec()), Line::Text(b"world".to_vec()), Line::Text(b"last".to_vec())]
+        );
     }
 
     #[tokio::test]

@@ -34,7 +34,10 @@ impl Output {
         let (file, temp_path) = temp.into_parts();
         let sync = file.try_clone()?;
         let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(tokio::fs::File::from_std(file));
-        Ok(Output { writer: BufWriter::with_capacity(BUFFER, writer), file: Some((temp_path, sync, path.to_path_buf())) })
+        Ok(Output {
+            writer: BufWriter::with_capacity(BUFFER, writer),
+            file: Some((temp_path, sync, path.to_path_buf())),
+        })
     }
 
     pub(crate) async fn write_line(&mut self, bytes: &[u8]) -> std::io::Result<()> {

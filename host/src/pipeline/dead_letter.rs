@@ -100,7 +100,11 @@ impl DeadLetter {
                 value_text: text,
                 value_bytes: if !is_json && text.is_none() { Some(&m.value) } else { None },
                 key: m.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                headers: m.headers.iter().map(|h| (h.name.as_str(), String::from_utf8_lossy(&h.value).into_owned())).collect(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), String::from_utf8_lossy(&h.value).into_owned()))
+                    .collect(),
                 timestamp: m.timestamp,
             },
         };

@@ -53,9 +53,8 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
     let input_label = input_path.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string());
     let reader: Box<dyn AsyncBufRead + Send + Unpin> = match &input_path {
         Some(path) => {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|source| RunError::Input { path: path.clone(), source })?;
+            let file =
+                tokio::fs::File::open(path).await.map_err(|source| RunError::Input { path: path.clone(), source })?;
             Box::new(BufReader::with_capacity(64 * 1024, file))
         }
         None => Box::new(BufReader::with_capacity(64 * 1024, tokio::io::stdin())),
@@ -66,7 +65,8 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
         None => Output::stdout(),
     };
     let dead_path = config.dead_letter_path();
-    let dead_output = Output::file(&dead_path).map_err(|source| RunError::Output { path: dead_path.clone(), source })?;
+    let dead_output =
+        Output::file(&dead_path).map_err(|source| RunError::Output { path: dead_path.clone(), source })?;
 
     let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
     let (source_tx, mut rx) = channel::<Envelope>(BUFFER);
@@ -84,14 +84,21 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
     let mut stage_tasks: Vec<Task<()>> = Vec::new();
     for (index, built) in stages.into_iter().enumerate() {
         let (tx, next_rx) = channel::<Envelope>(BUFFER);
-        let worker = StageWorker { pre: built.pre, instance: Some(built.first), stats: stats.clone(), index, dead: dead_tx.clone() };
+        let worker = StageWorker {
+            pre: built.pre,
+            instance: Some(built.first),
+            stats: stats.clone(),
+            index,
+            dead: dead_tx.clone(),
+        };
         stage_tasks.push(tokio::spawn(worker.run(rx, tx)));
         rx = next_rx;
     }
 
     let sink_task: Task<Output> =
         tokio::spawn(write_sink(rx, output, output_path.clone(), config.sink().format, dead_tx, stats.clone()));
-    let dead_task: Task<Output> = tokio::spawn(write_dead_letters(dead_rx, dead_output, dead_path, input_label, stats.clone()));
+    let dead_task: Task<Output> =
+        tokio::spawn(write_dead_letters(dead_rx, dead_output, dead_path, input_label, stats.clone()));
 
     // Wait for every task; the first real failure in pipeline order is the
     // cause (the others then only saw their neighbour close).
@@ -203,10 +210,11 @@ impl StageWorker {
             let instance = match &mut self.instance {
                 Some(instance) => instance,
                 None => {
-                    let fresh = self.pre.instantiate().await.map_err(|error| RunError::Restart {
-                        stage: self.pre.name().to_string(),
-                        error,
-                    })?;
+                    let fresh = self
+                        .pre
+                        .instantiate()
+                        .await
+                        .map_err(|error| RunError::Restart { stage: self.pre.name().to_string(), error })?;
                     self.instance.insert(fresh)
                 }
             };
@@ -252,11 +260,15 @@ async fn write_sink(
             match serde_json::from_slice::<serde_json::Value>(&message.value) {
                 Ok(doc) => {
                     let compact = serde_json::to_vec(&doc).expect("a parsed value serialises");
-                    output.write_line(&compact).await.map_err(|source| RunError::Output { path: path.clone(), source })?;
+                    output
+                        .write_line(&compact)
+                        .await
+                        .map_err(|source| RunError::Output { path: path.clone(), source })?;
                     stats.written.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
-                    let reason = format!("the sink writes JSON lines, but this output spans lines and is not JSON: {e}");
+                    let reason =
+                        format!("the sink writes JSON lines, but this output spans lines and is not JSON: {e}");
                     send_dead(&dead, "sink", Kind::Output, reason, origin, message).await?;
                 }
             }

@@ -35,7 +35,10 @@ pub struct StageCounters {
 
 impl Stats {
     pub(crate) fn new(stage_names: impl IntoIterator<Item = String>) -> Self {
-        Stats { stages: stage_names.into_iter().map(|name| StageCounters { name, ..Default::default() }).collect(), ..Default::default() }
+        Stats {
+            stages: stage_names.into_iter().map(|name| StageCounters { name, ..Default::default() }).collect(),
+            ..Default::default()
+        }
     }
 
     /// A snapshot as a report.
@@ -110,7 +113,11 @@ impl std::fmt::Display for RunReport {
             self.read as f64 / secs.max(1e-9)
         )?;
         let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
-        writeln!(f, "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}", "stage", "in", "out", "dropped", "dead", "trapped")?;
+        writeln!(
+            f,
+            "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "stage", "in", "out", "dropped", "dead", "trapped"
+        )?;
         for s in &self.stages {
             writeln!(
                 f,

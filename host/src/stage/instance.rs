@@ -20,7 +20,7 @@ pub struct Trap {
 impl Trap {
     pub(crate) fn new(e: &wasmtime::Error, store: &Store<StoreData>, stderr_mark: u64) -> Self {
         let reason = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("trap: {trap}"),
+            Some(trap) => trap.to_string(),
             None => root_cause(e),
         };
         Trap { reason, stderr: store.data().stderr.tail_since(stderr_mark) }

@@ -112,7 +112,8 @@ impl StagePre {
             .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;
         check_world(engine, path, &component)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
+        let pre =
+            PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
         Ok(StagePre { name, engine: engine.clone(), pre, config })
     }
 
@@ -124,7 +125,11 @@ impl StagePre {
     /// A fresh, initialised instance.
     pub(crate) async fn instantiate(&self) -> Result<StageInstance, LoadError> {
         let mut store = Store::new(&self.engine, StoreData::new(&self.name));
-        let plugin = self.pre.instantiate_async(&mut store).await.map_err(|e| LoadError::InitTrapped(Trap::new(&e, &store, 0)))?;
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| LoadError::InitTrapped(Trap::new(&e, &store, 0)))?;
         let mut instance = StageInstance::new(store, plugin);
         instance.init(&self.config).await?;
         Ok(instance)
@@ -138,14 +143,21 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     const CORE: [u8; 4] = [1, 0, 0, 0];
     const COMPONENT_LAYER: [u8; 2] = [1, 0];
     if bytes.len() < 8 {
-        let what = if bytes.is_empty() { "the file is empty".to_string() } else { format!("the file is only {} bytes long", bytes.len()) };
+        let what = if bytes.is_empty() {
+            "the file is empty".to_string()
+        } else {
+            format!("the file is only {} bytes long", bytes.len())
+        };
         return Err(LoadError::NotWasm { path: path.into(), what });
     }
     if &bytes[..4] != MAGIC {
         let what = if bytes.starts_with(b"\x7fELF") {
             "it is an ELF executable or library (a native build, not wasm32-wasip2)".to_string()
         } else {
-            format!("it does not start with the wasm magic bytes `\\0asm` (it starts with {:?})", String::from_utf8_lossy(&bytes[..8]))
+            format!(
+                "it does not start with the wasm magic bytes `\\0asm` (it starts with {:?})",
+                String::from_utf8_lossy(&bytes[..8])
+            )
         };
         return Err(LoadError::NotWasm { path: path.into(), what });
     }

@@ -57,7 +57,12 @@ impl Stage for JsonRedact {
         if c.mode == Mode::Drop && (c.mask.is_some() || c.keep_last > 0) {
             return Err("`mask` and `keep_last` only apply to mode = \"mask\"".into());
         }
-        Ok(JsonRedact { fields: c.fields, mode: c.mode, mask: c.mask.unwrap_or_else(|| "****".into()), keep_last: c.keep_last })
+        Ok(JsonRedact {
+            fields: c.fields,
+            mode: c.mode,
+            mask: c.mask.unwrap_or_else(|| "****".into()),
+            keep_last: c.keep_last,
+        })
     }
 
     fn process(&mut self, mut message: Message) -> Result<Vec<Message>, StageError> {

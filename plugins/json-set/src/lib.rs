@@ -40,8 +40,7 @@ impl Stage for JsonSet {
             return Err("nothing to do: give `set` and/or `rename`".into());
         }
         let set = c.set.into_iter().map(|(k, v)| Ok((k.parse()?, v))).collect::<Result<_, String>>()?;
-        let rename =
-            c.rename.into_iter().map(|(k, v)| Ok((k.parse()?, v.parse()?))).collect::<Result<_, String>>()?;
+        let rename = c.rename.into_iter().map(|(k, v)| Ok((k.parse()?, v.parse()?))).collect::<Result<_, String>>()?;
         Ok(JsonSet { set, rename })
     }
 

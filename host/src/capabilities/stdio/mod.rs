@@ -56,8 +56,7 @@ impl GuestOutput {
     /// unfinished one), at most about 2 KiB, oldest first, joined by newlines.
     pub(crate) fn tail_since(&self, mark: u64) -> String {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<&str> =
-            lines.tail.iter().filter(|(n, _)| *n >= mark).map(|(_, l)| l.as_str()).collect();
+        let mut out: Vec<&str> = lines.tail.iter().filter(|(n, _)| *n >= mark).map(|(_, l)| l.as_str()).collect();
         let partial = String::from_utf8_lossy(&lines.partial);
         if !partial.is_empty() {
             out.push(&partial);
@@ -90,12 +89,12 @@ impl GuestOutput {
             Stream::Stdout => tracing::info!(target: "sluice::stage", stage, stream = "stdout", "{text}"),
             Stream::Stderr => {
                 tracing::warn!(target: "sluice::stage", stage, stream = "stderr", "{text}");
-                lines.tail_bytes += text.len();
+                lines.tail_bytes += text.len() + 1; // with the newline that joins it
                 let n = lines.next_line - 1;
                 lines.tail.push_back((n, text.to_string()));
                 while lines.tail_bytes > TAIL_BYTES && lines.tail.len() > 1 {
                     let (_, old) = lines.tail.pop_front().expect("tail is not empty");
-                    lines.tail_bytes -= old.len();
+                    lines.tail_bytes -= old.len() + 1;
                 }
             }
         }

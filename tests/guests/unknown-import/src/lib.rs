@@ -1,5 +1,5 @@
 //! A stage that imports `test:unknown/teleport`, to test that the host refuses it at load.
-wit_bindgen::generate!({ world: "stage-plus", path: ["../../../wit", "wit"] });
+wit_bindgen::generate!({ world: "test:unknown/stage-plus", path: ["../../../wit", "wit"], generate_all });
 
 use exports::sluice::pipeline::stage::{Guest, Message, Outcome};
 

@@ -1,0 +1,96 @@
+//! Stage behaviour through the host: outputs, errors, traps, config.
+
+use crate::support::{Scratch, guests, header, stage};
+
+fn test_stage(config: &str) -> String {
+    header("lines") + &stage("t", guests::TEST_STAGE, config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_drop_invalid_and_transient_each_go_where_they_belong() {
+    let scratch = Scratch::new();
+    let run =
+        scratch.run(&test_stage(r#"prefix = "> ""#), "split:3\ninvalid:bad thing\ntransient:db down\ndrop\nx\n").await;
+    let report = run.report.unwrap();
+    assert_eq!(run.output, ["0", "1", "2", "> x"]);
+    let reasons: Vec<_> =
+        run.dead.iter().map(|d| (d["error"].as_str().unwrap(), d["reason"].as_str().unwrap())).collect();
+    assert_eq!(reasons, [("invalid", "bad thing"), ("transient", "db down")]);
+    assert_eq!(run.dead[0]["message"]["value_text"], "invalid:bad thing", "the original message is kept");
+    assert_eq!(run.dead[1]["input"]["line"], 3);
+    let t = &report.stages[0];
+    assert_eq!((t.input, t.output, t.dropped, t.dead_lettered, t.trapped), (5, 4, 1, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_dead_letters_that_message_only_and_the_run_goes_on() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&test_stage(""), "a\ncount\npanic:boom at 42\nb\ncount\n").await;
+    let report = run.report.unwrap();
+    // `count` says how many messages the instance has seen: after the trap a
+    // fresh instance took over, so the second count restarts.
+    assert_eq!(run.output, ["a", "2", "b", "2"]);
+    assert_eq!(run.dead.len(), 1, "{:#?}", run.dead);
+    let trap = &run.dead[0];
+    assert_eq!(trap["stage"], "t");
+    assert_eq!(trap["error"], "trap");
+    assert_eq!(trap["input"]["line"], 3);
+    let reason = trap["reason"].as_str().unwrap();
+    assert!(reason.starts_with("wasm trap: wasm `unreachable` instruction executed"), "{reason}");
+    assert!(reason.contains("boom at 42"), "the guest's panic message is in the reason: {reason}");
+    assert_eq!(report.stages[0].trapped, 1);
+    assert_eq!((report.read, report.written, report.dead_lettered), (5, 4, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_is_accounted_for_across_stages() {
+    let scratch = Scratch::new();
+    let commands = ["x", "split:2", "drop", "invalid:no", "panic:p", "transient:t"];
+    let input: String = (0..600).map(|i| format!("{}\n", commands[i % commands.len()])).collect();
+    let pipeline = header("lines")
+        + &stage("first", guests::TEST_STAGE, "")
+        + &stage("second", guests::TEST_STAGE, r#"prefix = "+""#);
+    let run = scratch.run(&pipeline, &input).await;
+    let report = run.report.unwrap();
+    assert_eq!(report.read, 600);
+    for s in &report.stages {
+        // Every input either succeeded (with zero or more outputs) or was dead-lettered.
+        assert!(s.input >= s.dropped + s.dead_lettered, "{s:?}");
+    }
+    let (first, second) = (&report.stages[0], &report.stages[1]);
+    assert_eq!(
+        (first.input, first.output, first.dropped, first.dead_lettered, first.trapped),
+        (600, 300, 100, 300, 100)
+    );
+    assert_eq!(second.input, first.output);
+    assert_eq!(run.output.len() as u64, report.written);
+    assert_eq!(run.dead.len() as u64, report.dead_lettered);
+    assert_eq!(report.written, 300);
+    assert_eq!(report.dead_lettered, 300);
+    assert_eq!(run.output.iter().filter(|o| *o == "+x").count(), 100);
+    assert_eq!(run.output.iter().filter(|o| *o == "+0").count(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_that_refuses_its_config_stops_the_build() {
+    let scratch = Scratch::new();
+    let err = scratch.build(&test_stage("fail_init = true")).await.err().unwrap();
+    assert_eq!(err, "<dir>/pipeline.toml:11:8: stage `t`: the stage refused its config: fail_init was set");
+    let err = scratch.build(&test_stage(r#"prefx = "x""#)).await.err().unwrap();
+    assert_eq!(
+        err,
+        "<dir>/pipeline.toml:11:8: stage `t`: the stage refused its config: invalid config: \
+         unknown field `prefx`, expected `prefix` or `fail_init` at line 1 column 8"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_writes_no_output_files() {
+    let scratch = Scratch::new();
+    let pipeline = scratch.build(&test_stage("")).await.unwrap();
+    // The input disappears between build and run.
+    let err = pipeline.run().await.err().unwrap();
+    assert!(scratch.anonymise(&err.to_string()).starts_with("cannot read input <dir>/input: "), "{err}");
+    let left: Vec<_> = std::fs::read_dir(scratch.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["pipeline.toml"], "no output, dead-letter or partial file is left behind");
+}

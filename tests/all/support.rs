@@ -1,0 +1,92 @@
+//! Helpers: write a pipeline into a temporary directory, build it, run it.
+
+use sluice::{Pipeline, PipelineConfig, RunReport};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// Paths of the guests `build.rs` built.
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository root.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A temporary directory holding `pipeline.toml` (and whatever else a test puts there).
+pub(crate) struct Scratch {
+    pub(crate) dir: TempDir,
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Scratch { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Replaces the scratch directory's path in `text` with `<dir>`, so error
+    /// messages can be pinned exactly.
+    pub(crate) fn anonymise(&self, text: &str) -> String {
+        text.replace(&self.dir.path().display().to_string(), "<dir>")
+    }
+
+    /// Builds `pipeline` (TOML), written as `<dir>/pipeline.toml`; the error as
+    /// text with the directory anonymised.
+    pub(crate) async fn build(&self, pipeline: &str) -> Result<Pipeline, String> {
+        let file = self.write("pipeline.toml", pipeline);
+        let config = PipelineConfig::from_file(&file).map_err(|e| self.anonymise(&e.to_string()))?;
+        Pipeline::build(config).await.map_err(|e| self.anonymise(&e.to_string()))
+    }
+
+    /// Runs `pipeline` over `input` (written as `<dir>/input`), with output to
+    /// `<dir>/out` and dead letters to `<dir>/dead.jsonl`.
+    pub(crate) async fn run(&self, pipeline: &str, input: &str) -> Outcome {
+        self.write("input", input);
+        let pipeline = self.build(pipeline).await.unwrap_or_else(|e| panic!("build failed:\n{e}"));
+        let report = pipeline.run().await.map_err(|e| self.anonymise(&e.to_string()));
+        Outcome { report, output: read_lines(&self.path("out")), dead: read_json_lines(&self.path("dead.jsonl")) }
+    }
+}
+
+/// What a run produced.
+pub(crate) struct Outcome {
+    pub(crate) report: Result<RunReport, String>,
+    /// Lines of the output file (empty if it was not written).
+    pub(crate) output: Vec<String>,
+    /// Records of the dead-letter file.
+    pub(crate) dead: Vec<serde_json::Value>,
+}
+
+pub(crate) fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+pub(crate) fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    read_lines(path).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A pipeline header reading `<dir>/input` and writing `<dir>/out`.
+pub(crate) fn header(format: &str) -> String {
+    format!(
+        "version = 1\n\
+         [source]\npath = \"input\"\nformat = \"{format}\"\n\
+         [sink]\npath = \"out\"\nformat = \"{format}\"\n\
+         [dead_letter]\npath = \"dead.jsonl\"\n"
+    )
+}
+
+/// A `[[stages]]` table for `plugin` (a path) with inline `config`.
+pub(crate) fn stage(name: &str, plugin: &str, config: &str) -> String {
+    format!("[[stages]]\nname = \"{name}\"\nplugin = {plugin:?}\nconfig = {{ {config} }}\n")
+}
