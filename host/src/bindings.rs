@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use exports::sluice::pipeline::stage::Outcome;
-pub use sluice::pipeline::types::{Message, StageError};
+pub use self::exports::sluice::pipeline::stage::Outcome;
+pub use self::sluice::pipeline::types::{Message, StageError};
 
 /// The export every stage must have, for error messages.
 pub const STAGE_EXPORT: &str = "sluice:pipeline/stage@0.1.0";
