@@ -94,3 +94,59 @@ async fn a_failed_run_writes_no_output_files() {
     let left: Vec<_> = std::fs::read_dir(scratch.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["pipeline.toml"], "no output, dead-letter or partial file is left behind");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_can_be_built_in_code_without_a_file() {
+    let scratch = Scratch::new();
+    scratch.write("in.txt", "a\nb\n");
+    let mut config = sluice::PipelineConfig::new();
+    config
+        .push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE).with_config(toml::toml! { prefix = "1:" }))
+        .push_stage(sluice::StageConfig::new("u", guests::TEST_STAGE).with_config(toml::toml! { prefix = "2:" }));
+    config.set_input(scratch.path("in.txt")).set_output(scratch.path("out.txt")).set_dead_letter(scratch.path("dead"));
+    config.source_mut().format = sluice::Format::Lines;
+    config.sink_mut().format = sluice::Format::Lines;
+    let report = sluice::Pipeline::build(config).await.unwrap().run().await.unwrap();
+    assert_eq!(crate::support::read_lines(&scratch.path("out.txt")), ["2:1:a", "2:1:b"]);
+    assert_eq!((report.read, report.written), (2, 2));
+}
+
+/// Collects what `tracing` writes, for one test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under this thread's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn guest_logs_and_stdio_reach_the_host_log_tagged_with_the_stage() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let scratch = Scratch::new();
+    let run = scratch.run(&test_stage(""), "log:hello from the guest\nprint:to stdio\n").await;
+    run.report.unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = |needle: &str| {
+        log.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in:\n{log}")).to_string()
+    };
+    let logged = line("hello from the guest");
+    assert!(logged.contains("INFO") && logged.contains("stage=\"t\""), "{logged}");
+    assert!(line("stream=\"stdout\"").contains("to stdio"), "{log}");
+    assert!(line("stream=\"stderr\"").contains("to stdio"), "{log}");
+    assert_eq!(run.output, ["log:hello from the guest", "print:to stdio"], "guest stdio never mixes with the sink");
+}
