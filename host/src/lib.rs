@@ -19,11 +19,14 @@ mod capabilities;
 mod config;
 mod engine;
 mod io;
+mod limits;
 mod pipeline;
 mod stage;
 
 pub use config::{
-    ConfigError, ConfigErrors, DeadLetterConfig, Format, PipelineConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
+    ConfigError, ConfigErrors, DeadLetterConfig, Format, Grants, PipelineConfig, SinkConfig, SourceConfig, StageConfig,
+    VERSION,
 };
+pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{BuildError, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats};
 pub use stage::{LoadError, Trap};

@@ -4,5 +4,6 @@
 mod config_errors;
 mod load_errors;
 mod quickstart;
+mod sandbox;
 mod stages;
 mod support;

@@ -90,3 +90,8 @@ pub(crate) fn header(format: &str) -> String {
 pub(crate) fn stage(name: &str, plugin: &str, config: &str) -> String {
     format!("[[stages]]\nname = \"{name}\"\nplugin = {plugin:?}\nconfig = {{ {config} }}\n")
 }
+
+/// A `[[stages]]` table with more keys (`limits = ...`, `grants = ...`), one per line.
+pub(crate) fn stage_with(name: &str, plugin: &str, config: &str, extra: &str) -> String {
+    stage(name, plugin, config) + extra + "\n"
+}

@@ -1,6 +1,7 @@
 use super::{ConfigError, ConfigErrors, VERSION};
+use crate::limits::{Limits, LimitsConfig};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -16,6 +17,9 @@ pub struct PipelineConfig {
     sink: SinkConfig,
     #[serde(default)]
     dead_letter: Option<DeadLetterConfig>,
+    /// Limits for every stage that does not set its own.
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(default)]
     stages: Vec<StageConfig>,
     /// The file this came from; relative paths inside are relative to its directory.
@@ -88,6 +92,29 @@ pub struct StageConfig {
     plugin: Spanned<PathBuf>,
     #[serde(default)]
     config: toml::Table,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default = "no_grants")]
+    grants: Spanned<Grants>,
+}
+
+fn no_grants() -> Spanned<Grants> {
+    Spanned::new(0..0, Grants::default())
+}
+
+/// Authority a stage gets beyond computing on its messages. By default, none.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Host directories the stage may read (never write), keyed by the
+    /// absolute path the stage sees: `read_dirs = { "/lookup" = "data/lookup" }`.
+    /// Host paths are relative to the pipeline file.
+    #[serde(default)]
+    pub read_dirs: BTreeMap<String, PathBuf>,
+    /// Environment variables the stage sees, with their values. Nothing of the
+    /// host's environment is passed on otherwise.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl StageConfig {
@@ -97,7 +124,26 @@ impl StageConfig {
             name: Spanned::new(0..0, name.into()),
             plugin: Spanned::new(0..0, plugin.into()),
             config: toml::Table::new(),
+            limits: LimitsConfig::default(),
+            grants: no_grants(),
         }
+    }
+
+    /// Sets the stage's own limits (unset ones fall back to the pipeline's, then the defaults).
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Grants the stage authority (directories, environment).
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = Spanned::new(0..0, grants);
+        self
+    }
+
+    /// The stage's grants, as written.
+    pub fn grants(&self) -> &Grants {
+        self.grants.get_ref()
     }
 
     /// Sets the settings handed to the stage's `init`.
@@ -142,6 +188,7 @@ impl PipelineConfig {
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
             dead_letter: None,
+            limits: LimitsConfig::default(),
             stages: Vec::new(),
             file: None,
             text: None,
@@ -171,6 +218,26 @@ impl PipelineConfig {
         config.text = Some(text.to_string());
         config.validate()?;
         Ok(config)
+    }
+
+    /// The limits stage `index` runs under.
+    pub fn stage_limits(&self, index: usize) -> Limits {
+        self.stages[index].limits.or(&self.limits).resolve()
+    }
+
+    /// Sets the limits for every stage that does not set its own.
+    pub fn set_limits(&mut self, limits: LimitsConfig) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Stage `index`'s grants with host paths resolved against [`Self::base_dir`].
+    pub fn stage_grants(&self, index: usize) -> Grants {
+        let mut grants = self.stages[index].grants.get_ref().clone();
+        for host in grants.read_dirs.values_mut() {
+            *host = self.resolve(host);
+        }
+        grants
     }
 
     /// Adds a stage at the end.
@@ -287,6 +354,29 @@ impl PipelineConfig {
             let plugin = self.resolve(stage.plugin.get_ref());
             if !plugin.is_file() {
                 err(stage.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
+            }
+            for (guest, host) in &stage.grants.get_ref().read_dirs {
+                let host = self.resolve(host);
+                if !guest.starts_with('/') {
+                    err(
+                        stage.grants.span(),
+                        format!("stage `{name}`: read_dirs key `{guest}` must be an absolute path, e.g. `/data`"),
+                    );
+                }
+                if !host.is_dir() {
+                    err(
+                        stage.grants.span(),
+                        format!("stage `{name}`: read_dirs `{guest}`: directory {} not found", host.display()),
+                    );
+                }
+            }
+            for key in stage.grants.get_ref().env.keys() {
+                if key.is_empty() || key.contains('=') {
+                    err(
+                        stage.grants.span(),
+                        format!("stage `{name}`: env name `{key}` must be non-empty and contain no `=`"),
+                    );
+                }
             }
         }
         if self.source.max_line_bytes == 0 {

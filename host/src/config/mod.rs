@@ -13,17 +13,22 @@
 //! [dead_letter]            # default: <pipeline file stem>.dead-letter.jsonl beside it
 //! path = "dead-letter.jsonl"
 //!
+//! [limits]                 # for every stage that sets none (see `crate::limits`)
+//! timeout = "10s"
+//!
 //! [[stages]]
 //! name = "big-orders"
 //! plugin = "plugins/json-filter.wasm"
 //! config = { field = "amount", gte = 100 }
+//! limits = { fuel = 100_000_000, memory = "32MiB" }
+//! grants = { read_dirs = { "/lookup" = "data" }, env = { TZ = "UTC" } }
 //! ```
 
 mod error;
 mod file;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{DeadLetterConfig, Format, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+pub use file::{DeadLetterConfig, Format, Grants, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
 
 /// The only version of the pipeline file format this build reads.
 pub const VERSION: u32 = 1;

@@ -5,14 +5,21 @@ use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
 use crate::config::PipelineConfig;
-use crate::engine::new_engine;
-use crate::stage::{StagePre, StoreData};
+use crate::engine::{Instrumentation, new_engine};
+use crate::stage::{StagePre, StageSpec, StoreData};
 use std::sync::Arc;
 use wasmtime::component::Linker;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
     config.validate()?;
-    let engine = new_engine().map_err(|e| BuildError::Engine(e.to_string()))?;
+    let limits: Vec<_> = (0..config.stages().len()).map(|i| config.stage_limits(i)).collect();
+    // Fuel and epochs cost a little on every call: switch them on only if a
+    // stage has a budget (the defaults do).
+    let inst = Instrumentation {
+        fuel: limits.iter().any(|l| l.fuel.is_some()),
+        epochs: limits.iter().any(|l| l.timeout.is_some()),
+    };
+    let engine = new_engine(inst).map_err(|e| BuildError::Engine(e.to_string()))?;
     let mut linker = Linker::<StoreData>::new(&engine);
     capabilities::add_to_linker(&mut linker).map_err(|e| BuildError::Engine(e.to_string()))?;
     let linker = Arc::new(linker);
@@ -22,12 +29,18 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
     let loads: Vec<_> = config
         .stages()
         .iter()
-        .map(|stage| {
+        .enumerate()
+        .map(|(index, stage)| {
             let (engine, linker) = (engine.clone(), linker.clone());
-            let name: Arc<str> = stage.name().into();
             let path = config.resolve(stage.plugin());
-            let settings = stage.config_json();
-            tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, name, &path, settings))
+            let spec = StageSpec {
+                name: stage.name().into(),
+                config: stage.config_json(),
+                limits: limits[index],
+                grants: config.stage_grants(index),
+                inst,
+            };
+            tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec))
         })
         .collect();
 

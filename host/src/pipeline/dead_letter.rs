@@ -13,8 +13,10 @@ pub(crate) enum Kind {
     Invalid,
     /// The stage returned `transient`.
     Transient,
-    /// The stage trapped (panic, limit, bug) while processing the message.
+    /// The stage crashed (panic, `unreachable`, bad memory access) on the message.
     Trap,
+    /// The stage broke one of its limits (fuel, timeout, memory, stack, outputs).
+    Limit,
     /// The source could not turn the input into a message (not JSON, too long).
     Input,
     /// The sink could not write the message in its format.

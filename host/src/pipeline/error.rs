@@ -55,6 +55,19 @@ pub enum RunError {
         /// Why the new instance failed.
         error: LoadError,
     },
+    /// A stage failed too many messages in a row: the circuit breaker stopped the run.
+    #[error(
+        "stage `{stage}` failed {failures} messages in a row (limits.max_consecutive_failures), so the pipeline \
+         stopped; the last failure: {last}. Fix the stage or its input, or raise the limit"
+    )]
+    CircuitOpen {
+        /// The stage's name.
+        stage: String,
+        /// Failures in a row.
+        failures: u32,
+        /// The last failure's reason.
+        last: String,
+    },
     /// A pipeline task ended abnormally (a bug in sluice).
     #[error("internal error: {0}")]
     Internal(String),

@@ -9,6 +9,7 @@ use super::stats::{RunReport, StageCounters, Stats};
 use crate::bindings::{Message, StageError};
 use crate::config::Format;
 use crate::io::{Line, LineReader, Output};
+use crate::limits::{Breach, Limits};
 use crate::stage::{StageInstance, StagePre};
 use serde::de::IgnoredAny;
 use std::path::PathBuf;
@@ -85,11 +86,13 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
     for (index, built) in stages.into_iter().enumerate() {
         let (tx, next_rx) = channel::<Envelope>(BUFFER);
         let worker = StageWorker {
+            limits: *built.pre.limits(),
             pre: built.pre,
             instance: Some(built.first),
             stats: stats.clone(),
             index,
             dead: dead_tx.clone(),
+            failures_in_a_row: 0,
         };
         stage_tasks.push(tokio::spawn(worker.run(rx, tx)));
         rx = next_rx;
@@ -192,11 +195,13 @@ async fn send_dead(
 
 struct StageWorker {
     pre: Arc<StagePre>,
+    limits: Limits,
     /// `None` after a trap, until the next message needs a fresh instance.
     instance: Option<StageInstance>,
     stats: Arc<Stats>,
     index: usize,
     dead: Sender<DeadLetter>,
+    failures_in_a_row: u32,
 }
 
 impl StageWorker {
@@ -207,19 +212,9 @@ impl StageWorker {
     async fn run(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
         while let Some(Envelope { message, origin }) = rx.recv().await {
             self.counters().input.fetch_add(1, Relaxed);
-            let instance = match &mut self.instance {
-                Some(instance) => instance,
-                None => {
-                    let fresh = self
-                        .pre
-                        .instantiate()
-                        .await
-                        .map_err(|error| RunError::Restart { stage: self.pre.name().to_string(), error })?;
-                    self.instance.insert(fresh)
-                }
-            };
-            let (kind, reason) = match instance.process(&message).await {
-                Ok(Ok(outputs)) => {
+            let (kind, reason) = match self.process(&message).await? {
+                Ok(outputs) => {
+                    self.failures_in_a_row = 0;
                     if outputs.is_empty() {
                         self.counters().dropped.fetch_add(1, Relaxed);
                     }
@@ -229,21 +224,67 @@ impl StageWorker {
                     }
                     continue;
                 }
-                Ok(Err(StageError::Invalid(reason))) => (Kind::Invalid, reason),
-                Ok(Err(StageError::Transient(reason))) => (Kind::Transient, reason),
-                Err(trap) => {
-                    // A trapped instance cannot be entered again.
-                    self.instance = None;
-                    self.counters().trapped.fetch_add(1, Relaxed);
-                    tracing::warn!(stage = &**self.pre.name(), line = origin.line, "{trap}");
-                    (Kind::Trap, trap.to_string())
-                }
+                Err(failure) => failure,
             };
             self.counters().dead_lettered.fetch_add(1, Relaxed);
+            self.failures_in_a_row += 1;
+            let max = self.limits.max_consecutive_failures;
+            if max > 0 && self.failures_in_a_row >= max {
+                let stage = self.pre.name().to_string();
+                return Err(RunError::CircuitOpen { stage, failures: self.failures_in_a_row, last: reason }.into());
+            }
             send_dead(&self.dead, self.pre.name(), kind, reason, origin, message).await?;
         }
         Ok(())
     }
+
+    /// One message through the stage: its outputs, or why it goes to the
+    /// dead-letter sink.
+    async fn process(&mut self, message: &Message) -> Result<Result<Vec<Message>, (Kind, String)>, TaskError> {
+        let instance = match &mut self.instance {
+            Some(instance) => instance,
+            None => {
+                let fresh = self
+                    .pre
+                    .instantiate()
+                    .await
+                    .map_err(|error| RunError::Restart { stage: self.pre.name().to_string(), error })?;
+                self.instance.insert(fresh)
+            }
+        };
+        Ok(match instance.process(message).await {
+            Ok(Ok(outputs)) => match check_outputs(&outputs, &self.limits) {
+                None => Ok(outputs),
+                Some(breach) => Err((Kind::Limit, breach.to_string())),
+            },
+            Ok(Err(StageError::Invalid(reason))) => Err((Kind::Invalid, reason)),
+            Ok(Err(StageError::Transient(reason))) => Err((Kind::Transient, reason)),
+            Err(trap) => {
+                // A trapped instance cannot be entered again.
+                self.instance = None;
+                self.counters().trapped.fetch_add(1, Relaxed);
+                tracing::warn!(stage = &**self.pre.name(), "{trap}");
+                Err((if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string()))
+            }
+        })
+    }
+}
+
+/// The output caps: how many outputs one input may have, and how big each may be.
+fn check_outputs(outputs: &[Message], limits: &Limits) -> Option<Breach> {
+    if outputs.len() > limits.max_outputs {
+        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() });
+    }
+    outputs.iter().enumerate().find_map(|(index, m)| {
+        let size = m.value.len()
+            + m.key.as_ref().map_or(0, Vec::len)
+            + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        (size > limits.max_output_bytes).then_some(Breach::OutputBytes {
+            limit: limits.max_output_bytes,
+            produced: size,
+            index: index + 1,
+        })
+    })
 }
 
 async fn write_sink(

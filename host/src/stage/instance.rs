@@ -1,16 +1,24 @@
-//! One instance of a stage: a `Store` and the stage's exports in it.
+//! One instance of a stage: a `Store` and the stage's exports in it, and the
+//! limits every call into it runs under.
 
 use super::load::{LoadError, root_cause};
 use super::store::StoreData;
 use crate::bindings::{Message, Outcome, Plugin};
+use crate::engine::Instrumentation;
+use crate::limits::{Breach, EPOCH_TICK, Limits};
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 use wasmtime::Store;
 
 /// Why a call into a stage failed at the WebAssembly level. The instance it
 /// happened in cannot be entered again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trap {
-    /// What went wrong: the trap, or the host error that aborted the call.
+    /// Whether a limit (fuel, timeout, memory, stack) stopped the call, as
+    /// opposed to the guest crashing (panic, `unreachable`, bad access).
+    pub limit: bool,
+    /// What happened.
     pub reason: String,
     /// What the guest wrote to stderr during the failed call (a panic
     /// message, a traceback), if anything.
@@ -18,12 +26,8 @@ pub struct Trap {
 }
 
 impl Trap {
-    pub(crate) fn new(e: &wasmtime::Error, store: &Store<StoreData>, stderr_mark: u64) -> Self {
-        let reason = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => root_cause(e),
-        };
-        Trap { reason, stderr: store.data().stderr.tail_since(stderr_mark) }
+    pub(crate) fn breach(breach: Breach) -> Self {
+        Trap { limit: true, reason: breach.to_string(), stderr: String::new() }
     }
 }
 
@@ -37,33 +41,125 @@ impl fmt::Display for Trap {
     }
 }
 
+/// The budget of one call.
+#[derive(Clone, Copy)]
+pub(super) struct Budget {
+    pub(super) fuel: Option<u64>,
+    pub(super) timeout: Option<Duration>,
+}
+
 pub(crate) struct StageInstance {
     store: Store<StoreData>,
     plugin: Plugin,
+    limits: Limits,
+    inst: Instrumentation,
 }
 
 impl StageInstance {
-    pub(super) fn new(store: Store<StoreData>, plugin: Plugin) -> Self {
-        StageInstance { store, plugin }
+    /// Makes a store ready for instantiation: instantiation runs guest code,
+    /// so the limits must be in force before it.
+    pub(super) fn arm_store(store: &mut Store<StoreData>, inst: Instrumentation, budget: Budget) {
+        store.limiter(|data| &mut data.limiter);
+        if inst.fuel {
+            store.fuel_async_yield_interval(Some(crate::limits::YIELD_INTERVAL_FUEL)).expect("fuel is enabled");
+        }
+        if inst.epochs {
+            store.epoch_deadline_trap();
+        }
+        Self::set_budget(store, inst, budget);
     }
 
-    pub(super) async fn init(&mut self, config: &str) -> Result<(), LoadError> {
-        let mark = self.store.data().stderr.mark();
-        match self.plugin.sluice_pipeline_stage().call_init(&mut self.store, config).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refusal)) => Err(LoadError::InitRefused(refusal)),
-            Err(e) => Err(LoadError::InitTrapped(Trap::new(&e, &self.store, mark))),
+    fn set_budget(store: &mut Store<StoreData>, inst: Instrumentation, budget: Budget) {
+        if inst.fuel {
+            store.set_fuel(budget.fuel.unwrap_or(u64::MAX)).expect("fuel is enabled");
+        }
+        if inst.epochs {
+            store.set_epoch_deadline(budget.timeout.map_or(u64::MAX / 2, Limits::deadline_ticks));
         }
     }
 
-    /// Processes one message. An `Err` means the instance trapped and must be
-    /// dropped.
+    pub(super) fn new(store: Store<StoreData>, plugin: Plugin, limits: Limits, inst: Instrumentation) -> Self {
+        StageInstance { store, plugin, limits, inst }
+    }
+
+    /// Runs the guest's `init` within `budget`.
+    pub(super) async fn init(&mut self, config: &str, budget: Budget) -> Result<(), LoadError> {
+        let mark = self.arm(budget);
+        let call = self.plugin.sluice_pipeline_stage().call_init(&mut self.store, config);
+        match guard(budget, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(refusal))) => Err(LoadError::InitRefused(refusal)),
+            Ok(Err(e)) => Err(LoadError::InitTrapped(trap(&e, &mut self.store, mark, budget))),
+            Err(breach) => Err(LoadError::InitTrapped(Trap::breach(breach))),
+        }
+    }
+
+    /// Processes one message within the stage's limits. An `Err` means the
+    /// instance trapped and must be dropped.
     pub(crate) async fn process(&mut self, message: &Message) -> Result<Outcome, Trap> {
-        let mark = self.store.data().stderr.mark();
-        self.plugin
-            .sluice_pipeline_stage()
-            .call_process(&mut self.store, message)
-            .await
-            .map_err(|e| Trap::new(&e, &self.store, mark))
+        let budget = Budget { fuel: self.limits.fuel, timeout: self.limits.timeout };
+        let mark = self.arm(budget);
+        let call = self.plugin.sluice_pipeline_stage().call_process(&mut self.store, message);
+        let result = guard(budget, call).await;
+        self.report_dropped_logs();
+        match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
+            Err(breach) => Err(Trap::breach(breach)),
+        }
+    }
+
+    /// Sets the call's fuel, deadline and log budget; returns the stderr mark.
+    fn arm(&mut self, budget: Budget) -> u64 {
+        Self::set_budget(&mut self.store, self.inst, budget);
+        let data = self.store.data();
+        data.log.budget.reset(self.limits.max_log_records);
+        data.stderr.mark()
+    }
+
+    fn report_dropped_logs(&self) {
+        let log = &self.store.data().log;
+        let dropped = log.budget.reset(self.limits.max_log_records);
+        if dropped > 0 {
+            tracing::warn!(
+                stage = &*log.stage,
+                "dropped {dropped} log records of one message (limits.max_log_records = {})",
+                self.limits.max_log_records
+            );
+        }
+    }
+}
+
+/// Runs a call under the wall-clock limit. The epoch deadline stops guest
+/// code; this also stops a call waiting on the host (I/O), a little later so
+/// that the epoch, which leaves the store consistent, normally fires first.
+async fn guard<T>(budget: Budget, call: impl Future<Output = T>) -> Result<T, Breach> {
+    match budget.timeout {
+        Some(t) => tokio::time::timeout(t + 2 * EPOCH_TICK, call).await.map_err(|_| Breach::Timeout(t)),
+        None => Ok(call.await),
+    }
+}
+
+/// Explains a failed call: which limit it broke, or what trapped.
+fn trap(e: &wasmtime::Error, store: &mut Store<StoreData>, stderr_mark: u64, budget: Budget) -> Trap {
+    let stderr = store.data().stderr.tail_since(stderr_mark);
+    let code = e.downcast_ref::<wasmtime::Trap>();
+    let breach = store.data_mut().limiter.breach.take().or(match code {
+        Some(wasmtime::Trap::OutOfFuel) => budget.fuel.map(Breach::Fuel),
+        Some(wasmtime::Trap::Interrupt) => budget.timeout.map(Breach::Timeout),
+        Some(wasmtime::Trap::StackOverflow) => Some(Breach::StackOverflow),
+        _ => None,
+    });
+    match breach {
+        Some(breach) => Trap { limit: true, reason: breach.to_string(), stderr },
+        None => {
+            let mut reason = code.map_or_else(|| root_cause(e), ToString::to_string);
+            if code == Some(&wasmtime::Trap::MemoryOutOfBounds) {
+                reason.push_str(
+                    " (in a stage written in Rust or C this is usually its own stack overflowing: too deep a recursion)",
+                );
+            }
+            Trap { limit: false, reason, stderr }
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Loading a stage's component: check the file, compile it, check its world,
 //! and link it once into an `InstancePre`.
 
-use super::instance::{StageInstance, Trap};
+use super::instance::{Budget, StageInstance, Trap};
 use super::store::StoreData;
 use crate::bindings::{PluginPre, STAGE_EXPORT};
+use crate::config::Grants;
+use crate::engine::Instrumentation;
+use crate::limits::Limits;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
@@ -85,6 +88,9 @@ pub enum LoadError {
     /// `init` trapped.
     #[error("the stage trapped in init: {0}")]
     InitTrapped(Trap),
+    /// A grant (e.g. a directory) could not be given to the stage.
+    #[error("cannot grant the stage what its config asks: {0}")]
+    Grant(String),
 }
 
 /// A stage's component, compiled and linked, ready to instantiate.
@@ -94,6 +100,19 @@ pub(crate) struct StagePre {
     pre: PluginPre<StoreData>,
     /// The stage's `config` table as JSON text, passed to `init`.
     config: String,
+    limits: Limits,
+    grants: Grants,
+    inst: Instrumentation,
+}
+
+/// What a stage is made of, besides its component file.
+pub(crate) struct StageSpec {
+    pub(crate) name: Arc<str>,
+    /// The `config` table as JSON, for `init`.
+    pub(crate) config: String,
+    pub(crate) limits: Limits,
+    pub(crate) grants: Grants,
+    pub(crate) inst: Instrumentation,
 }
 
 impl StagePre {
@@ -102,9 +121,8 @@ impl StagePre {
     pub(crate) fn load(
         engine: &Engine,
         linker: &Linker<StoreData>,
-        name: Arc<str>,
         path: &Path,
-        config: String,
+        spec: StageSpec,
     ) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
@@ -114,7 +132,8 @@ impl StagePre {
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
         let pre =
             PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
-        Ok(StagePre { name, engine: engine.clone(), pre, config })
+        let StageSpec { name, config, limits, grants, inst } = spec;
+        Ok(StagePre { name, engine: engine.clone(), pre, config, limits, grants, inst })
     }
 
     /// The stage's name from the pipeline file.
@@ -122,16 +141,28 @@ impl StagePre {
         &self.name
     }
 
-    /// A fresh, initialised instance.
+    /// The limits the stage runs under.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A fresh, initialised instance. Instantiation and `init` run guest code,
+    /// under the (larger) start-up budget.
     pub(crate) async fn instantiate(&self) -> Result<StageInstance, LoadError> {
-        let mut store = Store::new(&self.engine, StoreData::new(&self.name));
-        let plugin = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| LoadError::InitTrapped(Trap::new(&e, &store, 0)))?;
-        let mut instance = StageInstance::new(store, plugin);
-        instance.init(&self.config).await?;
+        let data =
+            StoreData::new(&self.name, &self.limits, &self.grants).map_err(|e| LoadError::Grant(root_cause(&e)))?;
+        let mut store = Store::new(&self.engine, data);
+        let budget = Budget { fuel: self.limits.init_fuel(), timeout: self.limits.init_timeout() };
+        StageInstance::arm_store(&mut store, self.inst, budget);
+        let plugin = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            let (limit, reason) = match store.data_mut().limiter.breach.take() {
+                Some(breach) => (true, breach.to_string()),
+                None => (false, root_cause(&e)),
+            };
+            LoadError::InitTrapped(Trap { limit, reason, stderr: store.data().stderr.tail_since(0) })
+        })?;
+        let mut instance = StageInstance::new(store, plugin, self.limits, self.inst);
+        instance.init(&self.config, budget).await?;
         Ok(instance)
     }
 }

@@ -1,11 +1,14 @@
-//! The data every stage `Store` carries: one context per capability.
+//! The data every stage `Store` carries: one context per capability, and the
+//! limiter.
 
 use crate::bindings::sluice::pipeline::types;
-use crate::capabilities::log::LogCtx;
+use crate::capabilities::log::{LogBudget, LogCtx};
 use crate::capabilities::stdio::{GuestOutput, Stream};
+use crate::config::Grants;
+use crate::limits::{Limits, MAX_RESOURCES, StageLimiter};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) struct StoreData {
     wasi: WasiCtx,
@@ -13,23 +16,37 @@ pub(crate) struct StoreData {
     pub(crate) log: LogCtx,
     /// The guest's stderr, kept to explain traps.
     pub(crate) stderr: GuestOutput,
+    pub(crate) limiter: StageLimiter,
 }
 
 impl StoreData {
-    /// A store for one instance of `stage`, with no ambient authority: no
-    /// preopened directories, no environment, no arguments, no network
-    /// (wasmtime-wasi denies every socket address and name lookup unless
-    /// allowed). Clocks and randomness are available.
-    pub(crate) fn new(stage: &Arc<str>) -> Self {
-        let stderr = GuestOutput::new(stage.clone(), Stream::Stderr);
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(stage.clone(), Stream::Stdout))
+    /// A store for one instance of `stage`. It has no ambient authority: no
+    /// directories, environment, arguments or network, unless `grants` says
+    /// so. Clocks and randomness are available.
+    pub(crate) fn new(stage: &Arc<str>, limits: &Limits, grants: &Grants) -> wasmtime::Result<Self> {
+        let budget = LogBudget::new(limits.max_log_records);
+        let stderr = GuestOutput::new(stage.clone(), Stream::Stderr, budget.clone());
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutput::new(stage.clone(), Stream::Stdout, budget.clone()))
             .stderr(stderr.clone())
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        StoreData { wasi, table: ResourceTable::new(), log: LogCtx { stage: stage.clone() }, stderr }
+            .allow_udp(false);
+        for (guest, host) in &grants.read_dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
+        }
+        for (key, value) in &grants.env {
+            wasi.env(key, value);
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        Ok(StoreData {
+            wasi: wasi.build(),
+            table,
+            log: LogCtx { stage: stage.clone(), budget },
+            stderr,
+            limiter: StageLimiter::new(limits),
+        })
     }
 }
 

@@ -3,6 +3,9 @@ use crate::bindings::sluice::pipeline::log::{Host, Level};
 
 impl Host for LogCtx {
     async fn log(&mut self, level: Level, message: String) {
+        if !self.budget.take() {
+            return;
+        }
         let stage = &*self.stage;
         let cut = if message.len() > MAX_RECORD_BYTES { " [truncated]" } else { "" };
         let text = truncate(&message, MAX_RECORD_BYTES);

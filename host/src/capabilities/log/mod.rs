@@ -5,6 +5,7 @@ mod host;
 use crate::bindings::sluice::pipeline::log as wit;
 use crate::stage::StoreData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use wasmtime::component::{HasSelf, Linker};
 
 /// Longest log record kept, in bytes; longer ones are cut with a marker.
@@ -14,6 +15,44 @@ pub(crate) const MAX_RECORD_BYTES: usize = 4096;
 pub(crate) struct LogCtx {
     /// The stage's name, attached to every record.
     pub(crate) stage: Arc<str>,
+    /// Records this message may still write (shared with guest stdio).
+    pub(crate) budget: LogBudget,
+}
+
+/// How many log records (including stdout/stderr lines) the message being
+/// processed may still write; the rest are counted and dropped, so a stage
+/// cannot flood the host's log.
+#[derive(Clone, Default)]
+pub(crate) struct LogBudget(Arc<Budget>);
+
+#[derive(Default)]
+struct Budget {
+    left: AtomicU32,
+    dropped: AtomicU32,
+}
+
+impl LogBudget {
+    pub(crate) fn new(max: u32) -> Self {
+        let budget = LogBudget::default();
+        budget.reset(max);
+        budget
+    }
+
+    /// Starts a new message: `max` records allowed. Returns how many the
+    /// previous message had dropped.
+    pub(crate) fn reset(&self, max: u32) -> u32 {
+        self.0.left.store(max, Relaxed);
+        self.0.dropped.swap(0, Relaxed)
+    }
+
+    /// Whether one more record may be written; counts it as dropped if not.
+    pub(crate) fn take(&self) -> bool {
+        let ok = self.0.left.fetch_update(Relaxed, Relaxed, |l| l.checked_sub(1)).is_ok();
+        if !ok {
+            self.0.dropped.fetch_add(1, Relaxed);
+        }
+        ok
+    }
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {

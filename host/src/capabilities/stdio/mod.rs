@@ -3,6 +3,7 @@
 //! be reported with what the guest said before it died (a Rust panic message,
 //! a Python traceback).
 
+use super::log::LogBudget;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub(crate) struct GuestOutput {
     stage: Arc<str>,
     stream: Stream,
     lines: Arc<Mutex<Lines>>,
+    budget: LogBudget,
 }
 
 #[derive(Default)]
@@ -42,8 +44,8 @@ struct Lines {
 }
 
 impl GuestOutput {
-    pub(crate) fn new(stage: Arc<str>, stream: Stream) -> Self {
-        GuestOutput { stage, stream, lines: Arc::default() }
+    pub(crate) fn new(stage: Arc<str>, stream: Stream, budget: LogBudget) -> Self {
+        GuestOutput { stage, stream, lines: Arc::default(), budget }
     }
 
     /// A position in the output; [`GuestOutput::tail_since`] returns what
@@ -85,10 +87,16 @@ impl GuestOutput {
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim_end_matches('\r');
         let stage = &*self.stage;
+        // Over budget, lines are not logged, but stderr still feeds the tail
+        // that explains a trap.
+        let log = self.budget.take();
         match self.stream {
-            Stream::Stdout => tracing::info!(target: "sluice::stage", stage, stream = "stdout", "{text}"),
+            Stream::Stdout if log => tracing::info!(target: "sluice::stage", stage, stream = "stdout", "{text}"),
+            Stream::Stdout => {}
             Stream::Stderr => {
-                tracing::warn!(target: "sluice::stage", stage, stream = "stderr", "{text}");
+                if log {
+                    tracing::warn!(target: "sluice::stage", stage, stream = "stderr", "{text}");
+                }
                 lines.tail_bytes += text.len() + 1; // with the newline that joins it
                 let n = lines.next_line - 1;
                 lines.tail.push_back((n, text.to_string()));
@@ -138,7 +146,7 @@ mod tests {
 
     #[test]
     fn stderr_tail_keeps_recent_lines_and_the_unfinished_one() {
-        let out = GuestOutput::new("s".into(), Stream::Stderr);
+        let out = GuestOutput::new("s".into(), Stream::Stderr, LogBudget::new(u32::MAX));
         out.write(b"before\n");
         let mark = out.mark();
         out.write(b"first\nsecond\r\nthird, unfinished");
@@ -147,7 +155,7 @@ mod tests {
 
     #[test]
     fn stderr_tail_is_bounded() {
-        let out = GuestOutput::new("s".into(), Stream::Stderr);
+        let out = GuestOutput::new("s".into(), Stream::Stderr, LogBudget::new(u32::MAX));
         for i in 0..1000 {
             out.write(format!("line {i}\n").as_bytes());
         }
@@ -157,8 +165,17 @@ mod tests {
     }
 
     #[test]
+    fn lines_over_the_budget_are_dropped_and_counted() {
+        let budget = LogBudget::new(2);
+        let out = GuestOutput::new("s".into(), Stream::Stdout, budget.clone());
+        out.write(b"1\n2\n3\n4\n");
+        assert_eq!(budget.reset(10), 2);
+        assert_eq!(budget.reset(10), 0);
+    }
+
+    #[test]
     fn long_lines_are_split() {
-        let out = GuestOutput::new("s".into(), Stream::Stderr);
+        let out = GuestOutput::new("s".into(), Stream::Stderr, LogBudget::new(u32::MAX));
         out.write(&vec![b'x'; MAX_LINE_BYTES * 2 + 10]);
         let lines = out.lines.lock().unwrap();
         assert_eq!(lines.tail.len(), 1, "only whole lines of MAX_LINE_BYTES are in the tail");

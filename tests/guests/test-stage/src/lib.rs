@@ -10,6 +10,18 @@
 //! - `print:<text>`       -> writes the text to stdout and stderr, then echoes
 //! - `count`              -> outputs how many messages this instance has seen
 //!
+//! Hostile ones, for the sandbox tests:
+//! - `loop`               -> spins forever
+//! - `alloc:<mib>`        -> allocates and touches that many MiB, 1 MiB at a time
+//! - `recurse:<depth>`    -> recurses that deep on the wasm call stack
+//! - `deepstack:<depth>`  -> recurses that deep with frames on the shadow stack in linear memory
+//! - `big:<bytes>`        -> one output of that many bytes
+//! - `logflood:<n>`       -> n log records
+//! - `read:<path>`        -> outputs the file's contents, or `invalid` with the error
+//! - `write:<path>`       -> writes the file, or `invalid` with the error
+//! - `connect:<addr>`     -> opens a TCP connection, or `invalid` with the error
+//! - `env`                -> outputs the environment as `K=V` lines
+//!
 //! Config: `{ "prefix": "..." }` is prepended to echoed values; `{ "fail_init": true }` refuses to start.
 
 use serde::Deserialize;
@@ -52,6 +64,55 @@ impl Stage for TestStage {
                 Ok((0..n).map(|i| Message::new(i.to_string())).collect())
             }
             "drop" => Ok(Vec::new()),
+            "loop" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mib: usize = arg.parse().map_err(|_| StageError::invalid("alloc needs MiB"))?;
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                for i in 0..mib {
+                    hoard.push(vec![i as u8; 1 << 20]);
+                }
+                Ok(vec![Message::new(format!("allocated {}", hoard.len()))])
+            }
+            "recurse" => {
+                let depth: u64 = arg.parse().map_err(|_| StageError::invalid("recurse needs a depth"))?;
+                Ok(vec![Message::new(recurse(depth).to_string())])
+            }
+            "deepstack" => {
+                let depth: u64 = arg.parse().map_err(|_| StageError::invalid("deepstack needs a depth"))?;
+                Ok(vec![Message::new(deep_stack(depth).to_string())])
+            }
+            "big" => {
+                let n: usize = arg.parse().map_err(|_| StageError::invalid("big needs a size"))?;
+                Ok(vec![Message::new(vec![b'x'; n])])
+            }
+            "logflood" => {
+                let n: usize = arg.parse().map_err(|_| StageError::invalid("logflood needs a count"))?;
+                for i in 0..n {
+                    sluice_sdk::info!("flood {i}");
+                }
+                Ok(vec![message])
+            }
+            "read" => match std::fs::read(arg) {
+                Ok(bytes) => Ok(vec![Message::new(bytes)]),
+                Err(e) => Err(StageError::invalid(format!("read {arg}: {e}"))),
+            },
+            "write" => match std::fs::write(arg, b"owned") {
+                Ok(()) => Ok(vec![Message::new("written")]),
+                Err(e) => Err(StageError::invalid(format!("write {arg}: {e}"))),
+            },
+            "connect" => match connect(arg) {
+                Ok(()) => Ok(vec![Message::new("connected")]),
+                Err(e) => Err(StageError::invalid(format!("connect {arg}: {e}"))),
+            },
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                Ok(vec![Message::new(vars.join(","))])
+            }
             "count" => Ok(vec![Message::new(self.seen.to_string())]),
             _ => {
                 match cmd {
@@ -69,6 +130,39 @@ impl Stage for TestStage {
             }
         }
     }
+}
+
+/// Opens a TCP connection through `wasi:sockets`, as any guest language would.
+#[cfg(target_arch = "wasm32")]
+fn connect(addr: &str) -> Result<(), String> {
+    use wasip2::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    let addr: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("bad address: {e}"))?;
+    let network = wasip2::sockets::instance_network::instance_network();
+    let socket =
+        wasip2::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).map_err(|e| format!("{e:?}"))?;
+    let [a, b, c, d] = addr.ip().octets();
+    let target = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: addr.port(), address: (a, b, c, d) });
+    socket.start_connect(&network, target).map_err(|e| format!("{e:?}"))?;
+    socket.subscribe().block();
+    socket.finish_connect().map(drop).map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn connect(_addr: &str) -> Result<(), String> {
+    Err("only in a component".into())
+}
+
+/// Recursion the optimiser cannot flatten, with no frame in linear memory.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 { 1 } else { std::hint::black_box(recurse(std::hint::black_box(depth - 1))).wrapping_mul(3) ^ depth }
+}
+
+/// Recursion whose frames live in linear memory (the shadow stack).
+#[inline(never)]
+fn deep_stack(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 256]);
+    if depth == 0 { frame[0] as u64 } else { deep_stack(depth - 1).wrapping_add(frame[255] as u64) }
 }
 
 sluice_sdk::export_stage!(TestStage);

@@ -1,0 +1,301 @@
+//! Every limit a stage runs under, in one place: the settings in the pipeline
+//! file, their safe defaults, and how each is enforced.
+//!
+//! | setting                    | default   | enforced by                                        |
+//! |----------------------------|-----------|----------------------------------------------------|
+//! | `fuel`                     | 1 billion | wasmtime fuel, reset before every call             |
+//! | `timeout`                  | 30s       | epoch deadline (wasm) + tokio timeout (host waits) |
+//! | `memory`                   | 128 MiB   | [`StageLimiter`], per instance                     |
+//! | `max_outputs`              | 10000     | checked on each result                             |
+//! | `max_output_bytes`         | 16 MiB    | checked on each result, per output message         |
+//! | `max_log_records`          | 100       | log and stdio lines per message; the rest dropped  |
+//! | `max_consecutive_failures` | 1000      | circuit breaker: stops the pipeline                |
+//!
+//! Fixed caps, not configurable: core instances, tables and memories per
+//! instance, table elements, and resource-table entries.
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+
+/// Guest code yields to the async runtime after this much fuel (≈ 1-2 ms of
+/// CPU), so a CPU-bound stage never stalls the I/O of others.
+pub(crate) const YIELD_INTERVAL_FUEL: u64 = 1_000_000;
+/// How often the epoch ticks; timeouts are rounded up to it.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel and time for instantiation and `init`, which run guest start-up code
+/// (an interpreter's, for Python or JavaScript stages).
+const INIT_FUEL: u64 = 50_000_000_000;
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_INSTANCES: usize = 100;
+const MAX_TABLES: usize = 100;
+const MAX_MEMORIES: usize = 20;
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// Resource handles (streams, pollables, ...) a stage may hold at once.
+pub(crate) const MAX_RESOURCES: usize = 10_000;
+
+/// A limit that can be switched off with `"unlimited"` / `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit<T> {
+    /// At most this much.
+    Max(T),
+    /// No limit.
+    Unlimited,
+}
+
+impl<T: Copy> Limit<T> {
+    fn get(self) -> Option<T> {
+        match self {
+            Limit::Max(v) => Some(v),
+            Limit::Unlimited => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit<u64> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Limit::Max(n)),
+            Raw::Text(t) if t == "unlimited" => Ok(Limit::Unlimited),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!("expected a number or \"unlimited\", found \"{t}\""))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit<Duration> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "none" {
+            return Ok(Limit::Unlimited);
+        }
+        humantime::parse_duration(&text).map(Limit::Max).map_err(|e| {
+            serde::de::Error::custom(format!("expected a duration such as \"500ms\" or \"30s\", or \"none\": {e}"))
+        })
+    }
+}
+
+/// Limits as written in the pipeline file: per stage (`limits = {...}`) and
+/// pipeline-wide (`[limits]`); a stage's own setting wins, then the
+/// pipeline's, then the default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Fuel (roughly, WebAssembly instructions) per message, or `"unlimited"`.
+    pub fuel: Option<Limit<u64>>,
+    /// Wall-clock time per message, including host I/O, e.g. `"5s"`, or `"none"`.
+    pub timeout: Option<Limit<Duration>>,
+    /// Linear memory per instance, e.g. `"64MiB"`.
+    pub memory: Option<ByteSize>,
+    /// Outputs one input may produce.
+    pub max_outputs: Option<usize>,
+    /// Bytes of one output message (value, key and headers).
+    pub max_output_bytes: Option<ByteSize>,
+    /// Log records (and stdout/stderr lines) per message; more are dropped.
+    pub max_log_records: Option<u32>,
+    /// Failures in a row (errors or traps) after which the pipeline stops; 0 never stops.
+    pub max_consecutive_failures: Option<u32>,
+}
+
+impl LimitsConfig {
+    /// These settings, with `fallback`'s where these have none.
+    pub fn or(&self, fallback: &LimitsConfig) -> LimitsConfig {
+        LimitsConfig {
+            fuel: self.fuel.or(fallback.fuel),
+            timeout: self.timeout.or(fallback.timeout),
+            memory: self.memory.or(fallback.memory),
+            max_outputs: self.max_outputs.or(fallback.max_outputs),
+            max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
+            max_log_records: self.max_log_records.or(fallback.max_log_records),
+            max_consecutive_failures: self.max_consecutive_failures.or(fallback.max_consecutive_failures),
+        }
+    }
+
+    /// The limits in force, defaults filled in.
+    pub fn resolve(&self) -> Limits {
+        Limits {
+            fuel: self.fuel.unwrap_or(Limit::Max(1_000_000_000)).get(),
+            timeout: self.timeout.unwrap_or(Limit::Max(Duration::from_secs(30))).get(),
+            memory: self.memory.unwrap_or(ByteSize::mib(128)).as_u64() as usize,
+            max_outputs: self.max_outputs.unwrap_or(10_000),
+            max_output_bytes: self.max_output_bytes.unwrap_or(ByteSize::mib(16)).as_u64() as usize,
+            max_log_records: self.max_log_records.unwrap_or(100),
+            max_consecutive_failures: self.max_consecutive_failures.unwrap_or(1000),
+        }
+    }
+}
+
+/// The limits one stage runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per message; `None`: unlimited.
+    pub fuel: Option<u64>,
+    /// Wall-clock time per message; `None`: none.
+    pub timeout: Option<Duration>,
+    /// Bytes of linear memory per instance.
+    pub memory: usize,
+    /// Outputs per input.
+    pub max_outputs: usize,
+    /// Bytes per output message (value, key and headers).
+    pub max_output_bytes: usize,
+    /// Log records and stdio lines per message.
+    pub max_log_records: u32,
+    /// Failures in a row before the pipeline stops; 0: never.
+    pub max_consecutive_failures: u32,
+}
+
+impl Limits {
+    /// Epoch ticks for a timeout, rounded up, plus one for the tick in progress.
+    pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+        (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).saturating_add(1)
+    }
+
+    /// The budget for instantiation and `init`.
+    pub(crate) fn init_fuel(&self) -> Option<u64> {
+        self.fuel.map(|f| f.max(INIT_FUEL))
+    }
+
+    pub(crate) fn init_timeout(&self) -> Option<Duration> {
+        self.timeout.map(|t| t.max(INIT_TIMEOUT))
+    }
+}
+
+/// Which limit a message broke, for the dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Breach {
+    Fuel(u64),
+    Timeout(Duration),
+    Memory { limit: usize, asked: usize },
+    Table { limit: usize, asked: usize },
+    StackOverflow,
+    Outputs { limit: usize, produced: usize },
+    OutputBytes { limit: usize, produced: usize, index: usize },
+}
+
+impl fmt::Display for Breach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Breach::Fuel(fuel) => write!(f, "used all {fuel} units of fuel allowed per message (limits.fuel)"),
+            Breach::Timeout(t) => {
+                write!(
+                    f,
+                    "took longer than the {} allowed per message (limits.timeout)",
+                    humantime::format_duration(*t)
+                )
+            }
+            Breach::Memory { limit, asked } => write!(
+                f,
+                "tried to grow its memory to {}, over the {} allowed per instance (limits.memory)",
+                ByteSize(*asked as u64).display().iec(),
+                ByteSize(*limit as u64).display().iec()
+            ),
+            Breach::Table { limit, asked } => {
+                write!(f, "tried to grow a table to {asked} elements, over the {limit} allowed")
+            }
+            Breach::StackOverflow => f.write_str("overflowed its call stack (too deep a recursion)"),
+            Breach::Outputs { limit, produced } => {
+                write!(f, "produced {produced} outputs for one input, over the {limit} allowed (limits.max_outputs)")
+            }
+            Breach::OutputBytes { limit, produced, index } => write!(
+                f,
+                "produced an output of {} (output {index}), over the {} allowed (limits.max_output_bytes)",
+                ByteSize(*produced as u64).display().iec(),
+                ByteSize(*limit as u64).display().iec()
+            ),
+        }
+    }
+}
+
+/// The store's resource limiter: caps memory and tables, and remembers which
+/// cap a guest hit so the trap can say so.
+pub(crate) struct StageLimiter {
+    memory: usize,
+    pub(crate) breach: Option<Breach>,
+}
+
+impl StageLimiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        StageLimiter { memory: limits.memory, breach: None }
+    }
+}
+
+impl ResourceLimiter for StageLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.breach = Some(Breach::Memory { limit: self.memory, asked: desired });
+            // A trap, not a failed `memory.grow`: the reason is then exact
+            // instead of whatever the guest's allocator does on failure.
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.breach = Some(Breach::Table { limit: MAX_TABLE_ELEMENTS, asked: desired });
+            return Err(wasmtime::Error::msg("table limit reached"));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_settings_win_over_pipeline_ones_then_defaults() {
+        let pipeline: LimitsConfig = toml::from_str("fuel = 5\ntimeout = \"2s\"").unwrap();
+        let stage: LimitsConfig = toml::from_str("fuel = \"unlimited\"\nmemory = \"64MiB\"").unwrap();
+        let limits = stage.or(&pipeline).resolve();
+        assert_eq!(limits.fuel, None);
+        assert_eq!(limits.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(limits.memory, 64 << 20);
+        assert_eq!(limits.max_outputs, 10_000, "the default");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let err = toml::from_str::<LimitsConfig>("timeout = \"soon\"").unwrap_err();
+        assert!(err.message().starts_with("expected a duration such as \"500ms\" or \"30s\", or \"none\""), "{err}");
+        let err = toml::from_str::<LimitsConfig>("fuel = \"lots\"").unwrap_err();
+        assert_eq!(err.message(), "expected a number or \"unlimited\", found \"lots\"");
+    }
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(Limits::deadline_ticks(Duration::from_millis(10)), 2);
+        assert_eq!(Limits::deadline_ticks(Duration::from_millis(11)), 3);
+    }
+
+    #[test]
+    fn memory_growth_past_the_cap_is_a_named_breach() {
+        let limits = LimitsConfig { memory: Some(ByteSize::mib(1)), ..Default::default() }.resolve();
+        let mut limiter = StageLimiter::new(&limits);
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(limiter.memory_growing(1 << 20, 2 << 20, None).is_err());
+        assert_eq!(
+            limiter.breach.as_ref().unwrap().to_string(),
+            "tried to grow its memory to 2.0 MiB, over the 1.0 MiB allowed per instance (limits.memory)"
+        );
+    }
+}
