@@ -42,12 +42,14 @@ async fn an_infinite_loop_hits_the_timeout_when_fuel_is_unlimited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stage_with_no_settings_cannot_hang() {
+async fn a_pipeline_wide_timeout_stops_a_stage_without_settings() {
+    // With no settings at all the 30 s default applies (pinned in the limits unit tests).
     let scratch = Scratch::new();
-    let run = run_hostile(&scratch, "", "loop\nb\n").await;
+    let pipeline = header("lines") + "[limits]\ntimeout = \"300ms\"\n" + &stage_with("t", guests::TEST_STAGE, "", "");
+    let run = scratch.run(&pipeline, "loop\nb\n").await;
     run.report.as_ref().unwrap();
     assert_eq!(run.output, ["b"]);
-    assert_eq!(only_dead_letter(&run).1, "used all 1000000000 units of fuel allowed per message (limits.fuel)");
+    assert_eq!(only_dead_letter(&run).1, "took longer than the 300ms allowed per message (limits.timeout)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,4 +215,31 @@ async fn successes_reset_the_circuit_breaker() {
     let run = run_hostile(&scratch, "limits = { max_consecutive_failures = 3 }", &input).await;
     let report = run.report.as_ref().unwrap();
     assert_eq!((report.written, report.dead_lettered), (5, 10));
+}
+
+// One thread: if the looping guest never yielded, the ticker could not run at all until it ended.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cpu_bound_stage_yields_to_other_tasks() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let ticks = std::sync::Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                ticks.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    let scratch = Scratch::new();
+    // Spins until its timeout.
+    let spin = stage_with("t", guests::TEST_STAGE, "", r#"limits = { timeout = "400ms" }"#);
+    let pipeline = scratch.build(&(header("lines") + &spin)).await.unwrap();
+    scratch.write("input", "loop\n");
+    let before = ticks.load(Relaxed);
+    let report = pipeline.run().await.unwrap();
+    let during = ticks.load(Relaxed) - before;
+    ticker.abort();
+    assert_eq!(report.dead_lettered, 1, "the loop ran until its timeout");
+    assert!(during >= 10, "the ticker ran only {during} times while the guest looped");
 }

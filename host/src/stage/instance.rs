@@ -8,8 +8,8 @@ use crate::engine::Instrumentation;
 use crate::limits::{Breach, EPOCH_TICK, Limits};
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
-use wasmtime::Store;
+use std::time::{Duration, Instant};
+use wasmtime::{Store, UpdateDeadline};
 
 /// Why a call into a stage failed at the WebAssembly level. The instance it
 /// happened in cannot be entered again.
@@ -60,11 +60,23 @@ impl StageInstance {
     /// so the limits must be in force before it.
     pub(super) fn arm_store(store: &mut Store<StoreData>, inst: Instrumentation, budget: Budget) {
         store.limiter(|data| &mut data.limiter);
-        if inst.fuel {
-            store.fuel_async_yield_interval(Some(crate::limits::YIELD_INTERVAL_FUEL)).expect("fuel is enabled");
-        }
         if inst.epochs {
-            store.epoch_deadline_trap();
+            // At every tick: stop the call if its deadline passed, else yield
+            // to the runtime. tokio's `yield_now` reschedules the task only
+            // after the runtime has polled its timers and I/O, so other tasks
+            // get to run even on a single thread.
+            store.epoch_deadline_callback(|mut ctx| {
+                let data = ctx.data_mut();
+                if let Some((at, timeout)) = data.deadline {
+                    if Instant::now() >= at {
+                        data.limiter.breach = Some(Breach::Timeout(timeout));
+                        return Ok(UpdateDeadline::Interrupt);
+                    }
+                }
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            });
+        } else if inst.fuel {
+            store.fuel_async_yield_interval(Some(crate::limits::YIELD_INTERVAL_FUEL)).expect("fuel is enabled");
         }
         Self::set_budget(store, inst, budget);
     }
@@ -74,7 +86,8 @@ impl StageInstance {
             store.set_fuel(budget.fuel.unwrap_or(u64::MAX)).expect("fuel is enabled");
         }
         if inst.epochs {
-            store.set_epoch_deadline(budget.timeout.map_or(u64::MAX / 2, Limits::deadline_ticks));
+            store.set_epoch_deadline(1);
+            store.data_mut().deadline = budget.timeout.map(|t| (Instant::now() + t, t));
         }
     }
 
@@ -135,8 +148,43 @@ impl StageInstance {
 /// that the epoch, which leaves the store consistent, normally fires first.
 async fn guard<T>(budget: Budget, call: impl Future<Output = T>) -> Result<T, Breach> {
     match budget.timeout {
-        Some(t) => tokio::time::timeout(t + 2 * EPOCH_TICK, call).await.map_err(|_| Breach::Timeout(t)),
+        Some(t) => Deadline::new(call, t + 2 * EPOCH_TICK).await.map_err(|()| Breach::Timeout(t)),
         None => Ok(call.await),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `tokio::time::timeout`, except that the timer is only registered if the
+    /// call suspends. Most calls finish in their first poll, and a timer per
+    /// message per stage was the largest cost of the sandbox.
+    struct Deadline<F> {
+        #[pin]
+        call: F,
+        at: tokio::time::Instant,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F> Deadline<F> {
+    fn new(call: F, timeout: Duration) -> Self {
+        Deadline { call, at: tokio::time::Instant::now() + timeout, timer: None }
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if let std::task::Poll::Ready(v) = this.call.poll(cx) {
+            return std::task::Poll::Ready(Ok(v));
+        }
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep_until(*this.at)));
+        }
+        let timer = this.timer.as_pin_mut().expect("set above");
+        timer.poll(cx).map(|()| Err(()))
     }
 }
 

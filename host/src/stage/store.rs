@@ -17,6 +17,8 @@ pub(crate) struct StoreData {
     /// The guest's stderr, kept to explain traps.
     pub(crate) stderr: GuestOutput,
     pub(crate) limiter: StageLimiter,
+    /// When the current call must end, and its timeout, for the epoch callback.
+    pub(crate) deadline: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl StoreData {
@@ -46,6 +48,7 @@ impl StoreData {
             log: LogCtx { stage: stage.clone(), budget },
             stderr,
             limiter: StageLimiter::new(limits),
+            deadline: None,
         })
     }
 }
