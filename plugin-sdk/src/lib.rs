@@ -48,6 +48,7 @@ extern crate self as sluice_sdk;
 
 mod message;
 
+pub mod http;
 pub mod json;
 
 pub mod log;

@@ -2,8 +2,10 @@
 //! through the real host. One binary, so the build is paid once.
 
 mod config_errors;
+mod http;
 mod load_errors;
 mod quickstart;
 mod sandbox;
+mod server;
 mod stages;
 mod support;

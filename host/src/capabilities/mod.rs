@@ -4,6 +4,7 @@
 //! `add_to_linker`, a field in [`crate::stage::StoreData`], and one line in
 //! [`add_to_linker`].
 
+pub(crate) mod http;
 pub(crate) mod log;
 pub(crate) mod stdio;
 
@@ -18,5 +19,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     bindings::sluice::pipeline::types::add_to_linker::<StoreData, HasSelf<StoreData>>(linker, |d| d)?;
     log::add_to_linker(linker)?;
+    http::add_to_linker(linker)?;
     Ok(())
 }

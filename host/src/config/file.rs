@@ -115,6 +115,10 @@ pub struct Grants {
     /// host's environment is passed on otherwise.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Authorities the stage may send HTTP requests to through `wasi:http`:
+    /// `"host:port"`, or `"host"` for the scheme's default port.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
 }
 
 impl StageConfig {

@@ -65,7 +65,7 @@ pub enum LoadError {
     #[error(
         "{} imports `{import}`, which sluice does not provide. Stages may import \
          `sluice:pipeline/*` and WASI 0.2 (`wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, \
-         `wasi:filesystem`, `wasi:sockets`)",
+         `wasi:filesystem`, `wasi:sockets`, `wasi:http/outgoing-handler`)",
         path.display()
     )]
     UnknownImport {

@@ -2,6 +2,7 @@
 //! limiter.
 
 use crate::bindings::sluice::pipeline::types;
+use crate::capabilities::http::HttpCtx;
 use crate::capabilities::log::{LogBudget, LogCtx};
 use crate::capabilities::stdio::{GuestOutput, Stream};
 use crate::config::Grants;
@@ -14,6 +15,7 @@ pub(crate) struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) log: LogCtx,
+    http: HttpCtx,
     /// The guest's stderr, kept to explain traps.
     pub(crate) stderr: GuestOutput,
     pub(crate) limiter: StageLimiter,
@@ -46,6 +48,7 @@ impl StoreData {
             wasi: wasi.build(),
             table,
             log: LogCtx { stage: stage.clone(), budget },
+            http: HttpCtx::new(grants.allow_http.iter().cloned().collect()),
             stderr,
             limiter: StageLimiter::new(limits),
             deadline: None,
@@ -56,6 +59,16 @@ impl StoreData {
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StoreData {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut self.http.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http.ctx,
+        }
     }
 }
 

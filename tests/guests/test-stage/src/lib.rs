@@ -21,6 +21,7 @@
 //! - `write:<path>`       -> writes the file, or `invalid` with the error
 //! - `connect:<addr>`     -> opens a TCP connection, or `invalid` with the error
 //! - `env`                -> outputs the environment as `K=V` lines
+//! - `http:<url>`         -> GETs the URL: outputs `<status> <body>`, or `invalid` with the error
 //!
 //! Config: `{ "prefix": "..." }` is prepended to echoed values; `{ "fail_init": true }` refuses to start.
 
@@ -108,6 +109,10 @@ impl Stage for TestStage {
             "connect" => match connect(arg) {
                 Ok(()) => Ok(vec![Message::new("connected")]),
                 Err(e) => Err(StageError::invalid(format!("connect {arg}: {e}"))),
+            },
+            "http" => match sluice_sdk::http::get(arg) {
+                Ok(r) => Ok(vec![Message::new(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))]),
+                Err(e) => Err(StageError::invalid(e.to_string())),
             },
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
