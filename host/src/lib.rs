@@ -24,8 +24,8 @@ mod pipeline;
 mod stage;
 
 pub use config::{
-    ConfigError, ConfigErrors, DeadLetterConfig, Format, Grants, PipelineConfig, SinkConfig, SourceConfig, StageConfig,
-    VERSION,
+    ConfigError, ConfigErrors, DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
+    RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
 };
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{BuildError, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats};

@@ -17,7 +17,8 @@ async fn unknown_keys_name_the_allowed_ones() {
         .unwrap();
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:5:1: unknown field `settings`, expected one of `name`, `plugin`, `config`, `limits`, `grants`"
+        "<dir>/pipeline.toml:5:1: unknown field `settings`, expected one of `name`, `plugin`, `config`, `limits`, \
+         `grants`, `concurrency`, `order`, `partition_by`, `buffer`, `retries`"
     );
 }
 

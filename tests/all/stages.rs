@@ -1,6 +1,6 @@
 //! Stage behaviour through the host: outputs, errors, traps, config.
 
-use crate::support::{Scratch, guests, header, stage};
+use crate::support::{Scratch, guests, header, stage, stage_with};
 
 fn test_stage(config: &str) -> String {
     header("lines") + &stage("t", guests::TEST_STAGE, config)
@@ -9,17 +9,17 @@ fn test_stage(config: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn split_drop_invalid_and_transient_each_go_where_they_belong() {
     let scratch = Scratch::new();
-    let run =
-        scratch.run(&test_stage(r#"prefix = "> ""#), "split:3\ninvalid:bad thing\ntransient:db down\ndrop\nx\n").await;
+    let pipeline = test_stage(r#"prefix = "> ""#) + "retries = { max = 2, backoff = \"1ms\" }\n";
+    let run = scratch.run(&pipeline, "split:3\ninvalid:bad thing\ntransient:db down\ndrop\nx\n").await;
     let report = run.report.unwrap();
     assert_eq!(run.output, ["0", "1", "2", "> x"]);
     let reasons: Vec<_> =
         run.dead.iter().map(|d| (d["error"].as_str().unwrap(), d["reason"].as_str().unwrap())).collect();
-    assert_eq!(reasons, [("invalid", "bad thing"), ("transient", "db down")]);
+    assert_eq!(reasons, [("invalid", "bad thing"), ("transient", "db down (after 2 retries)")]);
     assert_eq!(run.dead[0]["message"]["value_text"], "invalid:bad thing", "the original message is kept");
     assert_eq!(run.dead[1]["input"]["line"], 3);
     let t = &report.stages[0];
-    assert_eq!((t.input, t.output, t.dropped, t.dead_lettered, t.trapped), (5, 4, 1, 2, 0));
+    assert_eq!((t.input, t.output, t.dropped, t.dead_lettered, t.trapped, t.retried), (5, 4, 1, 2, 0, 2));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -47,9 +47,10 @@ async fn every_message_is_accounted_for_across_stages() {
     let scratch = Scratch::new();
     let commands = ["x", "split:2", "drop", "invalid:no", "panic:p", "transient:t"];
     let input: String = (0..600).map(|i| format!("{}\n", commands[i % commands.len()])).collect();
+    let no_retries = "retries = { max = 0 }";
     let pipeline = header("lines")
-        + &stage("first", guests::TEST_STAGE, "")
-        + &stage("second", guests::TEST_STAGE, r#"prefix = "+""#);
+        + &stage_with("first", guests::TEST_STAGE, "", no_retries)
+        + &stage_with("second", guests::TEST_STAGE, r#"prefix = "+""#, no_retries);
     let run = scratch.run(&pipeline, &input).await;
     let report = run.report.unwrap();
     assert_eq!(report.read, 600);

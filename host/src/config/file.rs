@@ -96,6 +96,104 @@ pub struct StageConfig {
     limits: LimitsConfig,
     #[serde(default = "no_grants")]
     grants: Spanned<Grants>,
+    #[serde(default = "one")]
+    concurrency: Spanned<usize>,
+    #[serde(default)]
+    order: Option<Order>,
+    #[serde(default)]
+    partition_by: Option<Spanned<PartitionBy>>,
+    #[serde(default = "default_buffer")]
+    buffer: Spanned<usize>,
+    #[serde(default)]
+    retries: RetryConfig,
+}
+
+fn one() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+fn default_buffer() -> Spanned<usize> {
+    Spanned::new(0..0, 64)
+}
+
+/// In which order a stage's outputs leave it when it runs several messages at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// In input order (a reorder buffer holds results that finish early).
+    #[default]
+    Ordered,
+    /// As soon as each is done.
+    Unordered,
+}
+
+/// What a keyed stage partitions by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionBy {
+    /// The message key: messages with the same key are processed one at a
+    /// time, in order; different keys in parallel. Messages without a key
+    /// form one partition.
+    Key,
+}
+
+/// How a stage retries messages it reports as `transient`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt; 0 dead-letters transient errors at once.
+    #[serde(default = "default_max_retries")]
+    pub max: u32,
+    /// The first delay; each retry doubles it, with jitter.
+    #[serde(default = "default_backoff", with = "humantime_serde_compat")]
+    pub backoff: std::time::Duration,
+    /// The longest delay.
+    #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
+    pub max_backoff: std::time::Duration,
+}
+
+fn default_max_retries() -> u32 {
+    3
+}
+
+fn default_backoff() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
+}
+
+fn default_max_backoff() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max: default_max_retries(), backoff: default_backoff(), max_backoff: default_max_backoff() }
+    }
+}
+
+/// Durations as text: `"100ms"`, `"2s"`.
+mod humantime_serde_compat {
+    use serde::Deserialize;
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("expected a duration such as \"100ms\" or \"2s\": {e}")))
+    }
+}
+
+/// How a stage runs its messages: concurrency, order, retries, buffering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    /// Messages in flight at once, each in its own instance.
+    pub concurrency: usize,
+    /// Output order.
+    pub order: Order,
+    /// Keyed processing, if set.
+    pub partition_by: Option<PartitionBy>,
+    /// Messages buffered in front of the stage.
+    pub buffer: usize,
+    /// Retries of transient errors.
+    pub retries: RetryConfig,
 }
 
 fn no_grants() -> Spanned<Grants> {
@@ -130,6 +228,11 @@ impl StageConfig {
             config: toml::Table::new(),
             limits: LimitsConfig::default(),
             grants: no_grants(),
+            concurrency: one(),
+            order: None,
+            partition_by: None,
+            buffer: default_buffer(),
+            retries: RetryConfig::default(),
         }
     }
 
@@ -148,6 +251,41 @@ impl StageConfig {
     /// The stage's grants, as written.
     pub fn grants(&self) -> &Grants {
         self.grants.get_ref()
+    }
+
+    /// Lets up to `n` messages be in flight at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Spanned::new(0..0, n);
+        self
+    }
+
+    /// Sets the output order.
+    pub fn with_order(mut self, order: Order) -> Self {
+        self.order = Some(order);
+        self
+    }
+
+    /// Processes messages keyed by `partition_by`.
+    pub fn with_partition_by(mut self, partition_by: PartitionBy) -> Self {
+        self.partition_by = Some(Spanned::new(0..0, partition_by));
+        self
+    }
+
+    /// Sets the retry policy for transient errors.
+    pub fn with_retries(mut self, retries: RetryConfig) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// How the stage runs its messages.
+    pub fn execution(&self) -> Execution {
+        Execution {
+            concurrency: *self.concurrency.get_ref(),
+            order: self.order.unwrap_or_default(),
+            partition_by: self.partition_by.as_ref().map(|p| *p.get_ref()),
+            buffer: *self.buffer.get_ref(),
+            retries: self.retries,
+        }
     }
 
     /// Sets the settings handed to the stage's `init`.
@@ -373,6 +511,15 @@ impl PipelineConfig {
                         format!("stage `{name}`: read_dirs `{guest}`: directory {} not found", host.display()),
                     );
                 }
+            }
+            if *stage.concurrency.get_ref() == 0 {
+                err(stage.concurrency.span(), format!("stage `{name}`: concurrency must be at least 1"));
+            }
+            if *stage.buffer.get_ref() == 0 {
+                err(stage.buffer.span(), format!("stage `{name}`: buffer must be at least 1"));
+            }
+            if let (Some(p), Some(_)) = (&stage.partition_by, stage.order) {
+                err(p.span(), format!("stage `{name}`: `partition_by` sets per-key order; remove `order`"));
             }
             for key in stage.grants.get_ref().env.keys() {
                 if key.is_empty() || key.contains('=') {

@@ -21,6 +21,10 @@
 //! plugin = "plugins/json-filter.wasm"
 //! config = { field = "amount", gte = 100 }
 //! limits = { fuel = 100_000_000, memory = "32MiB" }
+//! concurrency = 8                  # messages in flight, each in its own instance
+//! order = "ordered"                # or "unordered"; `partition_by = "key"` for per-key order
+//! buffer = 64                      # messages queued in front of the stage
+//! retries = { max = 3, backoff = "100ms", max_backoff = "10s" }
 //! grants = { read_dirs = { "/lookup" = "data" }, env = { TZ = "UTC" } }
 //! ```
 
@@ -28,7 +32,10 @@ mod error;
 mod file;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{DeadLetterConfig, Format, Grants, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+pub use file::{
+    DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig,
+    StageConfig,
+};
 
 /// The only version of the pipeline file format this build reads.
 pub const VERSION: u32 = 1;

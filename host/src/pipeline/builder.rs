@@ -63,7 +63,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         // Instantiate once now so that a bad config is reported before any
         // input is read.
         match pre.instantiate().await {
-            Ok(first) => stages.push(BuiltStage { pre, first }),
+            Ok(first) => stages.push(BuiltStage { pre, exec: config.stages()[index].execution(), first }),
             Err(e) => errors.push(problem(e)),
         }
     }

@@ -5,6 +5,7 @@ mod builder;
 mod dead_letter;
 mod error;
 mod running;
+mod stage_task;
 mod stats;
 
 pub use error::{BuildError, RunError, StageLoadError};
@@ -24,6 +25,7 @@ pub struct Pipeline {
 
 struct BuiltStage {
     pre: Arc<StagePre>,
+    exec: crate::config::Execution,
     /// The instance made at build time to check `init`; the run starts with it.
     first: StageInstance,
 }

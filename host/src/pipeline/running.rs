@@ -5,12 +5,11 @@
 use super::Pipeline;
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
-use super::stats::{RunReport, StageCounters, Stats};
-use crate::bindings::{Message, StageError};
+use super::stats::{RunReport, Stats};
+use crate::bindings::Message;
 use crate::config::Format;
 use crate::io::{Line, LineReader, Output};
-use crate::limits::{Breach, Limits};
-use crate::stage::{StageInstance, StagePre};
+use super::stage_task::StageTask;
 use serde::de::IgnoredAny;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,19 +19,19 @@ use tokio::io::{AsyncBufRead, BufReader};
 use tokio::sync::mpsc::{Receiver, Sender, channel};
 use tokio::task::JoinHandle;
 
-/// Messages buffered between two tasks.
+/// Messages buffered in front of the sink (in front of a stage: its `buffer`).
 const BUFFER: usize = 64;
 /// How much of an over-long input line the dead-letter record keeps.
 const TOO_LONG_KEPT: usize = 1024;
 
 /// A message and where it came from; outputs inherit their input's origin.
-struct Envelope {
-    message: Message,
-    origin: Origin,
+pub(super) struct Envelope {
+    pub(super) message: Message,
+    pub(super) origin: Origin,
 }
 
 /// How a task ended, when not normally.
-enum TaskError {
+pub(super) enum TaskError {
     /// The next task stopped taking messages: it failed, and says why itself.
     Closed,
     Failed(RunError),
@@ -70,7 +69,8 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
         Output::file(&dead_path).map_err(|source| RunError::Output { path: dead_path.clone(), source })?;
 
     let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
-    let (source_tx, mut rx) = channel::<Envelope>(BUFFER);
+    let first_buffer = stages.first().map_or(BUFFER, |s| s.exec.buffer);
+    let (source_tx, mut rx) = channel::<Envelope>(first_buffer);
     let source = config.source();
     let source_task: Task<()> = tokio::spawn(read_source(
         reader,
@@ -83,18 +83,19 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
     ));
 
     let mut stage_tasks: Vec<Task<()>> = Vec::new();
-    for (index, built) in stages.into_iter().enumerate() {
-        let (tx, next_rx) = channel::<Envelope>(BUFFER);
-        let worker = StageWorker {
-            limits: *built.pre.limits(),
+    let buffers: Vec<usize> = stages.iter().skip(1).map(|s| s.exec.buffer).chain([BUFFER]).collect();
+    for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
+        let (tx, next_rx) = channel::<Envelope>(buffer);
+        let task = StageTask {
             pre: built.pre,
-            instance: Some(built.first),
+            exec: built.exec,
             stats: stats.clone(),
             index,
             dead: dead_tx.clone(),
+            idle: vec![built.first],
             failures_in_a_row: 0,
         };
-        stage_tasks.push(tokio::spawn(worker.run(rx, tx)));
+        stage_tasks.push(tokio::spawn(task.run(rx, tx)));
         rx = next_rx;
     }
 
@@ -181,7 +182,7 @@ fn message(value: Vec<u8>) -> Message {
     Message { key: None, value, headers: Vec::new(), timestamp: None }
 }
 
-async fn send_dead(
+pub(super) async fn send_dead(
     dead: &Sender<DeadLetter>,
     stage: &str,
     kind: Kind,
@@ -191,100 +192,6 @@ async fn send_dead(
 ) -> Result<(), TaskError> {
     let letter = DeadLetter { stage: stage.to_string(), kind, reason, origin, message };
     dead.send(letter).await.map_err(|_| TaskError::Closed)
-}
-
-struct StageWorker {
-    pre: Arc<StagePre>,
-    limits: Limits,
-    /// `None` after a trap, until the next message needs a fresh instance.
-    instance: Option<StageInstance>,
-    stats: Arc<Stats>,
-    index: usize,
-    dead: Sender<DeadLetter>,
-    failures_in_a_row: u32,
-}
-
-impl StageWorker {
-    fn counters(&self) -> &StageCounters {
-        &self.stats.stages[self.index]
-    }
-
-    async fn run(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
-        while let Some(Envelope { message, origin }) = rx.recv().await {
-            self.counters().input.fetch_add(1, Relaxed);
-            let (kind, reason) = match self.process(&message).await? {
-                Ok(outputs) => {
-                    self.failures_in_a_row = 0;
-                    if outputs.is_empty() {
-                        self.counters().dropped.fetch_add(1, Relaxed);
-                    }
-                    for output in outputs {
-                        self.counters().output.fetch_add(1, Relaxed);
-                        tx.send(Envelope { message: output, origin }).await.map_err(|_| TaskError::Closed)?;
-                    }
-                    continue;
-                }
-                Err(failure) => failure,
-            };
-            self.counters().dead_lettered.fetch_add(1, Relaxed);
-            self.failures_in_a_row += 1;
-            let max = self.limits.max_consecutive_failures;
-            if max > 0 && self.failures_in_a_row >= max {
-                let stage = self.pre.name().to_string();
-                return Err(RunError::CircuitOpen { stage, failures: self.failures_in_a_row, last: reason }.into());
-            }
-            send_dead(&self.dead, self.pre.name(), kind, reason, origin, message).await?;
-        }
-        Ok(())
-    }
-
-    /// One message through the stage: its outputs, or why it goes to the
-    /// dead-letter sink.
-    async fn process(&mut self, message: &Message) -> Result<Result<Vec<Message>, (Kind, String)>, TaskError> {
-        let instance = match &mut self.instance {
-            Some(instance) => instance,
-            None => {
-                let fresh = self
-                    .pre
-                    .instantiate()
-                    .await
-                    .map_err(|error| RunError::Restart { stage: self.pre.name().to_string(), error })?;
-                self.instance.insert(fresh)
-            }
-        };
-        Ok(match instance.process(message).await {
-            Ok(Ok(outputs)) => match check_outputs(&outputs, &self.limits) {
-                None => Ok(outputs),
-                Some(breach) => Err((Kind::Limit, breach.to_string())),
-            },
-            Ok(Err(StageError::Invalid(reason))) => Err((Kind::Invalid, reason)),
-            Ok(Err(StageError::Transient(reason))) => Err((Kind::Transient, reason)),
-            Err(trap) => {
-                // A trapped instance cannot be entered again.
-                self.instance = None;
-                self.counters().trapped.fetch_add(1, Relaxed);
-                tracing::warn!(stage = &**self.pre.name(), "{trap}");
-                Err((if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string()))
-            }
-        })
-    }
-}
-
-/// The output caps: how many outputs one input may have, and how big each may be.
-fn check_outputs(outputs: &[Message], limits: &Limits) -> Option<Breach> {
-    if outputs.len() > limits.max_outputs {
-        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() });
-    }
-    outputs.iter().enumerate().find_map(|(index, m)| {
-        let size = m.value.len()
-            + m.key.as_ref().map_or(0, Vec::len)
-            + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
-        (size > limits.max_output_bytes).then_some(Breach::OutputBytes {
-            limit: limits.max_output_bytes,
-            produced: size,
-            index: index + 1,
-        })
-    })
 }
 
 async fn write_sink(

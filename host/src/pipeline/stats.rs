@@ -1,5 +1,7 @@
 //! Counters per stage, shared with whoever wants progress during a run.
 
+use hdrhistogram::Histogram;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ pub struct Stats {
 }
 
 /// Live counters of one stage.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StageCounters {
     /// The stage's name.
     pub name: String,
@@ -31,6 +33,42 @@ pub struct StageCounters {
     pub dead_lettered: AtomicU64,
     /// Of those, inputs that trapped the instance.
     pub trapped: AtomicU64,
+    /// Retries of transient errors.
+    pub retried: AtomicU64,
+    /// Messages being processed right now.
+    pub in_flight: AtomicU64,
+    /// Time per message (µs), retries included, queueing not.
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for StageCounters {
+    fn default() -> Self {
+        StageCounters {
+            name: String::new(),
+            input: AtomicU64::new(0),
+            output: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            trapped: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            // 1 µs to 1 hour, 2 significant digits.
+            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds")),
+        }
+    }
+}
+
+impl StageCounters {
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = h.record(micros);
+    }
+
+    fn latency_ms(&self, quantile: f64) -> f64 {
+        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_empty() { 0.0 } else { h.value_at_quantile(quantile) as f64 / 1000.0 }
+    }
 }
 
 impl Stats {
@@ -58,6 +96,10 @@ impl Stats {
                     dropped: s.dropped.load(Relaxed),
                     dead_lettered: s.dead_lettered.load(Relaxed),
                     trapped: s.trapped.load(Relaxed),
+                    retried: s.retried.load(Relaxed),
+                    in_flight: s.in_flight.load(Relaxed),
+                    latency_p50_ms: s.latency_ms(0.5),
+                    latency_p99_ms: s.latency_ms(0.99),
                 })
                 .collect(),
         }
@@ -65,7 +107,7 @@ impl Stats {
 }
 
 /// What a run did, overall and per stage.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunReport {
     /// Messages read from the source.
     pub read: u64,
@@ -81,7 +123,7 @@ pub struct RunReport {
 }
 
 /// What one stage did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StageReport {
     /// The stage's name.
     pub name: String,
@@ -95,6 +137,14 @@ pub struct StageReport {
     pub dead_lettered: u64,
     /// Inputs that trapped the stage.
     pub trapped: u64,
+    /// Retries of transient errors.
+    pub retried: u64,
+    /// Messages in flight when the report was taken.
+    pub in_flight: u64,
+    /// Median time per message, in milliseconds.
+    pub latency_p50_ms: f64,
+    /// 99th-percentile time per message, in milliseconds.
+    pub latency_p99_ms: f64,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -9,6 +9,9 @@
 //! - `log:<text>`         -> logs at info, then echoes
 //! - `print:<text>`       -> writes the text to stdout and stderr, then echoes
 //! - `count`              -> outputs how many messages this instance has seen
+//! - `sleep:<ms>[:<rest>]`-> waits on a WASI clock (async host I/O), then echoes `<rest>` (or the message)
+//! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
+//! - `keyed:<key>:<rest>` -> outputs `<rest>` with the message key set to `<key>`
 //!
 //! Hostile ones, for the sandbox tests:
 //! - `loop`               -> spins forever
@@ -40,6 +43,7 @@ struct Config {
 struct TestStage {
     prefix: String,
     seen: u64,
+    attempts: std::collections::HashMap<String, u32>,
 }
 
 impl Stage for TestStage {
@@ -49,7 +53,7 @@ impl Stage for TestStage {
         if config.fail_init {
             return Err("fail_init was set".into());
         }
-        Ok(TestStage { prefix: config.prefix, seen: 0 })
+        Ok(TestStage { prefix: config.prefix, seen: 0, attempts: Default::default() })
     }
 
     fn process(&mut self, mut message: Message) -> Result<Vec<Message>, StageError> {
@@ -65,6 +69,29 @@ impl Stage for TestStage {
                 Ok((0..n).map(|i| Message::new(i.to_string())).collect())
             }
             "drop" => Ok(Vec::new()),
+            "sleep" => {
+                let (ms, rest) = arg.split_once(':').unwrap_or((arg, ""));
+                let ms: u64 = ms.parse().map_err(|_| StageError::invalid("sleep needs milliseconds"))?;
+                sleep(ms);
+                let value = if rest.is_empty() { message.value.clone() } else { rest.as_bytes().to_vec() };
+                Ok(vec![Message { value, ..message }])
+            }
+            "flaky" => {
+                let (n, id) = arg.split_once(':').unwrap_or((arg, ""));
+                let n: u32 = n.parse().map_err(|_| StageError::invalid("flaky needs a count"))?;
+                let tries = self.attempts.entry(id.to_string()).or_default();
+                *tries += 1;
+                if *tries <= n {
+                    return Err(StageError::transient(format!("{id}: try {tries} of {n} fails")));
+                }
+                Ok(vec![Message::new(id)])
+            }
+            "keyed" => {
+                let (key, rest) = arg.split_once(':').unwrap_or((arg, ""));
+                let mut out = Message::new(rest);
+                out.key = Some(key.as_bytes().to_vec());
+                Ok(vec![out])
+            }
             "loop" => {
                 let mut x = 0u64;
                 loop {
@@ -135,6 +162,17 @@ impl Stage for TestStage {
             }
         }
     }
+}
+
+/// Waits on the host's monotonic clock: async on the host, so other messages go on meanwhile.
+#[cfg(target_arch = "wasm32")]
+fn sleep(ms: u64) {
+    wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn sleep(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
 /// Opens a TCP connection through `wasi:sockets`, as any guest language would.
