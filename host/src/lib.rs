@@ -28,5 +28,7 @@ pub use config::{
     RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
 };
 pub use limits::{Limit, Limits, LimitsConfig};
-pub use pipeline::{BuildError, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats};
+pub use pipeline::{
+    BuildError, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, run_blocking,
+};
 pub use stage::{LoadError, Trap};

@@ -172,11 +172,26 @@ impl Limits {
 pub(crate) enum Breach {
     Fuel(u64),
     Timeout(Duration),
-    Memory { limit: usize, asked: usize },
-    Table { limit: usize, asked: usize },
+    Memory {
+        limit: usize,
+        asked: usize,
+    },
+    Table {
+        limit: usize,
+        asked: usize,
+    },
     StackOverflow,
-    Outputs { limit: usize, produced: usize },
-    OutputBytes { limit: usize, produced: usize, index: usize },
+    Outputs {
+        limit: usize,
+        produced: usize,
+    },
+    /// wasmtime's cap on the bytes copied between guest and host in one call.
+    CallData,
+    OutputBytes {
+        limit: usize,
+        produced: usize,
+        index: usize,
+    },
 }
 
 impl fmt::Display for Breach {
@@ -200,6 +215,9 @@ impl fmt::Display for Breach {
                 write!(f, "tried to grow a table to {asked} elements, over the {limit} allowed")
             }
             Breach::StackOverflow => f.write_str("overflowed its call stack (too deep a recursion)"),
+            Breach::CallData => f.write_str(
+                "returned more than 128 MiB from one call, more than wasmtime copies between a guest and the host",
+            ),
             Breach::Outputs { limit, produced } => {
                 write!(f, "produced {produced} outputs for one input, over the {limit} allowed (limits.max_outputs)")
             }
@@ -217,24 +235,32 @@ impl fmt::Display for Breach {
 /// cap a guest hit so the trap can say so.
 pub(crate) struct StageLimiter {
     memory: usize,
+    /// Bytes of all the instance's linear memories together: the cap is per
+    /// instance, however many memories a component has.
+    used: usize,
     pub(crate) breach: Option<Breach>,
 }
 
 impl StageLimiter {
     pub(crate) fn new(limits: &Limits) -> Self {
-        StageLimiter { memory: limits.memory, breach: None }
+        StageLimiter { memory: limits.memory, used: 0, breach: None }
     }
 }
 
 impl ResourceLimiter for StageLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.breach = Some(Breach::Memory { limit: self.memory, asked: desired });
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory {
+            self.breach = Some(Breach::Memory { limit: self.memory, asked: total });
             // A trap, not a failed `memory.grow`: the reason is then exact
             // instead of whatever the guest's allocator does on failure.
             return Err(wasmtime::Error::msg("memory limit reached"));
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        self.used = total;
+        Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -301,5 +327,14 @@ mod tests {
             limiter.breach.as_ref().unwrap().to_string(),
             "tried to grow its memory to 2.0 MiB, over the 1.0 MiB allowed per instance (limits.memory)"
         );
+    }
+
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_the_instance() {
+        let limits = LimitsConfig { memory: Some(ByteSize::mib(3)), ..Default::default() }.resolve();
+        let mut limiter = StageLimiter::new(&limits);
+        assert!(limiter.memory_growing(0, 2 << 20, None).unwrap(), "first memory: 2 MiB");
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap(), "second memory: 1 MiB, 3 in all");
+        assert!(limiter.memory_growing(0, 1 << 20, None).is_err(), "a third would make 4 MiB");
     }
 }

@@ -8,7 +8,7 @@ async fn unknown_keys_name_the_allowed_ones() {
     let err = scratch.build("version = 1\ncolour = \"blue\"\n").await.err().unwrap();
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:2:1: unknown field `colour`, expected one of `version`, `source`, `sink`, `dead_letter`, `limits`, `stages`"
+        "<dir>/pipeline.toml:2:1: unknown field `colour`, expected one of `version`, `source`, `sink`, `dead_letter`, `limits`, `shutdown_timeout`, `stages`"
     );
     let err = scratch
         .build(&format!("version = 1\n[[stages]]\nname = \"a\"\nplugin = {:?}\nsettings = {{}}\n", guests::TEST_STAGE))
@@ -54,4 +54,18 @@ async fn a_pipeline_needs_stages() {
     let scratch = Scratch::new();
     let err = scratch.build("version = 1\n").await.err().unwrap();
     assert_eq!(err, "<dir>/pipeline.toml: no stages: add at least one [[stages]] table with a `name` and a `plugin`");
+}
+
+#[tokio::test]
+async fn two_outputs_on_one_path_are_refused() {
+    let scratch = Scratch::new();
+    let pipeline = format!(
+        "version = 1\n[sink]\npath = \"same.jsonl\"\n[dead_letter]\npath = \"same.jsonl\"\n{}",
+        stage("a", guests::TEST_STAGE, "")
+    );
+    let err = scratch.build(&pipeline).await.err().unwrap();
+    assert_eq!(
+        err,
+        "<dir>/pipeline.toml: the sink and the dead-letter file are both <dir>/same.jsonl: give them different paths"
+    );
 }

@@ -2,6 +2,7 @@
 //! through the real host. One binary, so the build is paid once.
 
 mod config_errors;
+mod engine;
 mod http;
 mod load_errors;
 mod quickstart;

@@ -13,6 +13,8 @@ pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     /// Requests answered so far.
     pub(crate) hits: Arc<AtomicUsize>,
+    /// The most requests it was handling at once.
+    pub(crate) max_concurrent: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -21,19 +23,21 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let max_concurrent = Arc::new(AtomicUsize::new(0));
+        let current = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
+        let (h, m, s) = (hits.clone(), max_concurrent.clone(), stop.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let h = h.clone();
-                std::thread::spawn(move || answer(stream, &h));
+                let (h, m, c) = (h.clone(), m.clone(), current.clone());
+                std::thread::spawn(move || answer(stream, &h, &c, &m));
             }
         });
-        TestServer { addr, hits, stop }
+        TestServer { addr, hits, max_concurrent, stop }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -48,7 +52,8 @@ impl Drop for TestServer {
     }
 }
 
-fn answer(stream: TcpStream, hits: &AtomicUsize) {
+/// Reads a request, handles it (counted as in progress), then responds.
+fn answer(stream: TcpStream, hits: &AtomicUsize, current: &AtomicUsize, max: &AtomicUsize) {
     let mut reader = BufReader::new(&stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -61,8 +66,11 @@ fn answer(stream: TcpStream, hits: &AtomicUsize) {
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    max.fetch_max(current.fetch_add(1, SeqCst) + 1, SeqCst);
     let (status, body) = route(&path);
     hits.fetch_add(1, SeqCst);
+    // Done before the response leaves, so a client's next request never overlaps this one.
+    current.fetch_sub(1, SeqCst);
     let response = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

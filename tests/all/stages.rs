@@ -162,3 +162,16 @@ async fn guest_logs_and_stdio_reach_the_host_log_tagged_with_the_stage() {
     assert!(line("stream=\"stderr\"").contains("to stdio"), "{log}");
     assert_eq!(run.output, ["log:hello from the guest", "print:to stdio"], "guest stdio never mixes with the sink");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_line_json_output_is_written_on_one_line_as_it_was() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines")
+        .replacen("format = \"lines\"", "format = \"lines\"", 1)
+        .replace("[sink]\npath = \"out\"\nformat = \"lines\"", "[sink]\npath = \"out\"\nformat = \"jsonl\"")
+        + &stage("t", guests::TEST_STAGE, "");
+    let run = scratch.run(&pipeline, "multiline\n").await;
+    run.report.unwrap();
+    // Key order and the big integer stay exactly as the stage wrote them.
+    assert_eq!(run.output, [r#"{   "b": 1,    "a": 12345678901234567890123 }"#]);
+}

@@ -33,6 +33,11 @@ pub(crate) struct RunCommand {
     /// Seconds between progress lines on long runs (0: none).
     #[arg(long, default_value_t = 10)]
     progress: u64,
+
+    /// Skip this many input lines first: resumes a run that was interrupted
+    /// after that line.
+    #[arg(long, value_name = "N")]
+    skip_lines: Option<u64>,
 }
 
 impl RunCommand {
@@ -48,17 +53,34 @@ impl RunCommand {
         if let Some(dead) = &self.dead_letter {
             config.set_dead_letter(from_cwd(dead)?);
         }
+        if let Some(n) = self.skip_lines {
+            config.source_mut().skip_lines = n;
+        }
         let dead_letter_path = config.dead_letter_path();
+        let drain = humantime::format_duration(config.shutdown_timeout()).to_string();
 
         let pipeline = Pipeline::build(config).await?;
-        let progress = (self.progress > 0).then(|| tokio::spawn(report_progress(pipeline.stats(), self.progress)));
-        let result = pipeline.run().await;
-        if let Some(p) = progress {
-            p.abort();
-        }
+        let helpers = [
+            (self.progress > 0).then(|| tokio::spawn(report_progress(pipeline.stats(), self.progress))),
+            Some(tokio::spawn(stats_on_sigusr1(pipeline.stats()))),
+        ];
+        // A second signal drops the run: its tasks end with the runtime, and
+        // their temporary files are removed. Nothing is written.
+        let result = tokio::select! {
+            result = pipeline.run_until(shutdown_signal(drain)) => result,
+            () = second_signal() => anyhow::bail!("aborted by a second signal: no output was written"),
+        };
+        helpers.into_iter().flatten().for_each(|h| h.abort());
         let report = result?;
 
         eprint!("{report}");
+        if let Some(line) = report.stopped_after_line {
+            eprintln!(
+                "interrupted: stopped reading after input line {line}; everything read was processed and written. \
+                 To resume: sluice run {} --skip-lines {line}",
+                self.pipeline.display()
+            );
+        }
         if report.dead_lettered > 0 {
             eprintln!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display());
         }
@@ -75,6 +97,47 @@ fn from_cwd(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn shutdown_signal(drain: String) {
+    wait_for_signal().await;
+    tracing::warn!(
+        "stopping: no more input is read; messages already read are finishing (up to shutdown_timeout, {drain}). \
+         Press Ctrl-C again to abort without writing output"
+    );
+    FIRST_SIGNAL.notify_one();
+}
+
+static FIRST_SIGNAL: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves at a signal after the first: it starts listening only once the
+/// first has been handled.
+async fn second_signal() {
+    FIRST_SIGNAL.notified().await;
+    wait_for_signal().await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `kill -USR1 <pid>` prints the live stats as one line of JSON on stderr.
+async fn stats_on_sigusr1(stats: Arc<Stats>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let started = Instant::now();
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+    while usr1.recv().await.is_some() {
+        match serde_json::to_string(&stats.report(started.elapsed())) {
+            Ok(json) => eprintln!("{json}"),
+            Err(e) => tracing::warn!("cannot serialise stats: {e}"),
+        }
+    }
 }
 
 async fn report_progress(stats: Arc<Stats>, every: u64) {

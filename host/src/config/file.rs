@@ -20,6 +20,9 @@ pub struct PipelineConfig {
     /// Limits for every stage that does not set its own.
     #[serde(default)]
     limits: LimitsConfig,
+    /// After a shutdown signal, how long messages already read may take to drain.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde_compat")]
+    shutdown_timeout: std::time::Duration,
     #[serde(default)]
     stages: Vec<StageConfig>,
     /// The file this came from; relative paths inside are relative to its directory.
@@ -41,6 +44,10 @@ pub struct SourceConfig {
     /// The longest line accepted, in bytes; longer lines are dead-lettered.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Lines to skip at the start, e.g. to resume after an interrupted run.
+    /// Line numbers in dead letters still count them.
+    #[serde(default)]
+    pub skip_lines: u64,
 }
 
 fn default_max_line_bytes() -> usize {
@@ -49,7 +56,7 @@ fn default_max_line_bytes() -> usize {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes() }
+        SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes(), skip_lines: 0 }
     }
 }
 
@@ -106,6 +113,10 @@ pub struct StageConfig {
     buffer: Spanned<usize>,
     #[serde(default)]
     retries: RetryConfig,
+}
+
+fn default_shutdown_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn one() -> Spanned<usize> {
@@ -331,6 +342,7 @@ impl PipelineConfig {
             sink: SinkConfig::default(),
             dead_letter: None,
             limits: LimitsConfig::default(),
+            shutdown_timeout: default_shutdown_timeout(),
             stages: Vec::new(),
             file: None,
             text: None,
@@ -371,6 +383,11 @@ impl PipelineConfig {
     pub fn set_limits(&mut self, limits: LimitsConfig) -> &mut Self {
         self.limits = limits;
         self
+    }
+
+    /// How long messages already read may take to drain after a shutdown signal.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        self.shutdown_timeout
     }
 
     /// Stage `index`'s grants with host paths resolved against [`Self::base_dir`].
@@ -528,6 +545,28 @@ impl PipelineConfig {
                         format!("stage `{name}`: env name `{key}` must be non-empty and contain no `=`"),
                     );
                 }
+            }
+        }
+        // Two outputs renamed onto one path would silently lose one of them.
+        let dead = self.dead_letter_path();
+        let output = self.output_path();
+        let same = |a: &Path, b: &Path| {
+            a == b || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b)
+        };
+        if output.as_deref().is_some_and(|o| same(o, &dead)) {
+            err(
+                0..0,
+                format!("the sink and the dead-letter file are both {}: give them different paths", dead.display()),
+            );
+        }
+        if let (Some(input), Some(output)) = (self.input_path(), &output) {
+            if same(&input, output) {
+                err(0..0, format!("the sink would overwrite the source {}: give it another path", input.display()));
+            }
+        }
+        for (what, path) in [("sink", output.as_deref()), ("dead-letter file", Some(dead.as_path()))] {
+            if let Some(path) = path.filter(|p| p.is_dir()) {
+                err(0..0, format!("the {what} {} is a directory: give a file path", path.display()));
             }
         }
         if self.source.max_line_bytes == 0 {

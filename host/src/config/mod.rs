@@ -33,8 +33,8 @@ mod file;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{
-    DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig,
-    StageConfig,
+    DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig,
+    SourceConfig, StageConfig,
 };
 
 /// The only version of the pipeline file format this build reads.

@@ -40,7 +40,8 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 Some(nl) => (nl + 1, true),
                 None => (chunk.len(), false),
             };
-            let room = self.max.saturating_sub(buf.len());
+            // One byte over the limit is allowed for a `\r` before the `\n`.
+            let room = (self.max + 1).saturating_sub(buf.len());
             let content = &chunk[..if done { take - 1 } else { take }];
             if content.len() > room {
                 too_long = true;
@@ -52,11 +53,12 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             }
         }
         self.line += 1;
-        if too_long {
-            return Ok(Some(Line::TooLong(buf)));
-        }
-        if buf.last() == Some(&b'\r') {
+        if !too_long && buf.last() == Some(&b'\r') {
             buf.pop();
+        }
+        if too_long || buf.len() > self.max {
+            buf.truncate(self.max);
+            return Ok(Some(Line::TooLong(buf)));
         }
         Ok(Some(Line::Text(buf)))
     }
@@ -88,6 +90,12 @@ mod tests {
     async fn long_lines_are_cut_and_the_next_line_survives() {
         let lines = all(b"0123456789abcdef\nok\n", 5).await;
         assert_eq!(lines, vec![Line::TooLong(b"01234".to_vec()), Line::Text(b"ok".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn the_limit_counts_content_not_the_line_break() {
+        let lines = all(b"abcde\r\nabcdef\r\n", 5).await;
+        assert_eq!(lines, vec![Line::Text(b"abcde".to_vec()), Line::TooLong(b"abcde".to_vec())]);
     }
 
     #[tokio::test]

@@ -53,13 +53,13 @@ struct InputRef<'a> {
     line: u64,
 }
 
-/// A JSON value kept as written, unless it spans lines (which would break
-/// the JSON-lines framing of the dead-letter file).
+/// A JSON value kept as written; one that spans lines (which would break the
+/// JSON-lines framing of the dead-letter file) is put on one line.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Json<'a> {
     Raw(&'a RawValue),
-    Reformatted(serde_json::Value),
+    OneLine(Box<RawValue>),
 }
 
 #[derive(Serialize)]
@@ -86,8 +86,11 @@ impl DeadLetter {
     pub(crate) fn to_json_line(&self, input: &str) -> Vec<u8> {
         let m = &self.message;
         let json = std::str::from_utf8(&m.value).ok().and_then(|s| match serde_json::from_str::<&RawValue>(s) {
-            Ok(raw) if !s.contains('\n') => Some(Json::Raw(raw)),
-            Ok(_) => serde_json::from_str(s).ok().map(Json::Reformatted),
+            Ok(raw) if !s.contains(['\n', '\r']) => Some(Json::Raw(raw)),
+            Ok(_) => String::from_utf8(crate::io::one_line_json(s.as_bytes().to_vec()))
+                .ok()
+                .and_then(|one| RawValue::from_string(one).ok())
+                .map(Json::OneLine),
             Err(_) => None,
         });
         let is_json = json.is_some();
@@ -141,7 +144,7 @@ mod tests {
     fn multi_line_json_stays_on_one_line() {
         let line = letter(b"{\n  \"a\": 1\n}").to_json_line("in.jsonl");
         assert!(!line.contains(&b'\n'));
-        assert!(String::from_utf8(line).unwrap().contains(r#""value":{"a":1}"#));
+        assert!(String::from_utf8(line).unwrap().contains(r#""value":{   "a": 1 }"#), "kept as written, on one line");
     }
 
     #[test]

@@ -32,20 +32,20 @@ pub enum BuildError {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The input could not be opened or read.
-    #[error("cannot read input {}: {source}", path.display())]
+    #[error("cannot read input {}: {error}", path.display())]
     Input {
         /// The input file (`-` for stdin).
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An output (sink or dead-letter file) could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Output {
         /// The file (`-` for stdout).
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A stage trapped and a fresh instance could not be made to replace it.
     #[error("stage `{stage}` cannot be restarted after a trap: {error}")]
@@ -67,6 +67,17 @@ pub enum RunError {
         failures: u32,
         /// The last failure's reason.
         last: String,
+    },
+    /// After a shutdown signal, messages did not finish within `shutdown_timeout`.
+    #[error(
+        "stopped reading after input line {stopped_after_line}, but the messages already read did not finish \
+         within shutdown_timeout ({timeout}); no output was written. Rerun, or raise shutdown_timeout"
+    )]
+    DrainTimeout {
+        /// The last input line read.
+        stopped_after_line: u64,
+        /// The configured timeout, for the message.
+        timeout: String,
     },
     /// A pipeline task ended abnormally (a bug in sluice).
     #[error("internal error: {0}")]

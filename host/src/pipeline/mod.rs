@@ -13,6 +13,7 @@ pub use stats::{RunReport, StageReport, Stats};
 
 use crate::config::PipelineConfig;
 use crate::stage::{StageInstance, StagePre};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -56,6 +57,49 @@ impl Pipeline {
     /// Runs the pipeline to the end of its input. Output files appear, whole,
     /// only if the run succeeds.
     pub async fn run(self) -> Result<RunReport, RunError> {
-        running::run(self).await
+        running::run(self, std::future::pending()).await
     }
+
+    /// Like [`Pipeline::run`], but when `shutdown` completes the source stops
+    /// reading and the messages already read drain through the pipeline
+    /// (within `shutdown_timeout`). The report then says where the input
+    /// stopped ([`RunReport::stopped_after_line`]), so a rerun can resume.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunReport, RunError> {
+        running::run(self, shutdown).await
+    }
+}
+
+/// Why [`run_blocking`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The run failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Builds and runs a pipeline, blocking the calling thread until it ends.
+///
+/// Works from a plain `fn main` and from inside a running tokio runtime (even
+/// a single-threaded one, e.g. in `#[tokio::test]` or a notebook kernel): the
+/// pipeline gets its own runtime on its own thread, so there is never a
+/// "Cannot start a runtime from within a runtime".
+pub fn run_blocking(config: PipelineConfig) -> Result<RunReport, Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| BuildError::Engine(format!("cannot start the async runtime: {e}")))?;
+                runtime.block_on(async {
+                    let pipeline = Pipeline::build(config).await?;
+                    Ok(pipeline.run().await?)
+                })
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }

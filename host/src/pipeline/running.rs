@@ -5,12 +5,13 @@
 use super::Pipeline;
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
+use super::stage_task::StageTask;
 use super::stats::{RunReport, Stats};
 use crate::bindings::Message;
-use crate::config::Format;
+use crate::config::{Format, SourceConfig};
 use crate::io::{Line, LineReader, Output};
-use super::stage_task::StageTask;
 use serde::de::IgnoredAny;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -45,7 +46,10 @@ impl From<RunError> for TaskError {
 
 type Task<T> = JoinHandle<Result<T, TaskError>>;
 
-pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
+pub(super) async fn run(
+    pipeline: Pipeline,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let Pipeline { config, stages, stats } = pipeline;
 
@@ -54,32 +58,33 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
     let reader: Box<dyn AsyncBufRead + Send + Unpin> = match &input_path {
         Some(path) => {
             let file =
-                tokio::fs::File::open(path).await.map_err(|source| RunError::Input { path: path.clone(), source })?;
+                tokio::fs::File::open(path).await.map_err(|error| RunError::Input { path: path.clone(), error })?;
             Box::new(BufReader::with_capacity(64 * 1024, file))
         }
         None => Box::new(BufReader::with_capacity(64 * 1024, tokio::io::stdin())),
     };
     let output_path = config.output_path().unwrap_or_else(|| PathBuf::from("-"));
     let output = match config.output_path() {
-        Some(path) => Output::file(&path).map_err(|source| RunError::Output { path, source })?,
+        Some(path) => Output::file(&path, 0o644).map_err(|error| RunError::Output { path, error })?,
         None => Output::stdout(),
     };
     let dead_path = config.dead_letter_path();
+    // Dead letters hold input as it was, unredacted: private by default.
     let dead_output =
-        Output::file(&dead_path).map_err(|source| RunError::Output { path: dead_path.clone(), source })?;
+        Output::file(&dead_path, 0o600).map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
 
     let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
     let first_buffer = stages.first().map_or(BUFFER, |s| s.exec.buffer);
     let (source_tx, mut rx) = channel::<Envelope>(first_buffer);
     let source = config.source();
-    let source_task: Task<()> = tokio::spawn(read_source(
+    let source_task: Task<Option<u64>> = tokio::spawn(read_source(
         reader,
-        source.format,
-        source.max_line_bytes,
+        source.clone(),
         input_path.unwrap_or_else(|| PathBuf::from("-")),
         source_tx,
         dead_tx.clone(),
         stats.clone(),
+        shutdown,
     ));
 
     let mut stage_tasks: Vec<Task<()>> = Vec::new();
@@ -112,12 +117,40 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
             failure.get_or_insert(e);
         }
     };
-    note(&mut failure, join(source_task).await);
-    for t in stage_tasks {
-        note(&mut failure, join(t).await);
+    let stopped_after_line = match join(source_task).await {
+        Ok(stopped) => stopped,
+        Err(e) => {
+            note(&mut failure, Err(e));
+            None
+        }
+    };
+    let aborts: Vec<_> = stage_tasks
+        .iter()
+        .map(JoinHandle::abort_handle)
+        .chain([sink_task.abort_handle(), dead_task.abort_handle()])
+        .collect();
+    let rest = async {
+        let mut stages = Vec::new();
+        for t in stage_tasks {
+            stages.push(join(t).await);
+        }
+        (stages, join(sink_task).await, join(dead_task).await)
+    };
+    // After a shutdown signal, what was read gets `shutdown_timeout` to drain.
+    let (stages, sink, dead) = match stopped_after_line {
+        None => rest.await,
+        Some(line) => match tokio::time::timeout(config.shutdown_timeout(), rest).await {
+            Ok(done) => done,
+            Err(_) => {
+                aborts.iter().for_each(|a| a.abort());
+                let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
+                return Err(RunError::DrainTimeout { stopped_after_line: line, timeout });
+            }
+        },
+    };
+    for r in stages {
+        note(&mut failure, r);
     }
-    let sink = join(sink_task).await;
-    let dead = join(dead_task).await;
     let (sink, dead) = match (sink, dead) {
         (Ok(sink), Ok(dead)) if failure.is_none() => (sink, dead),
         (sink, dead) => {
@@ -127,27 +160,49 @@ pub(super) async fn run(pipeline: Pipeline) -> Result<RunReport, RunError> {
         }
     };
 
-    sink.commit().await.map_err(|source| RunError::Output { path: output_path, source })?;
-    dead.commit().await.map_err(|source| RunError::Output { path: config.dead_letter_path(), source })?;
-    Ok(stats.report(started.elapsed()))
+    // Both files complete and on disk before either appears.
+    let sink = sink.finish().await.map_err(|error| RunError::Output { path: output_path.clone(), error })?;
+    let dead = dead.finish().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    sink.commit().await.map_err(|error| RunError::Output { path: output_path, error })?;
+    dead.commit().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    let mut report = stats.report(started.elapsed());
+    report.stopped_after_line = stopped_after_line;
+    Ok(report)
 }
 
 async fn join<T>(task: Task<T>) -> Result<T, TaskError> {
     task.await.unwrap_or_else(|e| Err(TaskError::Failed(RunError::Internal(format!("pipeline task failed: {e}")))))
 }
 
+/// Reads the input into messages. Returns `Some(line)` if `shutdown` stopped
+/// it: every line up to and including `line` was sent on, none after.
 async fn read_source(
     reader: Box<dyn AsyncBufRead + Send + Unpin>,
-    format: Format,
-    max_line_bytes: usize,
+    source: SourceConfig,
     path: PathBuf,
     tx: Sender<Envelope>,
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
-) -> Result<(), TaskError> {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<u64>, TaskError> {
+    let max_line_bytes = source.max_line_bytes;
+    let mut shutdown = std::pin::pin!(shutdown);
     let mut lines = LineReader::new(reader, max_line_bytes);
-    while let Some(line) = lines.next().await.map_err(|source| RunError::Input { path: path.clone(), source })? {
+    loop {
+        let line = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(Some(lines.line)),
+            // A failed stage or sink closes its input: stop now, not at the
+            // next line (which, from stdin or a pipe, may never come).
+            () = tx.closed() => return Err(TaskError::Closed),
+            () = dead.closed() => return Err(TaskError::Closed),
+            line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
+        };
+        let Some(line) = line else { return Ok(None) };
         let origin = Origin { line: lines.line };
+        if origin.line <= source.skip_lines {
+            continue;
+        }
         let bytes = match line {
             Line::Text(bytes) => bytes,
             Line::TooLong(mut head) => {
@@ -161,21 +216,24 @@ async fn read_source(
                 continue;
             }
         };
-        if format == Format::Jsonl {
+        if source.format == Format::Jsonl {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            stats.read.fetch_add(1, Relaxed);
             if let Err(e) = serde_json::from_slice::<IgnoredAny>(&bytes) {
+                stats.read.fetch_add(1, Relaxed);
                 send_dead(&dead, "source", Kind::Input, format!("not JSON: {e}"), origin, message(bytes)).await?;
                 continue;
             }
-        } else {
-            stats.read.fetch_add(1, Relaxed);
         }
-        tx.send(Envelope { message: message(bytes), origin }).await.map_err(|_| TaskError::Closed)?;
+        // A message waiting for room downstream when the signal comes counts as unread.
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(Some(origin.line - 1)),
+            sent = tx.send(Envelope { message: message(bytes), origin }) => sent.map_err(|_| TaskError::Closed)?,
+        }
+        stats.read.fetch_add(1, Relaxed);
     }
-    Ok(())
 }
 
 fn message(value: Vec<u8>) -> Message {
@@ -203,15 +261,17 @@ async fn write_sink(
     stats: Arc<Stats>,
 ) -> Result<Output, TaskError> {
     while let Some(Envelope { message, origin }) = rx.recv().await {
-        if format == Format::Jsonl && message.value.contains(&b'\n') {
-            // Keep one document per line: re-encode compactly, or refuse.
-            match serde_json::from_slice::<serde_json::Value>(&message.value) {
-                Ok(doc) => {
-                    let compact = serde_json::to_vec(&doc).expect("a parsed value serialises");
+        if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
+            // Keep one document per line. In valid JSON a raw line break can
+            // only be whitespace between tokens, so blanking it changes
+            // nothing else: no re-encoding, key order and numbers stay.
+            match serde_json::from_slice::<IgnoredAny>(&message.value) {
+                Ok(_) => {
+                    let one_line = crate::io::one_line_json(message.value);
                     output
-                        .write_line(&compact)
+                        .write_line(&one_line)
                         .await
-                        .map_err(|source| RunError::Output { path: path.clone(), source })?;
+                        .map_err(|error| RunError::Output { path: path.clone(), error })?;
                     stats.written.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
@@ -222,7 +282,7 @@ async fn write_sink(
             }
             continue;
         }
-        output.write_line(&message.value).await.map_err(|source| RunError::Output { path: path.clone(), source })?;
+        output.write_line(&message.value).await.map_err(|error| RunError::Output { path: path.clone(), error })?;
         stats.written.fetch_add(1, Relaxed);
     }
     Ok(output)
@@ -239,7 +299,7 @@ async fn write_dead_letters(
         output
             .write_line(&letter.to_json_line(&input_label))
             .await
-            .map_err(|source| RunError::Output { path: path.clone(), source })?;
+            .map_err(|error| RunError::Output { path: path.clone(), error })?;
         stats.dead_lettered.fetch_add(1, Relaxed);
     }
     Ok(output)

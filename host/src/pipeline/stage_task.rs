@@ -91,11 +91,7 @@ impl StageTask {
     }
 
     pub(super) async fn run(self, rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
-        if self.exec.concurrency == 1 {
-            self.run_inline(rx, tx).await
-        } else {
-            self.run_parallel(rx, tx).await
-        }
+        if self.exec.concurrency == 1 { self.run_inline(rx, tx).await } else { self.run_parallel(rx, tx).await }
     }
 
     async fn run_inline(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
@@ -243,7 +239,9 @@ async fn job(
                 let reason = if retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
                 break (Some(instance), Err(Failure::Rejected(Kind::Transient, reason)));
             }
-            Ok(Err(StageError::Invalid(reason))) => break (Some(instance), Err(Failure::Rejected(Kind::Invalid, reason))),
+            Ok(Err(StageError::Invalid(reason))) => {
+                break (Some(instance), Err(Failure::Rejected(Kind::Invalid, reason)));
+            }
             // A trapped instance cannot be entered again: drop it.
             Err(trap) => break (None, Err(Failure::Trapped(trap))),
         }

@@ -102,6 +102,7 @@ impl Stats {
                     latency_p99_ms: s.latency_ms(0.99),
                 })
                 .collect(),
+            stopped_after_line: None,
         }
     }
 }
@@ -120,6 +121,9 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Per stage, in pipeline order.
     pub stages: Vec<StageReport>,
+    /// If a shutdown signal stopped the source: the last input line read (and
+    /// fully processed). `None` when the whole input was read.
+    pub stopped_after_line: Option<u64>,
 }
 
 /// What one stage did.

@@ -196,6 +196,8 @@ fn trap(e: &wasmtime::Error, store: &mut Store<StoreData>, stderr_mark: u64, bud
         Some(wasmtime::Trap::OutOfFuel) => budget.fuel.map(Breach::Fuel),
         Some(wasmtime::Trap::Interrupt) => budget.timeout.map(Breach::Timeout),
         Some(wasmtime::Trap::StackOverflow) => Some(Breach::StackOverflow),
+        // wasmtime's (private) error for its per-call copy cap.
+        None if e.chain().any(|c| c.to_string().starts_with("too much data is being copied")) => Some(Breach::CallData),
         _ => None,
     });
     match breach {

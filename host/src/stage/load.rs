@@ -16,12 +16,12 @@ use wasmtime::{Engine, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The component file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not WebAssembly at all.
     #[error("{} is not a WebAssembly component: {what}", path.display())]
@@ -124,7 +124,7 @@ impl StagePre {
         path: &Path,
         spec: StageSpec,
     ) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path.into(), error })?;
         check_header(path, &bytes)?;
         let component = Component::new(engine, &bytes)
             .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;

@@ -12,6 +12,7 @@
 //! - `sleep:<ms>[:<rest>]`-> waits on a WASI clock (async host I/O), then echoes `<rest>` (or the message)
 //! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
 //! - `keyed:<key>:<rest>` -> outputs `<rest>` with the message key set to `<key>`
+//! - `multiline`          -> outputs a JSON document written over several lines
 //!
 //! Hostile ones, for the sandbox tests:
 //! - `loop`               -> spins forever
@@ -86,6 +87,7 @@ impl Stage for TestStage {
                 }
                 Ok(vec![Message::new(id)])
             }
+            "multiline" => Ok(vec![Message::new("{\n  \"b\": 1,\r\n  \"a\": 12345678901234567890123\n}")]),
             "keyed" => {
                 let (key, rest) = arg.split_once(':').unwrap_or((arg, ""));
                 let mut out = Message::new(rest);
