@@ -16,7 +16,7 @@
 //!
 //! Guest code also yields to the async runtime at every epoch tick, so a
 //! CPU-bound stage never stalls the others. Fuel is opt-in: its accounting
-//! costs about 1.5x on JSON-heavy stages, epochs about 1.1x (docs/benchmarks.md).
+//! costs 1.2x to 1.5x on JSON-heavy stages, epochs about 1.1x (docs/benchmarks.md).
 
 use bytesize::ByteSize;
 use serde::Deserialize;

@@ -169,14 +169,22 @@ impl std::fmt::Display for RunReport {
         let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
         writeln!(
             f,
-            "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}",
-            "stage", "in", "out", "dropped", "dead", "trapped"
+            "  {:<width$} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            "stage", "in", "out", "dropped", "dead", "trapped", "retried", "p50 ms", "p99 ms"
         )?;
         for s in &self.stages {
             writeln!(
                 f,
-                "  {:<width$} {:>10} {:>10} {:>10} {:>10} {:>8}",
-                s.name, s.input, s.output, s.dropped, s.dead_lettered, s.trapped
+                "  {:<width$} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9.2} {:>9.2}",
+                s.name,
+                s.input,
+                s.output,
+                s.dropped,
+                s.dead_lettered,
+                s.trapped,
+                s.retried,
+                s.latency_p50_ms,
+                s.latency_p99_ms
             )?;
         }
         Ok(())
