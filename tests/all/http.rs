@@ -41,21 +41,31 @@ async fn http_enrich_stores_responses_and_retries_failures() {
         "enrich",
         guests::HTTP_ENRICH,
         &format!("url = \"http://{}/{{route}}/{{user.id}}\", target = \"profile\"", server.addr),
-        &format!("grants = {{ allow_http = [\"{}\"] }}\nconcurrency = 4\nretries = {{ max = 2, backoff = \"1ms\" }}", server.addr),
+        &format!(
+            "grants = {{ allow_http = [\"{}\"] }}\nconcurrency = 4\nretries = {{ max = 2, backoff = \"1ms\" }}",
+            server.addr
+        ),
     );
     let input = concat!(
-        r#"{"route": "json", "user": {"id": "u1"}}"#, "\n",
-        r#"{"route": "status", "user": {"id": 503}}"#, "\n",
-        r#"{"route": "json"}"#, "\n",
+        r#"{"route": "json", "user": {"id": "u1"}}"#,
+        "\n",
+        r#"{"route": "status", "user": {"id": 503}}"#,
+        "\n",
+        r#"{"route": "json"}"#,
+        "\n",
     );
     let run = scratch.run(&(header("jsonl") + &stage), input).await;
     let report = run.report.as_ref().unwrap();
     assert_eq!(run.output, [r#"{"profile":{"id":"u1"},"route":"json","user":{"id":"u1"}}"#]);
-    let reasons: Vec<_> = run.dead.iter().map(|d| (d["error"].as_str().unwrap(), d["reason"].as_str().unwrap())).collect();
+    let reasons: Vec<_> =
+        run.dead.iter().map(|d| (d["error"].as_str().unwrap(), d["reason"].as_str().unwrap())).collect();
     let url = server.url("/status/503");
     assert_eq!(
         reasons,
-        [("transient", format!("GET {url}: HTTP 503 (after 2 retries)").as_str()), ("invalid", "field `user.id` for the url is missing")]
+        [
+            ("transient", format!("GET {url}: HTTP 503 (after 2 retries)").as_str()),
+            ("invalid", "field `user.id` for the url is missing")
+        ]
     );
     assert_eq!(report.stages[0].retried, 2);
     assert_eq!(server.hits.load(SeqCst), 4, "one success, and the 503 three times");

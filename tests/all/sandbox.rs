@@ -243,3 +243,17 @@ async fn a_cpu_bound_stage_yields_to_other_tasks() {
     assert_eq!(report.dead_lettered, 1, "the loop ran until its timeout");
     assert!(during >= 10, "the ticker ran only {during} times while the guest looped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeout_also_covers_waiting_on_host_io() {
+    // While the guest waits in a host call no wasm runs, so no epoch check
+    // fires: the host's own timer must end the call.
+    let scratch = Scratch::new();
+    let run = run_hostile(&scratch, r#"limits = { timeout = "200ms" }"#, "sleep:5000:late\nsleep:1:fine\n").await;
+    run.report.as_ref().unwrap();
+    assert_eq!(run.output, ["fine"]);
+    assert_eq!(
+        only_dead_letter(&run),
+        ("limit".into(), "took longer than the 200ms allowed per message (limits.timeout)".into())
+    );
+}

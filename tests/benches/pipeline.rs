@@ -83,8 +83,11 @@ fn main() {
          no WebAssembly. Best of 3.\n"
     )
     .unwrap();
-    writeln!(report, "| C | ideal | bare tokio | sluice | sluice / bare tokio | sluice / ideal |\n|---|---|---|---|---|---|")
-        .unwrap();
+    writeln!(
+        report,
+        "| C | ideal | bare tokio | sluice | sluice / bare tokio | sluice / ideal |\n|---|---|---|---|---|---|"
+    )
+    .unwrap();
     for c in [1usize, 10, 100, 1000] {
         let ideal = Duration::from_millis((IO_MESSAGES.div_ceil(c) * IO_WAIT_MS as usize) as u64);
         let rounds = if c == 1 { 1 } else { 3 };
