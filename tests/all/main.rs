@@ -4,6 +4,7 @@
 mod config_errors;
 mod engine;
 mod http;
+mod languages;
 mod load_errors;
 mod quickstart;
 mod sandbox;

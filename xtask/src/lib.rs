@@ -78,15 +78,17 @@ pub fn build(packages: &[String], target_dir: &Path) -> Result<Vec<Guest>, Strin
         .collect())
 }
 
-/// Builds every example stage under `plugins/` and copies each to
-/// `target/plugins/<package>.wasm`, where the example pipelines expect them.
+/// Builds every example stage under `plugins/` into
+/// `target/plugins/<name>.wasm`, where the example pipelines expect them:
+/// Rust crates with cargo, the others (Python, JavaScript, C) with their own
+/// `build.sh OUT_WASM`.
 pub fn build_plugins() -> Result<Vec<Guest>, String> {
     let root = workspace_root();
     let packages = packages_in(&root.join("plugins")).map_err(|e| format!("reading plugins/: {e}"))?;
     let built = build(&packages, &root.join("target/guests"))?;
     let dist = root.join("target/plugins");
     std::fs::create_dir_all(&dist).map_err(|e| format!("creating {}: {e}", dist.display()))?;
-    built
+    let mut guests = built
         .into_iter()
         .map(|g| {
             let to = dist.join(format!("{}.wasm", g.package));
@@ -94,7 +96,80 @@ pub fn build_plugins() -> Result<Vec<Guest>, String> {
                 .map_err(|e| format!("copying {} to {}: {e}", g.wasm.display(), to.display()))?;
             Ok(Guest { package: g.package, wasm: to })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    for dir in scripted_plugins(&root.join("plugins")).map_err(|e| format!("reading plugins/: {e}"))? {
+        let name = dir.file_name().expect("a directory entry has a name").to_string_lossy().into_owned();
+        let wasm = dist.join(format!("{name}.wasm"));
+        if !up_to_date(&wasm, &dir) {
+            let mut cmd = Command::new(dir.join("build.sh"));
+            clean_env(&mut cmd);
+            // Toolchains (a Python venv, the C component tool) live under target/.
+            cmd.arg(&wasm)
+                .env("SLUICE_TOOLCHAINS", root.join("target/toolchains"))
+                .env("CARGO_TARGET_DIR", root.join("target/tools"));
+            let status = cmd.status().map_err(|e| format!("running {}/build.sh: {e}", dir.display()))?;
+            if !status.success() {
+                return Err(format!("{}/build.sh failed ({status}); see its output above", dir.display()));
+            }
+        }
+        guests.push(Guest { package: name, wasm });
+    }
+    Ok(guests)
+}
+
+/// Plugin directories built by a `build.sh` rather than cargo, sorted.
+fn scripted_plugins(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.join("build.sh").is_file() && !path.join("Cargo.toml").exists() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Whether `out` is newer than every source file in `dir` (dependencies such
+/// as `node_modules` aside) and than the WIT contract.
+fn up_to_date(out: &Path, dir: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else { return false };
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack = vec![dir.to_path_buf(), workspace_root().join("wit")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { return false };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == "node_modules" || name == "__pycache__" {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(modified);
+            }
+        }
+    }
+    built > newest
+}
+
+/// Removes the outer cargo's settings, so that a cargo run from a build
+/// script (or from a plugin's build.sh) does not inherit its rustc, flags,
+/// jobserver or target dir.
+fn clean_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let outer = key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE"
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTDOC")
+            || key == "RUSTFLAGS"
+            || key == "RUSTUP_TOOLCHAIN"
+            || key == "CARGO";
+        if outer {
+            cmd.env_remove(&*key);
+        }
+    }
 }
 
 enum Toolchain {
@@ -137,20 +212,7 @@ impl Toolchain {
             Toolchain::Rustup { cargo } => Command::new(cargo),
             Toolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
         };
-        // When run from a build script, the outer cargo's settings must not leak
-        // into the guest build (its rustc, flags, jobserver, target dir).
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let outer = key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE"
-                || key.starts_with("RUSTC")
-                || key.starts_with("RUSTDOC")
-                || key == "RUSTFLAGS"
-                || key == "RUSTUP_TOOLCHAIN"
-                || key == "CARGO";
-            if outer {
-                cmd.env_remove(&*key);
-            }
-        }
+        clean_env(&mut cmd);
         cmd.arg("build");
         if let Toolchain::Debian { linker_dir } = self {
             let path = std::env::var_os("PATH").unwrap_or_default();

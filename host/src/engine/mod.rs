@@ -1,5 +1,9 @@
 //! The one `wasmtime::Engine` a pipeline compiles and runs its stages with.
 
+mod cache;
+
+pub(crate) use cache::CompileCache;
+
 use crate::limits::EPOCH_TICK;
 use wasmtime::{Config, Engine};
 

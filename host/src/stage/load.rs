@@ -5,7 +5,7 @@ use super::instance::{Budget, StageInstance, Trap};
 use super::store::StoreData;
 use crate::bindings::{PluginPre, STAGE_EXPORT};
 use crate::config::Grants;
-use crate::engine::Instrumentation;
+use crate::engine::{CompileCache, Instrumentation};
 use crate::limits::Limits;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,7 +126,8 @@ impl StagePre {
     ) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path.into(), error })?;
         check_header(path, &bytes)?;
-        let component = Component::new(engine, &bytes)
+        let component = CompileCache::from_env()
+            .component(engine, &bytes)
             .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;
         check_world(engine, path, &component)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
