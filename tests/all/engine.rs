@@ -239,3 +239,35 @@ fn config_for(scratch: &Scratch) -> sluice::PipelineConfig {
     let file = scratch.write("pipeline.toml", header("lines") + &test_stage("t", ""));
     sluice::PipelineConfig::from_file(file).unwrap()
 }
+
+/// Input from a pipe that goes quiet (like `tail -f | sluice run`): when a
+/// later stage fails, the run must end with that error instead of waiting
+/// for input that may never come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_downstream_ends_the_run_even_while_the_input_is_quiet() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path("input");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // The writer sends one message and then holds the pipe open, silent,
+    // until the test is done.
+    let (done, quiet) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            use std::io::Write;
+            let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            pipe.write_all(b"keyed:k:panic:boom\n").unwrap();
+            pipe.flush().unwrap();
+            let _ = quiet.recv_timeout(std::time::Duration::from_secs(60));
+        }
+    });
+    let pipeline =
+        header("lines") + &test_stage("first", "") + &test_stage("second", "limits = { max_consecutive_failures = 1 }");
+    let built = scratch.build(&pipeline).await.unwrap();
+    // A guard against hanging the test suite, not a measurement.
+    let result = tokio::time::timeout(std::time::Duration::from_secs(30), built.run()).await;
+    done.send(()).unwrap();
+    writer.join().unwrap();
+    let err = result.expect("the run ended without more input").unwrap_err();
+    assert!(err.to_string().starts_with("stage `second` failed 1 messages in a row"), "{err}");
+}

@@ -40,6 +40,8 @@ pub(crate) fn main() -> ExitCode {
             Command::Check(cmd) => cmd.execute().await,
         }
     });
+    // Do not wait for blocking reads still parked on a quiet stdin or pipe.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

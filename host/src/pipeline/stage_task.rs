@@ -22,6 +22,7 @@ use crate::stage::{StageInstance, StagePre, Trap};
 use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -54,7 +55,26 @@ enum Failure {
     Trapped(Trap),
 }
 
-type Job = JoinHandle<Result<Done, RunError>>;
+type Job = AbortOnDrop<Result<Done, RunError>>;
+
+/// A spawned job that is cancelled if dropped: when a stage fails, or a
+/// drain times out, its running jobs (and their host I/O) stop with it
+/// instead of running on detached.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Running jobs, in input order or in completion order.
 enum InFlight {
@@ -95,13 +115,35 @@ impl StageTask {
     }
 
     async fn run_inline(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
-        while let Some(envelope) = rx.recv().await {
+        loop {
+            let envelope = match rx.try_recv() {
+                Ok(envelope) => envelope,
+                // Waiting for input: also watch the output, so that a failure
+                // downstream stops this stage now, not at its next output
+                // (from a quiet stdin that may never come).
+                Err(_) => tokio::select! {
+                    biased;
+                    () = tx.closed() => return Err(TaskError::Closed),
+                    received = rx.recv() => match received {
+                        Some(envelope) => envelope,
+                        None => return Ok(()),
+                    },
+                },
+            };
             self.counters().input.fetch_add(1, Relaxed);
             self.counters().in_flight.fetch_add(1, Relaxed);
-            let done = job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries).await?;
+            let done = job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries).await;
+            let done = self.ended(done)?;
             self.finish(done, &tx).await?;
         }
-        Ok(())
+    }
+
+    /// A job's result; on a fatal error, it is no longer in flight either.
+    fn ended(&self, done: Result<Done, RunError>) -> Result<Done, RunError> {
+        if done.is_err() {
+            self.counters().in_flight.fetch_sub(1, Relaxed);
+        }
+        done
     }
 
     async fn run_parallel(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
@@ -122,7 +164,8 @@ impl StageTask {
                 biased;
                 Some(joined) = in_flight.next(), if in_flight.len() > 0 => {
                     let done = joined
-                        .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.pre.name())))??;
+                        .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.pre.name())))?;
+                    let done = self.ended(done)?;
                     let key = keyed.then(|| key_of(&done.envelope.message));
                     self.finish(done, &tx).await?;
                     if let Some(key) = key {
@@ -156,6 +199,8 @@ impl StageTask {
                     }
                     None => input_open = false,
                 },
+                // A failure downstream stops this stage now, not at its next output.
+                () = tx.closed(), if input_open || in_flight.len() > 0 => return Err(TaskError::Closed),
                 else => break,
             }
         }
@@ -165,7 +210,7 @@ impl StageTask {
     /// Starts a job on the runtime, so CPU-bound stages use every core.
     fn spawn(&mut self, envelope: Envelope) -> Job {
         self.counters().in_flight.fetch_add(1, Relaxed);
-        tokio::spawn(job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries))
+        AbortOnDrop(tokio::spawn(job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries)))
     }
 
     /// Accounts for a finished message and sends its outputs or dead letter.
@@ -202,13 +247,13 @@ impl StageTask {
                 (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string())
             }
         };
-        counters.dead_lettered.fetch_add(1, Relaxed);
         self.failures_in_a_row += 1;
         let max = limits.max_consecutive_failures;
         if max > 0 && self.failures_in_a_row >= max {
             let stage = self.pre.name().to_string();
             return Err(RunError::CircuitOpen { stage, failures: self.failures_in_a_row, last: reason }.into());
         }
+        counters.dead_lettered.fetch_add(1, Relaxed);
         send_dead(&self.dead, self.pre.name(), kind, reason, envelope.origin, envelope.message).await
     }
 }
