@@ -99,7 +99,9 @@ impl StageInstance {
     pub(super) async fn init(&mut self, config: &str, budget: Budget) -> Result<(), LoadError> {
         let mark = self.arm(budget);
         let call = self.plugin.sluice_pipeline_stage().call_init(&mut self.store, config);
-        match guard(budget, call).await {
+        let result = guard(budget, call).await;
+        self.report_dropped_logs();
+        match result {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(refusal))) => Err(LoadError::InitRefused(refusal)),
             Ok(Err(e)) => Err(LoadError::InitTrapped(trap(&e, &mut self.store, mark, budget))),
@@ -122,12 +124,12 @@ impl StageInstance {
         }
     }
 
-    /// Sets the call's fuel, deadline and log budget; returns the stderr mark.
+    /// Sets the call's fuel and deadline; returns the stderr mark. The log
+    /// budget was set when the store was made and is reset after every call
+    /// (`report_dropped_logs`).
     fn arm(&mut self, budget: Budget) -> u64 {
         Self::set_budget(&mut self.store, self.inst, budget);
-        let data = self.store.data();
-        data.log.budget.reset(self.limits.max_log_records);
-        data.stderr.mark()
+        self.store.data().stderr.mark()
     }
 
     fn report_dropped_logs(&self) {
@@ -189,7 +191,7 @@ impl<F: Future> Future for Deadline<F> {
 }
 
 /// Explains a failed call: which limit it broke, or what trapped.
-fn trap(e: &wasmtime::Error, store: &mut Store<StoreData>, stderr_mark: u64, budget: Budget) -> Trap {
+pub(super) fn trap(e: &wasmtime::Error, store: &mut Store<StoreData>, stderr_mark: u64, budget: Budget) -> Trap {
     let stderr = store.data().stderr.tail_since(stderr_mark);
     let code = e.downcast_ref::<wasmtime::Trap>();
     let breach = store.data_mut().limiter.breach.take().or(match code {

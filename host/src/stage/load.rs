@@ -1,7 +1,7 @@
 //! Loading a stage's component: check the file, compile it, check its world,
 //! and link it once into an `InstancePre`.
 
-use super::instance::{Budget, StageInstance, Trap};
+use super::instance::{Budget, StageInstance, Trap, trap};
 use super::store::StoreData;
 use crate::bindings::{PluginPre, STAGE_EXPORT};
 use crate::config::Grants;
@@ -155,13 +155,10 @@ impl StagePre {
         let mut store = Store::new(&self.engine, data);
         let budget = Budget { fuel: self.limits.init_fuel(), timeout: self.limits.init_timeout() };
         StageInstance::arm_store(&mut store, self.inst, budget);
-        let plugin = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            let (limit, reason) = match store.data_mut().limiter.breach.take() {
-                Some(breach) => (true, breach.to_string()),
-                None => (false, root_cause(&e)),
-            };
-            LoadError::InitTrapped(Trap { limit, reason, stderr: store.data().stderr.tail_since(0) })
-        })?;
+        let plugin = match self.pre.instantiate_async(&mut store).await {
+            Ok(plugin) => plugin,
+            Err(e) => return Err(LoadError::InitTrapped(trap(&e, &mut store, 0, budget))),
+        };
         let mut instance = StageInstance::new(store, plugin, self.limits, self.inst);
         instance.init(&self.config, budget).await?;
         Ok(instance)

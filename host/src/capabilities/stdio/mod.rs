@@ -7,6 +7,7 @@ use super::log::LogBudget;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
@@ -30,6 +31,8 @@ pub(crate) struct GuestOutput {
     stage: Arc<str>,
     stream: Stream,
     lines: Arc<Mutex<Lines>>,
+    /// Complete lines written so far: read at every call, so kept outside the lock.
+    written: Arc<AtomicU64>,
     budget: LogBudget,
 }
 
@@ -45,13 +48,13 @@ struct Lines {
 
 impl GuestOutput {
     pub(crate) fn new(stage: Arc<str>, stream: Stream, budget: LogBudget) -> Self {
-        GuestOutput { stage, stream, lines: Arc::default(), budget }
+        GuestOutput { stage, stream, lines: Arc::default(), written: Arc::default(), budget }
     }
 
     /// A position in the output; [`GuestOutput::tail_since`] returns what
     /// was written after it.
     pub(crate) fn mark(&self) -> u64 {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).next_line
+        self.written.load(Ordering::Acquire)
     }
 
     /// Recent stderr written since `mark` (complete lines, then any
@@ -83,6 +86,7 @@ impl GuestOutput {
 
     fn emit(&self, lines: &mut Lines) {
         lines.next_line += 1;
+        self.written.store(lines.next_line, Ordering::Release);
         let raw = std::mem::take(&mut lines.partial);
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim_end_matches('\r');
