@@ -24,11 +24,12 @@ mod pipeline;
 mod stage;
 
 pub use config::{
-    ConfigError, ConfigErrors, DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
-    RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
+    Allocator, ConfigError, ConfigErrors, DeadLetterConfig, EngineConfig, Execution, Format, Grants, Order,
+    PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
 };
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{
-    BuildError, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, run_blocking,
+    BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,
+    run_blocking,
 };
 pub use stage::{LoadError, Trap};

@@ -34,10 +34,10 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// (an interpreter's, for Python or JavaScript stages).
 const INIT_FUEL: u64 = 50_000_000_000;
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_INSTANCES: usize = 100;
-const MAX_TABLES: usize = 100;
-const MAX_MEMORIES: usize = 20;
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+pub(crate) const MAX_INSTANCES: usize = 100;
+pub(crate) const MAX_TABLES: usize = 100;
+pub(crate) const MAX_MEMORIES: usize = 20;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Resource handles (streams, pollables, ...) a stage may hold at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: real components, built from source by `build.rs`,
 //! through the real host. One binary, so the build is paid once.
 
+mod batching;
 mod config_errors;
 mod engine;
 mod http;

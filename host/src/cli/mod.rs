@@ -1,6 +1,7 @@
 //! `sluice <command>`: one module per command.
 
 mod check;
+mod compile;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,7 @@ struct Cli {
 enum Command {
     Run(run::RunCommand),
     Check(check::CheckCommand),
+    Compile(compile::CompileCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -38,6 +40,7 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Command::Run(cmd) => cmd.execute().await,
             Command::Check(cmd) => cmd.execute().await,
+            Command::Compile(cmd) => cmd.execute().await,
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.

@@ -13,6 +13,9 @@
 //! [dead_letter]            # default: <pipeline file stem>.dead-letter.jsonl beside it
 //! path = "dead-letter.jsonl"
 //!
+//! [engine]
+//! allocator = "pooling"    # or "on-demand" where virtual memory is capped
+//!
 //! [limits]                 # for every stage that sets none (see `crate::limits`)
 //! timeout = "10s"
 //!
@@ -24,6 +27,8 @@
 //! concurrency = 8                  # messages in flight, each in its own instance
 //! order = "ordered"                # or "unordered"; `partition_by = "key"` for per-key order
 //! buffer = 64                      # messages queued in front of the stage
+//! batch = 64                       # waiting messages per call (default: 64 at concurrency 1, else 1)
+//! isolate = false                  # true: a fresh instance for every message
 //! retries = { max = 3, backoff = "100ms", max_backoff = "10s" }
 //! grants = { read_dirs = { "/lookup" = "data" }, env = { TZ = "UTC" } }
 //! ```
@@ -33,8 +38,8 @@ mod file;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{
-    DeadLetterConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig,
-    SourceConfig, StageConfig,
+    Allocator, DeadLetterConfig, EngineConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
+    RetryConfig, SinkConfig, SourceConfig, StageConfig,
 };
 
 /// The only version of the pipeline file format this build reads.

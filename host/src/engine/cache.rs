@@ -42,11 +42,12 @@ impl CompileCache {
 
     /// The component for `wasm`: from the cache, or compiled (and cached).
     /// Failing to read or write the cache is never an error: it compiles.
-    pub(crate) fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
-        let Some(dir) = &self.dir else { return Component::new(engine, wasm) };
+    /// The flag says whether it came from the cache.
+    pub(crate) fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, bool)> {
+        let Some(dir) = &self.dir else { return Ok((Component::new(engine, wasm)?, false)) };
         let path = dir.join(entry_name(engine, wasm));
         if let Some(component) = load(engine, &path) {
-            return Ok(component);
+            return Ok((component, true));
         }
         let artifact = engine.precompile_component(wasm)?;
         if let Err(e) = store(dir, &path, &artifact) {
@@ -54,9 +55,8 @@ impl CompileCache {
         }
         // SAFETY: `artifact` was produced just now by this engine.
         #[allow(unsafe_code)]
-        unsafe {
-            Component::deserialize(engine, &artifact)
-        }
+        let component = unsafe { Component::deserialize(engine, &artifact)? };
+        Ok((component, false))
     }
 }
 
@@ -128,10 +128,13 @@ mod tests {
     fn a_compiled_component_is_stored_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        cache(dir.path()).component(&engine, EMPTY_COMPONENT).unwrap();
+        let (_, cached) = cache(dir.path()).component(&engine, EMPTY_COMPONENT).unwrap();
+        assert!(!cached, "compiled the first time");
         let stored = entries(dir.path());
         assert_eq!(stored.len(), 1);
         assert!(load(&engine, &stored[0]).is_some(), "the entry loads");
+        let (_, cached) = cache(dir.path()).component(&engine, EMPTY_COMPONENT).unwrap();
+        assert!(cached, "loaded from the cache the second time");
     }
 
     #[test]

@@ -4,13 +4,64 @@ use super::error::{BuildError, StageLoadError};
 use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
-use crate::config::PipelineConfig;
-use crate::engine::{Instrumentation, new_engine};
+use crate::config::{Allocator, PipelineConfig};
+use crate::engine::{Instrumentation, Pool, new_engine};
 use crate::stage::{StagePre, StageSpec, StoreData};
 use std::sync::Arc;
 use wasmtime::component::Linker;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
+    let pres = load(&config).await?;
+    let mut stages = Vec::new();
+    let mut errors = Vec::new();
+    for (index, pre) in pres.into_iter().enumerate() {
+        // Instantiate once now so that a bad config is reported before any
+        // input is read.
+        match pre.instantiate().await {
+            Ok(first) => stages.push(BuiltStage { pre, exec: config.stages()[index].execution(), first }),
+            Err(error) => errors.push(StageLoadError {
+                stage: config.stages()[index].name().to_string(),
+                location: config.stage_location(index),
+                error,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildError::Stages(errors));
+    }
+    let stats = Arc::new(Stats::new(config.stages().iter().map(|s| s.name().to_string())));
+    Ok(Pipeline { config, stages, stats })
+}
+
+/// A stage compiled by [`compile`].
+#[derive(Debug, Clone)]
+pub struct CompiledStage {
+    /// The stage's name.
+    pub stage: String,
+    /// Its component file.
+    pub plugin: std::path::PathBuf,
+    /// Whether it was already in the compile cache.
+    pub from_cache: bool,
+}
+
+/// Checks the config and compiles every stage into the compile cache, without
+/// running any guest code: `sluice compile`, to make the first run start fast.
+pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, BuildError> {
+    let pres = load(config).await?;
+    Ok(pres
+        .iter()
+        .zip(config.stages())
+        .map(|(pre, stage)| CompiledStage {
+            stage: stage.name().to_string(),
+            plugin: config.resolve(stage.plugin()),
+            from_cache: pre.from_cache(),
+        })
+        .collect())
+}
+
+/// Validates the config, makes the engine, and compiles and links every
+/// stage. Reports every stage that failed, not just the first.
+async fn load(config: &PipelineConfig) -> Result<Vec<Arc<StagePre>>, BuildError> {
     config.validate()?;
     let limits: Vec<_> = (0..config.stages().len()).map(|i| config.stage_limits(i)).collect();
     // Fuel and epochs cost a little on every call: switch them on only if a
@@ -19,7 +70,15 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         fuel: limits.iter().any(|l| l.fuel.is_some()),
         epochs: limits.iter().any(|l| l.timeout.is_some()),
     };
-    let engine = new_engine(inst).map_err(|e| BuildError::Engine(e.to_string()))?;
+    let pool = (config.engine().allocator == Allocator::Pooling).then(|| pool_size(config, &limits));
+    let engine = new_engine(inst, pool).map_err(|e| {
+        let hint = if pool.is_some() {
+            " (if virtual memory is capped here, set `allocator = \"on-demand\"` under [engine])"
+        } else {
+            ""
+        };
+        BuildError::Engine(format!("{}{hint}", crate::stage::chain(&e)))
+    })?;
     let mut linker = Linker::<StoreData>::new(&engine);
     capabilities::add_to_linker(&mut linker).map_err(|e| BuildError::Engine(e.to_string()))?;
     let linker = Arc::new(linker);
@@ -44,32 +103,29 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         })
         .collect();
 
-    let mut stages = Vec::new();
+    let mut pres = Vec::new();
     let mut errors = Vec::new();
     for (index, load) in loads.into_iter().enumerate() {
-        let problem = |error| StageLoadError {
-            stage: config.stages()[index].name().to_string(),
-            location: config.stage_location(index),
-            error,
-        };
-        let pre = match load.await {
-            Ok(Ok(pre)) => Arc::new(pre),
-            Ok(Err(e)) => {
-                errors.push(problem(e));
-                continue;
-            }
+        match load.await {
+            Ok(Ok(pre)) => pres.push(Arc::new(pre)),
+            Ok(Err(error)) => errors.push(StageLoadError {
+                stage: config.stages()[index].name().to_string(),
+                location: config.stage_location(index),
+                error,
+            }),
             Err(join) => return Err(BuildError::Engine(format!("loading a stage panicked: {join}"))),
-        };
-        // Instantiate once now so that a bad config is reported before any
-        // input is read.
-        match pre.instantiate().await {
-            Ok(first) => stages.push(BuiltStage { pre, exec: config.stages()[index].execution(), first }),
-            Err(e) => errors.push(problem(e)),
         }
     }
-    if !errors.is_empty() {
-        return Err(BuildError::Stages(errors));
+    if errors.is_empty() { Ok(pres) } else { Err(BuildError::Stages(errors)) }
+}
+
+/// Every instance the pipeline can have alive at once: `concurrency` per
+/// stage, plus one each for the replacement made while a trapped instance is
+/// still being dropped.
+fn pool_size(config: &PipelineConfig, limits: &[crate::limits::Limits]) -> Pool {
+    let instances: usize = config.stages().iter().map(|s| s.execution().concurrency + 1).sum();
+    Pool {
+        instances: u32::try_from(instances).unwrap_or(u32::MAX),
+        max_memory: limits.iter().map(|l| l.memory).max().unwrap_or(0),
     }
-    let stats = Arc::new(Stats::new(config.stages().iter().map(|s| s.name().to_string())));
-    Ok(Pipeline { config, stages, stats })
 }

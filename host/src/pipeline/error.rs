@@ -47,8 +47,9 @@ pub enum RunError {
         /// What the OS said.
         error: std::io::Error,
     },
-    /// A stage trapped and a fresh instance could not be made to replace it.
-    #[error("stage `{stage}` cannot be restarted after a trap: {error}")]
+    /// A fresh instance of a stage (after a trap, for more concurrency, or
+    /// for an isolated message) could not be made.
+    #[error("stage `{stage}` cannot make a new instance: {error}")]
     Restart {
         /// The stage's name.
         stage: String,

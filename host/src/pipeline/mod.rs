@@ -8,6 +8,7 @@ mod running;
 mod stage_task;
 mod stats;
 
+pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};
 pub use stats::{RunReport, StageReport, Stats};
 

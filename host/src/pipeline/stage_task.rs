@@ -1,9 +1,14 @@
 //! One stage at run time. It takes messages from its input channel and runs
-//! each through an instance of the stage, up to `concurrency` at once. Outputs
-//! go downstream in the configured order, and failures to the dead-letter
-//! task.
+//! them through instances of the stage, up to `concurrency` jobs at once. A
+//! job is one message, or a batch of up to `batch` messages that were already
+//! waiting, in one `process-batch` call. Outputs go downstream in the
+//! configured order, and failures to the dead-letter task.
 //!
-//! - concurrency 1: messages run one after another, inline.
+//! A trap loses no batch-mate: after one, the batch's messages run again one
+//! by one, each in a fresh instance if need be, so only the message that
+//! traps is dead-lettered.
+//!
+//! - concurrency 1: jobs run one after another, inline.
 //! - ordered: jobs run in parallel, results leave in input order
 //!   (`FuturesOrdered` is the reorder buffer, bounded by `concurrency`).
 //! - unordered: results leave as they finish.
@@ -11,7 +16,7 @@
 //!   time. Later messages of a busy key wait their turn (at most `buffer` of
 //!   them), and different keys run in parallel.
 
-use super::dead_letter::{DeadLetter, Kind};
+use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
 use super::running::{Envelope, TaskError, send_dead};
 use super::stats::{StageCounters, Stats};
@@ -40,10 +45,15 @@ pub(super) struct StageTask {
     pub(super) failures_in_a_row: u32,
 }
 
+/// A job's messages, and the instance they ran in: `None` if it trapped, or
+/// if the stage isolates messages.
+struct Ran {
+    instance: Option<StageInstance>,
+    done: Vec<Done>,
+}
+
 /// A message through the stage: what came of it.
 struct Done {
-    /// The instance it ran in, unless it trapped.
-    instance: Option<StageInstance>,
     envelope: Envelope,
     result: Result<Vec<Message>, Failure>,
     retries: u32,
@@ -55,7 +65,14 @@ enum Failure {
     Trapped(Trap),
 }
 
-type Job = AbortOnDrop<Result<Done, RunError>>;
+/// A job that could not run: no instance could be made for it.
+struct JobFailed {
+    error: RunError,
+    /// The messages it held, no longer in flight.
+    messages: usize,
+}
+
+type Job = AbortOnDrop<Result<Ran, JobFailed>>;
 
 /// A spawned job that is cancelled if dropped: when a stage fails, or a
 /// drain times out, its running jobs (and their host I/O) stop with it
@@ -97,7 +114,7 @@ impl InFlight {
         }
     }
 
-    async fn next(&mut self) -> Option<Result<Result<Done, RunError>, tokio::task::JoinError>> {
+    async fn next(&mut self) -> Option<Result<Result<Ran, JobFailed>, tokio::task::JoinError>> {
         match self {
             InFlight::Ordered(f) => f.next().await,
             InFlight::Unordered(f) => f.next().await,
@@ -130,20 +147,36 @@ impl StageTask {
                     },
                 },
             };
-            self.counters().input.fetch_add(1, Relaxed);
-            self.counters().in_flight.fetch_add(1, Relaxed);
-            let done = job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries).await;
-            let done = self.ended(done)?;
-            self.finish(done, &tx).await?;
+            let batch = self.take_batch(envelope, &mut rx);
+            let ran = job(self.pre.clone(), self.idle.pop(), batch, self.exec.retries, self.exec.isolate).await;
+            let ran = self.ended(ran)?;
+            self.finish_all(ran, &tx).await?;
         }
     }
 
-    /// A job's result; on a fatal error, it is no longer in flight either.
-    fn ended(&self, done: Result<Done, RunError>) -> Result<Done, RunError> {
-        if done.is_err() {
-            self.counters().in_flight.fetch_sub(1, Relaxed);
+    /// `first` and up to `batch - 1` more messages that are already waiting:
+    /// a batch never waits for messages to fill it.
+    fn take_batch(&self, first: Envelope, rx: &mut Receiver<Envelope>) -> Vec<Envelope> {
+        let mut batch = Vec::with_capacity(self.exec.batch.min(rx.len() + 1));
+        batch.push(first);
+        while batch.len() < self.exec.batch {
+            match rx.try_recv() {
+                Ok(envelope) => batch.push(envelope),
+                Err(_) => break,
+            }
         }
-        done
+        let counters = self.counters();
+        counters.input.fetch_add(batch.len() as u64, Relaxed);
+        counters.in_flight.fetch_add(batch.len() as u64, Relaxed);
+        batch
+    }
+
+    /// A job's result; on a fatal error, its messages are no longer in flight either.
+    fn ended(&self, ran: Result<Ran, JobFailed>) -> Result<Ran, RunError> {
+        ran.map_err(|JobFailed { error, messages }| {
+            self.counters().in_flight.fetch_sub(messages as u64, Relaxed);
+            error
+        })
     }
 
     async fn run_parallel(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
@@ -163,16 +196,17 @@ impl StageTask {
                 // Finish before starting: frees instances, keeps the reorder buffer short.
                 biased;
                 Some(joined) = in_flight.next(), if in_flight.len() > 0 => {
-                    let done = joined
+                    let ran = joined
                         .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.pre.name())))?;
-                    let done = self.ended(done)?;
-                    let key = keyed.then(|| key_of(&done.envelope.message));
-                    self.finish(done, &tx).await?;
+                    let ran = self.ended(ran)?;
+                    // Keyed jobs hold one message each.
+                    let key = ran.done.first().filter(|_| keyed).map(|d| key_of(&d.envelope.message));
+                    self.finish_all(ran, &tx).await?;
                     if let Some(key) = key {
                         match busy.get_mut(&key).and_then(VecDeque::pop_front) {
                             Some(next) => {
                                 waiting -= 1;
-                                in_flight.push(self.spawn(next));
+                                in_flight.push(self.spawn(vec![next]));
                             }
                             None => {
                                 busy.remove(&key);
@@ -181,21 +215,23 @@ impl StageTask {
                     }
                 }
                 received = rx.recv(), if input_open && room => match received {
-                    Some(envelope) => {
+                    Some(envelope) if keyed => {
                         self.counters().input.fetch_add(1, Relaxed);
-                        if keyed {
-                            match busy.get_mut(&key_of(&envelope.message)) {
-                                Some(queue) => {
-                                    queue.push_back(envelope);
-                                    waiting += 1;
-                                    continue;
-                                }
-                                None => {
-                                    busy.insert(key_of(&envelope.message), VecDeque::new());
-                                }
+                        match busy.get_mut(&key_of(&envelope.message)) {
+                            Some(queue) => {
+                                queue.push_back(envelope);
+                                waiting += 1;
+                            }
+                            None => {
+                                busy.insert(key_of(&envelope.message), VecDeque::new());
+                                self.counters().in_flight.fetch_add(1, Relaxed);
+                                in_flight.push(self.spawn(vec![envelope]));
                             }
                         }
-                        in_flight.push(self.spawn(envelope));
+                    }
+                    Some(envelope) => {
+                        let batch = self.take_batch(envelope, &mut rx);
+                        in_flight.push(self.spawn(batch));
                     }
                     None => input_open = false,
                 },
@@ -207,22 +243,31 @@ impl StageTask {
         Ok(())
     }
 
-    /// Starts a job on the runtime, so CPU-bound stages use every core.
-    fn spawn(&mut self, envelope: Envelope) -> Job {
-        self.counters().in_flight.fetch_add(1, Relaxed);
-        AbortOnDrop(tokio::spawn(job(self.pre.clone(), self.idle.pop(), envelope, self.exec.retries)))
+    /// Starts a job on the runtime, so CPU-bound stages use every core. Its
+    /// messages are already counted in flight.
+    fn spawn(&mut self, batch: Vec<Envelope>) -> Job {
+        let (pre, instance, exec) = (self.pre.clone(), self.idle.pop(), &self.exec);
+        AbortOnDrop(tokio::spawn(job(pre, instance, batch, exec.retries, exec.isolate)))
+    }
+
+    /// Takes back a job's instance, then finishes its messages in order.
+    async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<(), TaskError> {
+        if let Some(instance) = ran.instance {
+            self.idle.push(instance);
+        }
+        for done in ran.done {
+            self.finish(done, tx).await?;
+        }
+        Ok(())
     }
 
     /// Accounts for a finished message and sends its outputs or dead letter.
     async fn finish(&mut self, done: Done, tx: &Sender<Envelope>) -> Result<(), TaskError> {
-        let Done { instance, envelope, result, retries, latency } = done;
+        let Done { envelope, result, retries, latency } = done;
         let counters = &self.stats.stages[self.index];
         counters.in_flight.fetch_sub(1, Relaxed);
         counters.retried.fetch_add(u64::from(retries), Relaxed);
         counters.record_latency(latency);
-        if let Some(instance) = instance {
-            self.idle.push(instance);
-        }
         let limits = *self.pre.limits();
         let (kind, reason) = match result {
             Ok(outputs) => match check_outputs(&outputs, &limits) {
@@ -258,20 +303,94 @@ impl StageTask {
     }
 }
 
-/// Runs one message through an instance (a fresh one if none is idle),
-/// retrying transient errors with backoff. Traps and timeouts are not retried.
+/// Runs a job: a batch through one `process-batch` call, or one message
+/// through `process`. Messages the batch call did not settle (a transient
+/// error to retry, or all of them after a trap) run again alone.
 async fn job(
     pre: Arc<StagePre>,
     instance: Option<StageInstance>,
+    batch: Vec<Envelope>,
+    retry: RetryConfig,
+    isolate: bool,
+) -> Result<Ran, JobFailed> {
+    let started = Instant::now();
+    let messages = batch.len();
+    let failed = |error| JobFailed { error, messages };
+    let mut instance = match instance {
+        Some(instance) => Some(instance),
+        None => Some(fresh(&pre).await.map_err(failed)?),
+    };
+    let mut done = Vec::with_capacity(messages);
+    if messages == 1 {
+        let envelope = batch.into_iter().next().expect("one message");
+        let (back, one) = single(&pre, instance.take(), envelope, retry, 0).await.map_err(failed)?;
+        done.push(one);
+        instance = back;
+    } else {
+        let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
+        let outcomes = match instance.as_mut().expect("instance made above").process_batch(&messages).await {
+            Ok(Some(outcomes)) => outcomes.into_iter().map(Some).collect(),
+            Ok(None) => {
+                tracing::warn!(
+                    stage = &**pre.name(),
+                    "process-batch did not return one outcome per message; running them one by one"
+                );
+                vec![None; messages.len()]
+            }
+            Err(trap) => {
+                tracing::debug!(stage = &**pre.name(), "a batch trapped ({trap}); running its messages one by one");
+                instance = None;
+                vec![None; messages.len()]
+            }
+        };
+        let latency = started.elapsed();
+        for ((message, origin), outcome) in messages.into_iter().zip(origins).zip(outcomes) {
+            let envelope = Envelope { message, origin };
+            let result = match outcome {
+                Some(Ok(outputs)) => Ok(outputs),
+                Some(Err(StageError::Invalid(reason))) => Err(Failure::Rejected(Kind::Invalid, reason)),
+                Some(Err(StageError::Transient(reason))) if retry.max == 0 => {
+                    Err(Failure::Rejected(Kind::Transient, reason))
+                }
+                // Not settled: run it alone, as a retry or as a first try.
+                Some(Err(StageError::Transient(_))) | None => {
+                    let attempts = u32::from(outcome.is_some());
+                    let (back, one) = single(&pre, instance.take(), envelope, retry, attempts).await.map_err(failed)?;
+                    done.push(one);
+                    instance = back;
+                    continue;
+                }
+            };
+            done.push(Done { envelope, result, retries: 0, latency });
+        }
+    }
+    Ok(Ran { instance: if isolate { None } else { instance }, done })
+}
+
+/// A fresh, initialised instance of the stage.
+async fn fresh(pre: &StagePre) -> Result<StageInstance, RunError> {
+    pre.instantiate().await.map_err(|error| RunError::Restart { stage: pre.name().to_string(), error })
+}
+
+/// Runs one message through `instance` (a fresh one if `None`), retrying
+/// transient errors with backoff. `attempts` were already made (in a batch).
+/// Traps and timeouts are not retried. Returns the instance unless it trapped.
+async fn single(
+    pre: &StagePre,
+    instance: Option<StageInstance>,
     envelope: Envelope,
     retry: RetryConfig,
-) -> Result<Done, RunError> {
+    attempts: u32,
+) -> Result<(Option<StageInstance>, Done), RunError> {
     let started = Instant::now();
     let mut instance = match instance {
         Some(instance) => instance,
-        None => pre.instantiate().await.map_err(|error| RunError::Restart { stage: pre.name().to_string(), error })?,
+        None => fresh(pre).await?,
     };
-    let mut retries = 0;
+    let mut retries = attempts;
+    if retries > 0 {
+        tokio::time::sleep(backoff(&retry, retries - 1)).await;
+    }
     let (instance, result) = loop {
         match instance.process(&envelope.message).await {
             Ok(Ok(outputs)) => break (Some(instance), Ok(outputs)),
@@ -291,9 +410,8 @@ async fn job(
             Err(trap) => break (None, Err(Failure::Trapped(trap))),
         }
     };
-    Ok(Done { instance, envelope, result, retries, latency: started.elapsed() })
+    Ok((instance, Done { envelope, result, retries, latency: started.elapsed() }))
 }
-
 /// Exponential backoff with "equal jitter": half the delay fixed, half random,
 /// so that retries of many messages spread out.
 fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {

@@ -124,6 +124,30 @@ impl StageInstance {
         }
     }
 
+    /// Processes `messages` in one call, under the limits of that many
+    /// messages (fuel, time and log records multiplied by their number).
+    /// Returns one outcome per message, or `None` if the stage broke the
+    /// contract by returning another number. An `Err` means the instance
+    /// trapped and must be dropped; which message caused it is unknown.
+    pub(crate) async fn process_batch(&mut self, messages: &[Message]) -> Result<Option<Vec<Outcome>>, Trap> {
+        let n = messages.len() as u32;
+        let budget = Budget {
+            fuel: self.limits.fuel.map(|f| f.saturating_mul(u64::from(n))),
+            timeout: self.limits.timeout.map(|t| t.saturating_mul(n)),
+        };
+        // The previous call's drops were reported when it ended.
+        self.store.data().log.budget.reset(self.limits.max_log_records.saturating_mul(n));
+        let mark = self.arm(budget);
+        let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
+        let result = guard(budget, call).await;
+        self.report_dropped_logs();
+        match result {
+            Ok(Ok(outcomes)) => Ok((outcomes.len() == messages.len()).then_some(outcomes)),
+            Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
+            Err(breach) => Err(Trap::breach(breach)),
+        }
+    }
+
     /// Sets the call's fuel and deadline; returns the stderr mark. The log
     /// budget was set when the store was made and is reset after every call
     /// (`report_dropped_logs`).
@@ -132,13 +156,15 @@ impl StageInstance {
         self.store.data().stderr.mark()
     }
 
+    /// Logs how many log records the last call dropped, and resets the
+    /// budget to one message's.
     fn report_dropped_logs(&self) {
         let log = &self.store.data().log;
         let dropped = log.budget.reset(self.limits.max_log_records);
         if dropped > 0 {
             tracing::warn!(
                 stage = &*log.stage,
-                "dropped {dropped} log records of one message (limits.max_log_records = {})",
+                "dropped {dropped} log records (limits.max_log_records = {} per message)",
                 self.limits.max_log_records
             );
         }

@@ -103,6 +103,8 @@ pub(crate) struct StagePre {
     limits: Limits,
     grants: Grants,
     inst: Instrumentation,
+    /// Whether the compiled component came from the compile cache.
+    from_cache: bool,
 }
 
 /// What a stage is made of, besides its component file.
@@ -126,7 +128,7 @@ impl StagePre {
     ) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path.into(), error })?;
         check_header(path, &bytes)?;
-        let component = CompileCache::from_env()
+        let (component, from_cache) = CompileCache::from_env()
             .component(engine, &bytes)
             .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;
         check_world(engine, path, &component)?;
@@ -134,7 +136,12 @@ impl StagePre {
         let pre =
             PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
         let StageSpec { name, config, limits, grants, inst } = spec;
-        Ok(StagePre { name, engine: engine.clone(), pre, config, limits, grants, inst })
+        Ok(StagePre { name, engine: engine.clone(), pre, config, limits, grants, inst, from_cache })
+    }
+
+    /// Whether the compiled component came from the compile cache.
+    pub(crate) fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// The stage's name from the pipeline file.

@@ -8,5 +8,5 @@ mod store;
 pub(crate) use instance::StageInstance;
 pub use instance::Trap;
 pub use load::LoadError;
-pub(crate) use load::{StagePre, StageSpec};
+pub(crate) use load::{StagePre, StageSpec, chain};
 pub(crate) use store::StoreData;

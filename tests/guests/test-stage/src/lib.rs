@@ -9,6 +9,8 @@
 //! - `log:<text>`         -> logs at info, then echoes
 //! - `print:<text>`       -> writes the text to stdout and stderr, then echoes
 //! - `count`              -> outputs how many messages this instance has seen
+//! - `batch`              -> outputs how many messages the call it came in held (1 for `process`)
+//! - `shortbatch`         -> in a batch, makes `process-batch` return one outcome too few (a broken stage)
 //! - `sleep:<ms>[:<rest>]`-> waits on a WASI clock (async host I/O), then echoes `<rest>` (or the message)
 //! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
 //! - `keyed:<key>:<rest>` -> outputs `<rest>` with the message key set to `<key>`
@@ -45,6 +47,8 @@ struct TestStage {
     prefix: String,
     seen: u64,
     attempts: std::collections::HashMap<String, u32>,
+    /// Messages in the current call.
+    batch: usize,
 }
 
 impl Stage for TestStage {
@@ -54,7 +58,18 @@ impl Stage for TestStage {
         if config.fail_init {
             return Err("fail_init was set".into());
         }
-        Ok(TestStage { prefix: config.prefix, seen: 0, attempts: Default::default() })
+        Ok(TestStage { prefix: config.prefix, seen: 0, attempts: Default::default(), batch: 1 })
+    }
+
+    fn process_batch(&mut self, messages: Vec<Message>) -> Vec<Result<Vec<Message>, StageError>> {
+        self.batch = messages.len();
+        let short = messages.iter().any(|m| m.value == b"shortbatch");
+        let mut outcomes: Vec<_> = messages.into_iter().map(|m| self.process(m)).collect();
+        if short {
+            outcomes.pop();
+        }
+        self.batch = 1;
+        outcomes
     }
 
     fn process(&mut self, mut message: Message) -> Result<Vec<Message>, StageError> {
@@ -148,6 +163,7 @@ impl Stage for TestStage {
                 Ok(vec![Message::new(vars.join(","))])
             }
             "count" => Ok(vec![Message::new(self.seen.to_string())]),
+            "batch" => Ok(vec![Message::new(self.batch.to_string())]),
             _ => {
                 match cmd {
                     "log" => sluice_sdk::info!("{arg}"),
