@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::sluice::pipeline::stage::Outcome;
-pub use self::sluice::pipeline::types::{Message, StageError};
+pub use self::sluice::pipeline::types::{Header, Message, StageError};
 
 /// The export every stage must have, for error messages.
 pub const STAGE_EXPORT: &str = "sluice:pipeline/stage@0.1.0";

@@ -23,6 +23,7 @@ mod limits;
 mod pipeline;
 mod stage;
 
+pub use bindings::{Header, Message, StageError};
 pub use config::{
     Allocator, ConfigError, ConfigErrors, DeadLetterConfig, EngineConfig, Execution, Format, Grants, Order,
     PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
@@ -32,4 +33,4 @@ pub use pipeline::{
     BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,
     run_blocking,
 };
-pub use stage::{LoadError, Trap};
+pub use stage::{LoadError, NativeStage, Trap};

@@ -112,6 +112,34 @@ async fn a_pipeline_can_be_built_in_code_without_a_file() {
     assert_eq!((report.read, report.written), (2, 2));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_native_rust_stage_runs_beside_wasm_stages_with_the_same_guarantees() {
+    let scratch = Scratch::new();
+    let input: String = (0..300).map(|i| format!("m{i}\n")).collect();
+    scratch.write("in.txt", input.replace("m100\n", "crash\n").replace("m200\n", "bad\n"));
+    let upper = sluice::StageConfig::native("upper", |m: &sluice::Message| match &m.value[..] {
+        b"crash" => panic!("native boom"),
+        b"bad" => Err(sluice::StageError::Invalid("bad input".into())),
+        value => Ok(vec![sluice::Message { value: value.to_ascii_uppercase(), ..m.clone() }]),
+    })
+    .with_concurrency(4);
+    let mut config = sluice::PipelineConfig::new();
+    config
+        .push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE))
+        .push_stage(upper)
+        .push_stage(sluice::StageConfig::new("u", guests::TEST_STAGE).with_config(toml::toml! { prefix = "> " }));
+    config.set_input(scratch.path("in.txt")).set_output(scratch.path("out.txt")).set_dead_letter(scratch.path("dead"));
+    config.source_mut().format = sluice::Format::Lines;
+    config.sink_mut().format = sluice::Format::Lines;
+    let report = sluice::Pipeline::build(config).await.unwrap().run().await.unwrap();
+    let expected: Vec<String> = (0..300).filter(|i| *i != 100 && *i != 200).map(|i| format!("> M{i}")).collect();
+    assert_eq!(crate::support::read_lines(&scratch.path("out.txt")), expected, "in order, at concurrency 4");
+    let dead = crate::support::read_json_lines(&scratch.path("dead"));
+    let reasons: Vec<_> = dead.iter().map(|d| (d["stage"].as_str().unwrap(), d["reason"].as_str().unwrap())).collect();
+    assert_eq!(reasons, [("upper", "the native stage panicked: native boom"), ("upper", "bad input")]);
+    assert_eq!((report.read, report.written, report.dead_lettered), (300, 298, 2));
+}
+
 /// Collects what `tracing` writes, for one test.
 #[derive(Clone, Default)]
 pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -125,7 +153,11 @@ impl Captured {
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have cached a call site as disabled
+        // (no subscriber there) while this one was being set up.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     pub(crate) fn text(&self) -> String {

@@ -145,6 +145,9 @@ pub struct StageConfig {
     /// instance's memory is seen by the next one.
     #[serde(default)]
     isolate: bool,
+    /// Set for stages built in code with [`StageConfig::native`].
+    #[serde(skip)]
+    native: Option<crate::stage::NativeStage>,
 }
 
 /// The batch size of a stage that does not set one. Batches only take
@@ -287,7 +290,32 @@ impl StageConfig {
             retries: RetryConfig::default(),
             batch: None,
             isolate: false,
+            native: None,
         }
+    }
+
+    /// A stage named `name` that is a Rust function run in the host process,
+    /// for pipelines built in code. It gets the pipeline's ordering,
+    /// concurrency, retries, output caps and dead letters, but no sandbox:
+    /// it is trusted code. A panic loses only the message it happened on.
+    ///
+    /// ```
+    /// let upper = sluice::StageConfig::native("upper", |m: &sluice::Message| {
+    ///     Ok(vec![sluice::Message { value: m.value.to_ascii_uppercase(), ..m.clone() }])
+    /// });
+    /// ```
+    pub fn native(
+        name: impl Into<String>,
+        f: impl Fn(&crate::Message) -> Result<Vec<crate::Message>, crate::StageError> + Send + Sync + 'static,
+    ) -> Self {
+        let mut stage = StageConfig::new(name, "<native>");
+        stage.native = Some(crate::stage::NativeStage::new(f));
+        stage
+    }
+
+    /// The function of a stage made with [`StageConfig::native`].
+    pub(crate) fn native_stage(&self) -> Option<&crate::stage::NativeStage> {
+        self.native.as_ref()
     }
 
     /// Hands the stage up to `n` waiting messages per call.
@@ -587,7 +615,7 @@ impl PipelineConfig {
                 );
             }
             let plugin = self.resolve(stage.plugin.get_ref());
-            if !plugin.is_file() {
+            if stage.native.is_none() && !plugin.is_file() {
                 err(stage.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
             }
             for (guest, host) in &stage.grants.get_ref().read_dirs {

@@ -1,6 +1,7 @@
 //! Config in, ready stages out, or every problem found.
 
 use super::error::{BuildError, StageLoadError};
+use super::stage_task::{NativeRunner, Runner};
 use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
@@ -11,14 +12,19 @@ use std::sync::Arc;
 use wasmtime::component::Linker;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
-    let pres = load(&config).await?;
+    let runners = load(&config).await?;
     let mut stages = Vec::new();
     let mut errors = Vec::new();
-    for (index, pre) in pres.into_iter().enumerate() {
+    for (index, runner) in runners.into_iter().enumerate() {
+        let exec = config.stages()[index].execution();
+        let Runner::Wasm(pre) = &runner else {
+            stages.push(BuiltStage { runner, exec, first: None });
+            continue;
+        };
         // Instantiate once now so that a bad config is reported before any
         // input is read.
         match pre.instantiate().await {
-            Ok(first) => stages.push(BuiltStage { pre, exec: config.stages()[index].execution(), first }),
+            Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first) }),
             Err(error) => errors.push(StageLoadError {
                 stage: config.stages()[index].name().to_string(),
                 location: config.stage_location(index),
@@ -44,24 +50,28 @@ pub struct CompiledStage {
     pub from_cache: bool,
 }
 
-/// Checks the config and compiles every stage into the compile cache, without
-/// running any guest code: `sluice compile`, to make the first run start fast.
+/// Checks the config and compiles every WebAssembly stage into the compile
+/// cache, without running any guest code: `sluice compile`, to make the first
+/// run start fast.
 pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, BuildError> {
-    let pres = load(config).await?;
-    Ok(pres
+    let runners = load(config).await?;
+    Ok(runners
         .iter()
         .zip(config.stages())
-        .map(|(pre, stage)| CompiledStage {
-            stage: stage.name().to_string(),
-            plugin: config.resolve(stage.plugin()),
-            from_cache: pre.from_cache(),
+        .filter_map(|(runner, stage)| match runner {
+            Runner::Wasm(pre) => Some(CompiledStage {
+                stage: stage.name().to_string(),
+                plugin: config.resolve(stage.plugin()),
+                from_cache: pre.from_cache(),
+            }),
+            Runner::Native(_) => None,
         })
         .collect())
 }
 
 /// Validates the config, makes the engine, and compiles and links every
-/// stage. Reports every stage that failed, not just the first.
-async fn load(config: &PipelineConfig) -> Result<Vec<Arc<StagePre>>, BuildError> {
+/// WebAssembly stage. Reports every stage that failed, not just the first.
+async fn load(config: &PipelineConfig) -> Result<Vec<Runner>, BuildError> {
     config.validate()?;
     let limits: Vec<_> = (0..config.stages().len()).map(|i| config.stage_limits(i)).collect();
     // Fuel and epochs cost a little on every call: switch them on only if a
@@ -90,6 +100,14 @@ async fn load(config: &PipelineConfig) -> Result<Vec<Arc<StagePre>>, BuildError>
         .iter()
         .enumerate()
         .map(|(index, stage)| {
+            if let Some(native) = stage.native_stage() {
+                let native = Runner::Native(NativeRunner {
+                    name: stage.name().into(),
+                    limits: limits[index],
+                    stage: native.clone(),
+                });
+                return Loading::Ready(native);
+            }
             let (engine, linker) = (engine.clone(), linker.clone());
             let path = config.resolve(stage.plugin());
             let spec = StageSpec {
@@ -99,15 +117,22 @@ async fn load(config: &PipelineConfig) -> Result<Vec<Arc<StagePre>>, BuildError>
                 grants: config.stage_grants(index),
                 inst,
             };
-            tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec))
+            Loading::Compiling(tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec)))
         })
         .collect();
 
-    let mut pres = Vec::new();
+    let mut runners = Vec::new();
     let mut errors = Vec::new();
     for (index, load) in loads.into_iter().enumerate() {
+        let load = match load {
+            Loading::Ready(runner) => {
+                runners.push(runner);
+                continue;
+            }
+            Loading::Compiling(handle) => handle,
+        };
         match load.await {
-            Ok(Ok(pre)) => pres.push(Arc::new(pre)),
+            Ok(Ok(pre)) => runners.push(Runner::Wasm(Arc::new(pre))),
             Ok(Err(error)) => errors.push(StageLoadError {
                 stage: config.stages()[index].name().to_string(),
                 location: config.stage_location(index),
@@ -116,14 +141,21 @@ async fn load(config: &PipelineConfig) -> Result<Vec<Arc<StagePre>>, BuildError>
             Err(join) => return Err(BuildError::Engine(format!("loading a stage panicked: {join}"))),
         }
     }
-    if errors.is_empty() { Ok(pres) } else { Err(BuildError::Stages(errors)) }
+    if errors.is_empty() { Ok(runners) } else { Err(BuildError::Stages(errors)) }
+}
+
+/// A stage being loaded.
+enum Loading {
+    Ready(Runner),
+    Compiling(tokio::task::JoinHandle<Result<StagePre, crate::stage::LoadError>>),
 }
 
 /// Every instance the pipeline can have alive at once: `concurrency` per
 /// stage, plus one each for the replacement made while a trapped instance is
 /// still being dropped.
 fn pool_size(config: &PipelineConfig, limits: &[crate::limits::Limits]) -> Pool {
-    let instances: usize = config.stages().iter().map(|s| s.execution().concurrency + 1).sum();
+    let wasm = config.stages().iter().filter(|s| s.native_stage().is_none());
+    let instances: usize = wasm.map(|s| s.execution().concurrency + 1).sum::<usize>().max(1);
     Pool {
         instances: u32::try_from(instances).unwrap_or(u32::MAX),
         max_memory: limits.iter().map(|l| l.memory).max().unwrap_or(0),

@@ -13,7 +13,7 @@ pub use error::{BuildError, RunError, StageLoadError};
 pub use stats::{RunReport, StageReport, Stats};
 
 use crate::config::PipelineConfig;
-use crate::stage::{StageInstance, StagePre};
+use crate::stage::StageInstance;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,10 +26,10 @@ pub struct Pipeline {
 }
 
 struct BuiltStage {
-    pre: Arc<StagePre>,
+    runner: stage_task::Runner,
     exec: crate::config::Execution,
     /// The instance made at build time to check `init`; the run starts with it.
-    first: StageInstance,
+    first: Option<StageInstance>,
 }
 
 impl Pipeline {

@@ -92,12 +92,12 @@ pub(super) async fn run(
     for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
         let (tx, next_rx) = channel::<Envelope>(buffer);
         let task = StageTask {
-            pre: built.pre,
+            runner: built.runner,
             exec: built.exec,
             stats: stats.clone(),
             index,
             dead: dead_tx.clone(),
-            idle: vec![built.first],
+            idle: built.first.into_iter().collect(),
             failures_in_a_row: 0,
         };
         stage_tasks.push(tokio::spawn(task.run(rx, tx)));

@@ -23,7 +23,7 @@ use super::stats::{StageCounters, Stats};
 use crate::bindings::{Message, StageError};
 use crate::config::{Execution, Order, PartitionBy, RetryConfig};
 use crate::limits::{Breach, Limits};
-use crate::stage::{StageInstance, StagePre, Trap};
+use crate::stage::{NativeStage, StageInstance, StagePre, Trap};
 use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use std::collections::{HashMap, VecDeque};
@@ -34,8 +34,40 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::task::JoinHandle;
 
+/// What runs a stage's messages.
+#[derive(Clone)]
+pub(super) enum Runner {
+    /// A WebAssembly component, in instances from `StagePre`.
+    Wasm(Arc<StagePre>),
+    /// A Rust function (`StageConfig::native`).
+    Native(NativeRunner),
+}
+
+#[derive(Clone)]
+pub(super) struct NativeRunner {
+    pub(super) name: Arc<str>,
+    pub(super) limits: Limits,
+    pub(super) stage: NativeStage,
+}
+
+impl Runner {
+    fn name(&self) -> &Arc<str> {
+        match self {
+            Runner::Wasm(pre) => pre.name(),
+            Runner::Native(native) => &native.name,
+        }
+    }
+
+    fn limits(&self) -> &Limits {
+        match self {
+            Runner::Wasm(pre) => pre.limits(),
+            Runner::Native(native) => &native.limits,
+        }
+    }
+}
+
 pub(super) struct StageTask {
-    pub(super) pre: Arc<StagePre>,
+    pub(super) runner: Runner,
     pub(super) exec: Execution,
     pub(super) stats: Arc<Stats>,
     pub(super) index: usize,
@@ -148,7 +180,7 @@ impl StageTask {
                 },
             };
             let batch = self.take_batch(envelope, &mut rx);
-            let ran = job(self.pre.clone(), self.idle.pop(), batch, self.exec.retries, self.exec.isolate).await;
+            let ran = job(self.runner.clone(), self.idle.pop(), batch, self.exec.retries, self.exec.isolate).await;
             let ran = self.ended(ran)?;
             self.finish_all(ran, &tx).await?;
         }
@@ -197,7 +229,7 @@ impl StageTask {
                 biased;
                 Some(joined) = in_flight.next(), if in_flight.len() > 0 => {
                     let ran = joined
-                        .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.pre.name())))?;
+                        .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.runner.name())))?;
                     let ran = self.ended(ran)?;
                     // Keyed jobs hold one message each.
                     let key = ran.done.first().filter(|_| keyed).map(|d| key_of(&d.envelope.message));
@@ -246,8 +278,8 @@ impl StageTask {
     /// Starts a job on the runtime, so CPU-bound stages use every core. Its
     /// messages are already counted in flight.
     fn spawn(&mut self, batch: Vec<Envelope>) -> Job {
-        let (pre, instance, exec) = (self.pre.clone(), self.idle.pop(), &self.exec);
-        AbortOnDrop(tokio::spawn(job(pre, instance, batch, exec.retries, exec.isolate)))
+        let (runner, instance, exec) = (self.runner.clone(), self.idle.pop(), &self.exec);
+        AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate)))
     }
 
     /// Takes back a job's instance, then finishes its messages in order.
@@ -268,7 +300,7 @@ impl StageTask {
         counters.in_flight.fetch_sub(1, Relaxed);
         counters.retried.fetch_add(u64::from(retries), Relaxed);
         counters.record_latency(latency);
-        let limits = *self.pre.limits();
+        let limits = *self.runner.limits();
         let (kind, reason) = match result {
             Ok(outputs) => match check_outputs(&outputs, &limits) {
                 None => {
@@ -288,18 +320,18 @@ impl StageTask {
             Err(Failure::Rejected(kind, reason)) => (kind, reason),
             Err(Failure::Trapped(trap)) => {
                 counters.trapped.fetch_add(1, Relaxed);
-                tracing::warn!(stage = &**self.pre.name(), line = envelope.origin.line, "{trap}");
+                tracing::warn!(stage = &**self.runner.name(), line = envelope.origin.line, "{trap}");
                 (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string())
             }
         };
         self.failures_in_a_row += 1;
         let max = limits.max_consecutive_failures;
         if max > 0 && self.failures_in_a_row >= max {
-            let stage = self.pre.name().to_string();
+            let stage = self.runner.name().to_string();
             return Err(RunError::CircuitOpen { stage, failures: self.failures_in_a_row, last: reason }.into());
         }
         counters.dead_lettered.fetch_add(1, Relaxed);
-        send_dead(&self.dead, self.pre.name(), kind, reason, envelope.origin, envelope.message).await
+        send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await
     }
 }
 
@@ -307,12 +339,16 @@ impl StageTask {
 /// through `process`. Messages the batch call did not settle (a transient
 /// error to retry, or all of them after a trap) run again alone.
 async fn job(
-    pre: Arc<StagePre>,
+    runner: Runner,
     instance: Option<StageInstance>,
     batch: Vec<Envelope>,
     retry: RetryConfig,
     isolate: bool,
 ) -> Result<Ran, JobFailed> {
+    let pre = match runner {
+        Runner::Wasm(pre) => pre,
+        Runner::Native(native) => return Ok(native_job(&native.stage, batch, retry).await),
+    };
     let started = Instant::now();
     let messages = batch.len();
     let failed = |error| JobFailed { error, messages };
@@ -365,6 +401,33 @@ async fn job(
         }
     }
     Ok(Ran { instance: if isolate { None } else { instance }, done })
+}
+
+/// Runs a job through a native stage, message by message, with retries.
+async fn native_job(stage: &NativeStage, batch: Vec<Envelope>, retry: RetryConfig) -> Ran {
+    let mut done = Vec::with_capacity(batch.len());
+    for envelope in batch {
+        let started = Instant::now();
+        let mut retries = 0;
+        let result = loop {
+            match stage.call(&envelope.message) {
+                Ok(Ok(outputs)) => break Ok(outputs),
+                Ok(Err(StageError::Transient(reason))) => {
+                    if retries < retry.max {
+                        tokio::time::sleep(backoff(&retry, retries)).await;
+                        retries += 1;
+                        continue;
+                    }
+                    let reason = if retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
+                    break Err(Failure::Rejected(Kind::Transient, reason));
+                }
+                Ok(Err(StageError::Invalid(reason))) => break Err(Failure::Rejected(Kind::Invalid, reason)),
+                Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
+            }
+        };
+        done.push(Done { envelope, result, retries, latency: started.elapsed() });
+    }
+    Ran { instance: None, done }
 }
 
 /// A fresh, initialised instance of the stage.

@@ -15,6 +15,8 @@
 //! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
 //! - `keyed:<key>:<rest>` -> outputs `<rest>` with the message key set to `<key>`
 //! - `multiline`          -> outputs a JSON document written over several lines
+//! - `work:<n>`           -> n rounds of pure integer work (xorshift), then outputs the result:
+//!                           CPU-bound, no host calls
 //!
 //! Hostile ones, for the sandbox tests:
 //! - `loop`               -> spins forever
@@ -101,6 +103,10 @@ impl Stage for TestStage {
                     return Err(StageError::transient(format!("{id}: try {tries} of {n} fails")));
                 }
                 Ok(vec![Message::new(id)])
+            }
+            "work" => {
+                let n: u64 = arg.parse().map_err(|_| StageError::invalid("work needs a count"))?;
+                Ok(vec![Message::new(work(n).to_string())])
             }
             "multiline" => Ok(vec![Message::new("{\n  \"b\": 1,\r\n  \"a\": 12345678901234567890123\n}")]),
             "keyed" => {
@@ -211,6 +217,18 @@ fn connect(addr: &str) -> Result<(), String> {
 #[cfg(not(target_arch = "wasm32"))]
 fn connect(_addr: &str) -> Result<(), String> {
     Err("only in a component".into())
+}
+
+/// `n` rounds of xorshift64 seeded from `n`: a dependent chain the optimiser
+/// cannot shorten, and its result is the output, so it cannot be removed.
+fn work(n: u64) -> u64 {
+    let mut x = n ^ 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
 }
 
 /// Recursion the optimiser cannot flatten, with no frame in linear memory.
