@@ -153,11 +153,14 @@ impl Captured {
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have cached a call site as disabled
-        // (no subscriber there) while this one was being set up.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        // With exactly one dispatcher registered, tracing asks only the
+        // registering thread's default whether a call site is enabled: a call
+        // site first hit on another test's thread (no subscriber there) would
+        // then be cached as disabled for this one too. A second, idle
+        // dispatcher kept for the whole run makes it ask every dispatcher.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+        tracing::subscriber::set_default(subscriber)
     }
 
     pub(crate) fn text(&self) -> String {
