@@ -11,6 +11,10 @@
 //! | `max_log_records`          | 100       | log and stdio lines per message; the rest dropped  |
 //! | `max_consecutive_failures` | 1000      | circuit breaker: stops the pipeline                |
 //!
+//! A batch (`batch` in the pipeline file) runs under the fuel, timeout and log
+//! records of that many messages; if it breaks one, its messages run again
+//! one by one under the per-message limits, so the message at fault is named.
+//!
 //! Fixed caps, not configurable: core instances, tables and memories per
 //! instance, table elements, and resource-table entries.
 //!

@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 
 /// Messages buffered in front of the sink (in front of a stage: its `buffer`).
 const BUFFER: usize = 64;
+/// Messages the sink takes from its channel at once.
+const SINK_BATCH: usize = 256;
 /// How much of an over-long input line the dead-letter record keeps.
 const TOO_LONG_KEPT: usize = 1024;
 
@@ -192,11 +194,12 @@ async fn read_source(
         let line = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(Some(lines.line)),
-            // A failed stage or sink closes its input: stop now, not at the
-            // next line (which, from stdin or a pipe, may never come).
+            line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
+            // While no line is ready: a failed stage or sink closes its
+            // input, so stop now, not at the next line (which, from stdin or
+            // a pipe, may never come).
             () = tx.closed() => return Err(TaskError::Closed),
             () = dead.closed() => return Err(TaskError::Closed),
-            line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
         };
         let Some(line) = line else { return Ok(None) };
         let origin = Origin { line: lines.line };
@@ -260,30 +263,35 @@ async fn write_sink(
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
 ) -> Result<Output, TaskError> {
-    while let Some(Envelope { message, origin }) = rx.recv().await {
-        if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
-            // Keep one document per line. In valid JSON a raw line break can
-            // only be whitespace between tokens, so blanking it changes
-            // nothing else: no re-encoding, key order and numbers stay.
-            match serde_json::from_slice::<IgnoredAny>(&message.value) {
-                Ok(_) => {
-                    let one_line = crate::io::one_line_json(message.value);
-                    output
-                        .write_line(&one_line)
-                        .await
-                        .map_err(|error| RunError::Output { path: path.clone(), error })?;
-                    stats.written.fetch_add(1, Relaxed);
+    let mut batch = Vec::with_capacity(SINK_BATCH);
+    while rx.recv_many(&mut batch, SINK_BATCH).await > 0 {
+        let mut written = 0;
+        for Envelope { message, origin } in batch.drain(..) {
+            if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
+                // Keep one document per line. In valid JSON a raw line break can
+                // only be whitespace between tokens, so blanking it changes
+                // nothing else: no re-encoding, key order and numbers stay.
+                match serde_json::from_slice::<IgnoredAny>(&message.value) {
+                    Ok(_) => {
+                        let one_line = crate::io::one_line_json(message.value);
+                        output
+                            .write_line(&one_line)
+                            .await
+                            .map_err(|error| RunError::Output { path: path.clone(), error })?;
+                        written += 1;
+                    }
+                    Err(e) => {
+                        let reason =
+                            format!("the sink writes JSON lines, but this output spans lines and is not JSON: {e}");
+                        send_dead(&dead, "sink", Kind::Output, reason, origin, message).await?;
+                    }
                 }
-                Err(e) => {
-                    let reason =
-                        format!("the sink writes JSON lines, but this output spans lines and is not JSON: {e}");
-                    send_dead(&dead, "sink", Kind::Output, reason, origin, message).await?;
-                }
+                continue;
             }
-            continue;
+            output.write_line(&message.value).await.map_err(|error| RunError::Output { path: path.clone(), error })?;
+            written += 1;
         }
-        output.write_line(&message.value).await.map_err(|error| RunError::Output { path: path.clone(), error })?;
-        stats.written.fetch_add(1, Relaxed);
+        stats.written.fetch_add(written, Relaxed);
     }
     Ok(output)
 }

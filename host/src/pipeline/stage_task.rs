@@ -165,25 +165,27 @@ impl StageTask {
 
     async fn run_inline(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
         loop {
-            let envelope = match rx.try_recv() {
-                Ok(envelope) => envelope,
-                // Waiting for input: also watch the output, so that a failure
-                // downstream stops this stage now, not at its next output
-                // (from a quiet stdin that may never come).
-                Err(_) => tokio::select! {
-                    biased;
-                    () = tx.closed() => return Err(TaskError::Closed),
-                    received = rx.recv() => match received {
-                        Some(envelope) => envelope,
-                        None => return Ok(()),
-                    },
-                },
-            };
-            let batch = self.take_batch(envelope, &mut rx);
+            // Whatever is waiting, up to a batch; or wait for input while
+            // watching the output, so that a failure downstream stops this
+            // stage now, not at its next output (from a quiet stdin that may
+            // never come). Taken in one go: one lock, one wake-up.
+            let mut batch = Vec::with_capacity(self.exec.batch);
+            tokio::select! {
+                biased;
+                received = rx.recv_many(&mut batch, self.exec.batch) => if received == 0 { return Ok(()) },
+                () = tx.closed() => return Err(TaskError::Closed),
+            }
+            self.count_in(batch.len());
             let ran = job(self.runner.clone(), self.idle.pop(), batch, self.exec.retries, self.exec.isolate).await;
             let ran = self.ended(ran)?;
             self.finish_all(ran, &tx).await?;
         }
+    }
+
+    fn count_in(&self, messages: usize) {
+        let counters = self.counters();
+        counters.input.fetch_add(messages as u64, Relaxed);
+        counters.in_flight.fetch_add(messages as u64, Relaxed);
     }
 
     /// `first` and up to `batch - 1` more messages that are already waiting:
@@ -197,9 +199,7 @@ impl StageTask {
                 Err(_) => break,
             }
         }
-        let counters = self.counters();
-        counters.input.fetch_add(batch.len() as u64, Relaxed);
-        counters.in_flight.fetch_add(batch.len() as u64, Relaxed);
+        self.count_in(batch.len());
         batch
     }
 
@@ -282,37 +282,55 @@ impl StageTask {
         AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate)))
     }
 
-    /// Takes back a job's instance, then finishes its messages in order.
+    /// Takes back a job's instance, then finishes its messages in order: the
+    /// outputs of the whole job go downstream together, failures to the
+    /// dead-letter task. Counters are updated once per job, not per message.
     async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<(), TaskError> {
         if let Some(instance) = ran.instance {
             self.idle.push(instance);
         }
+        let stats = self.stats.clone();
+        let counters = &stats.stages[self.index];
+        counters.in_flight.fetch_sub(ran.done.len() as u64, Relaxed);
+        // Messages of one batch share a latency: record it once for all.
+        let mut same_latency: Option<(Duration, u64)> = None;
+        let mut outputs = Vec::with_capacity(ran.done.len());
         for done in ran.done {
-            self.finish(done, tx).await?;
+            match &mut same_latency {
+                Some((latency, count)) if *latency == done.latency => *count += 1,
+                _ => {
+                    if let Some((latency, count)) = same_latency.replace((done.latency, 1)) {
+                        counters.record_latency(latency, count);
+                    }
+                }
+            }
+            self.finish(done, &mut outputs).await?;
         }
-        Ok(())
+        if let Some((latency, count)) = same_latency {
+            counters.record_latency(latency, count);
+        }
+        counters.output.fetch_add(outputs.len() as u64, Relaxed);
+        send_all(tx, outputs).await
     }
 
-    /// Accounts for a finished message and sends its outputs or dead letter.
-    async fn finish(&mut self, done: Done, tx: &Sender<Envelope>) -> Result<(), TaskError> {
-        let Done { envelope, result, retries, latency } = done;
+    /// Accounts for a finished message: its outputs join `outputs`, or it
+    /// goes to the dead-letter task.
+    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<(), TaskError> {
+        let Done { envelope, result, retries, latency: _ } = done;
         let counters = &self.stats.stages[self.index];
-        counters.in_flight.fetch_sub(1, Relaxed);
-        counters.retried.fetch_add(u64::from(retries), Relaxed);
-        counters.record_latency(latency);
+        if retries > 0 {
+            counters.retried.fetch_add(u64::from(retries), Relaxed);
+        }
         let limits = *self.runner.limits();
         let (kind, reason) = match result {
-            Ok(outputs) => match check_outputs(&outputs, &limits) {
+            Ok(messages) => match check_outputs(&messages, &limits) {
                 None => {
                     self.failures_in_a_row = 0;
-                    if outputs.is_empty() {
+                    if messages.is_empty() {
                         counters.dropped.fetch_add(1, Relaxed);
                     }
-                    for message in outputs {
-                        counters.output.fetch_add(1, Relaxed);
-                        let origin = envelope.origin;
-                        tx.send(Envelope { message, origin }).await.map_err(|_| TaskError::Closed)?;
-                    }
+                    let origin = envelope.origin;
+                    outputs.extend(messages.into_iter().map(|message| Envelope { message, origin }));
                     return Ok(());
                 }
                 Some(breach) => (Kind::Limit, breach.to_string()),
@@ -333,6 +351,22 @@ impl StageTask {
         counters.dead_lettered.fetch_add(1, Relaxed);
         send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await
     }
+}
+
+/// Sends `outputs` downstream in order, taking room in the channel for as
+/// many at once as it can hold: one wait per batch rather than per message.
+async fn send_all(tx: &Sender<Envelope>, outputs: Vec<Envelope>) -> Result<(), TaskError> {
+    let mut left = outputs.len();
+    let mut outputs = outputs.into_iter();
+    while left > 0 {
+        let room = left.min(tx.max_capacity());
+        let permits = tx.reserve_many(room).await.map_err(|_| TaskError::Closed)?;
+        for (permit, envelope) in permits.zip(outputs.by_ref()) {
+            permit.send(envelope);
+        }
+        left -= room;
+    }
+    Ok(())
 }
 
 /// Runs a job: a batch through one `process-batch` call, or one message

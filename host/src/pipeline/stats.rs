@@ -59,10 +59,11 @@ impl Default for StageCounters {
 }
 
 impl StageCounters {
-    pub(crate) fn record_latency(&self, latency: Duration) {
+    /// Records `count` messages that each took `latency`.
+    pub(crate) fn record_latency(&self, latency: Duration, count: u64) {
         let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
         let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = h.record(micros);
+        let _ = h.record_n(micros, count);
     }
 
     fn latency_ms(&self, quantile: f64) -> f64 {
