@@ -21,6 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+// The allocator the `sluice` binary uses, so that in-process runs measure what
+// the command line does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code, unreachable_pub)]
 mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -131,7 +136,8 @@ fn main() {
          interleaved rounds (each section says how many), so that drift on a noisy machine hits all alike, and \
          the median is shown. Wall times are of `Pipeline::run` (the stages already \
          built and compiled) unless said otherwise, file to file, so they include reading the source, the \
-         channels between tasks and writing the sink: what a user of the pipeline sees.\n"
+         channels between tasks and writing the sink: what a user of the pipeline sees. The bench uses \
+         mimalloc as its allocator, as the `sluice` binary does.\n"
     )
     .unwrap();
     writeln!(report, "## Summary\n").unwrap();
