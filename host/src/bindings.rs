@@ -4,7 +4,7 @@
 wasmtime::component::bindgen!({
     world: "plugin",
     path: "../wit",
-    imports: { default: async },
+    imports: { "sluice:pipeline/state": async | trappable, default: async },
     exports: { default: async },
     additional_derives: [PartialEq, Eq],
 });

@@ -22,11 +22,13 @@ mod io;
 mod limits;
 mod pipeline;
 mod stage;
+pub mod state;
 
 pub use bindings::{Header, Message, StageError};
 pub use config::{
-    Allocator, ConfigError, ConfigErrors, DeadLetterConfig, EngineConfig, Execution, Format, Grants, Order,
-    PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, VERSION,
+    Allocator, ConfigError, ConfigErrors, DeadLetterConfig, EmitMode, EngineConfig, Execution, Format, Grants, Order,
+    PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, StateBackend, StateConfig,
+    VERSION,
 };
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{

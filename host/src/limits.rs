@@ -45,6 +45,13 @@ pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Resource handles (streams, pollables, ...) a stage may hold at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
 
+/// A message's size for `max_output_bytes`: value, key and headers.
+pub(crate) fn message_bytes(m: &crate::bindings::Message) -> usize {
+    m.value.len()
+        + m.key.as_ref().map_or(0, Vec::len)
+        + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+}
+
 /// A limit that can be switched off with `"unlimited"` / `"none"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit<T> {

@@ -43,15 +43,26 @@
 //!
 //! Build it as a component with `cargo build --target wasm32-wasip2` (see the
 //! sluice README for machines where that target cannot be installed).
+//!
+//! Besides [`Stage`], a stage may call the host: [`log`] (and the [`info!`]
+//! family of macros), [`http::get`], key-value [`state`] that lasts across
+//! messages and runs, and [`emit`] to send outputs downstream before
+//! `process` returns. Natively (a stage's unit tests), `state` and `emit`
+//! work on per-thread in-memory stand-ins; see their docs.
 
 extern crate self as sluice_sdk;
 
+mod emit;
 mod message;
 
 pub mod http;
 pub mod json;
-
 pub mod log;
+pub mod state;
+
+pub use emit::emit;
+#[cfg(not(target_arch = "wasm32"))]
+pub use emit::take_emitted;
 
 /// Bindings generated from `wit/` (the `sluice:pipeline` package).
 ///

@@ -11,4 +11,5 @@ mod quickstart;
 mod sandbox;
 mod server;
 mod stages;
+mod state;
 mod support;

@@ -4,8 +4,10 @@
 //! `add_to_linker`, a field in [`crate::stage::StoreData`], and one line in
 //! [`add_to_linker`].
 
+pub(crate) mod emit;
 pub(crate) mod http;
 pub(crate) mod log;
+pub(crate) mod state;
 pub(crate) mod stdio;
 
 use crate::bindings;
@@ -20,5 +22,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
     bindings::sluice::pipeline::types::add_to_linker::<StoreData, HasSelf<StoreData>>(linker, |d| d)?;
     log::add_to_linker(linker)?;
     http::add_to_linker(linker)?;
+    emit::add_to_linker(linker)?;
+    state::add_to_linker(linker)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod check;
 mod compile;
 mod run;
+mod state;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ enum Command {
     Run(run::RunCommand),
     Check(check::CheckCommand),
     Compile(compile::CompileCommand),
+    State(state::StateCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -41,6 +43,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Run(cmd) => cmd.execute().await,
             Command::Check(cmd) => cmd.execute().await,
             Command::Compile(cmd) => cmd.execute().await,
+            Command::State(cmd) => cmd.execute().await,
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.

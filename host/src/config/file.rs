@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     /// How stage instances are allocated.
     #[serde(default)]
     engine: EngineConfig,
+    /// Where stages' state is kept, and how often it is checkpointed.
+    #[serde(default)]
+    state: StateConfig,
     #[serde(default)]
     stages: Vec<StageConfig>,
     /// The file this came from; relative paths inside are relative to its directory.
@@ -61,6 +64,54 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes(), skip_lines: 0 }
     }
+}
+
+/// Where stages' state is kept, and how often it is checkpointed. Used only
+/// if a stage imports `sluice:pipeline/state`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The store: `redb` (a file, durable) or `memory` (gone with the run).
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// The store file; default `<pipeline stem>.state.redb` beside the pipeline file.
+    pub path: Option<PathBuf>,
+    /// A checkpoint after this many input messages...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this long, whichever comes first.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde_compat")]
+    pub checkpoint_interval: std::time::Duration,
+}
+
+fn default_checkpoint_every() -> u64 {
+    10_000
+}
+
+fn default_checkpoint_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: StateBackend::default(),
+            path: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// An embedded redb file: state and checkpoints survive a crash.
+    #[default]
+    Redb,
+    /// In memory: for tests and throwaway runs. No checkpoints.
+    Memory,
 }
 
 /// Engine-wide settings.
@@ -145,6 +196,9 @@ pub struct StageConfig {
     /// instance's memory is seen by the next one.
     #[serde(default)]
     isolate: bool,
+    /// What happens to emitted messages if the stage then fails the input.
+    #[serde(default)]
+    emit: EmitMode,
     /// Set for stages built in code with [`StageConfig::native`].
     #[serde(skip)]
     native: Option<crate::stage::NativeStage>,
@@ -249,6 +303,22 @@ pub struct Execution {
     pub batch: usize,
     /// A fresh instance for every message.
     pub isolate: bool,
+    /// When emitted messages go downstream.
+    pub emit: EmitMode,
+}
+
+/// When messages a stage emits while processing an input go downstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmitMode {
+    /// At once (waiting while the next stage is full). If the stage then
+    /// fails the input, they were already delivered. A stage that is
+    /// `ordered` with `concurrency > 1` holds them until the message's turn.
+    #[default]
+    Immediate,
+    /// Held until the stage returns, then sent ahead of its outputs; dropped
+    /// with the input if it fails.
+    OnSuccess,
 }
 
 fn no_grants() -> Spanned<Grants> {
@@ -290,6 +360,7 @@ impl StageConfig {
             retries: RetryConfig::default(),
             batch: None,
             isolate: false,
+            emit: EmitMode::default(),
             native: None,
         }
     }
@@ -316,6 +387,12 @@ impl StageConfig {
     /// The function of a stage made with [`StageConfig::native`].
     pub(crate) fn native_stage(&self) -> Option<&crate::stage::NativeStage> {
         self.native.as_ref()
+    }
+
+    /// Sets when emitted messages go downstream.
+    pub fn with_emit(mut self, emit: EmitMode) -> Self {
+        self.emit = emit;
+        self
     }
 
     /// Hands the stage up to `n` waiting messages per call.
@@ -381,6 +458,7 @@ impl StageConfig {
             retries: self.retries,
             batch: self.batch.as_ref().map_or_else(|| self.default_batch(), |b| *b.get_ref()),
             isolate: self.isolate,
+            emit: self.emit,
         }
     }
 
@@ -436,6 +514,7 @@ impl PipelineConfig {
             limits: LimitsConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
             engine: EngineConfig::default(),
+            state: StateConfig::default(),
             stages: Vec::new(),
             file: None,
             text: None,
@@ -470,6 +549,29 @@ impl PipelineConfig {
     /// The limits stage `index` runs under.
     pub fn stage_limits(&self, index: usize) -> Limits {
         self.stages[index].limits.or(&self.limits).resolve()
+    }
+
+    /// The state settings.
+    pub fn state(&self) -> &StateConfig {
+        &self.state
+    }
+
+    /// The state settings, to change before building.
+    pub fn state_mut(&mut self) -> &mut StateConfig {
+        &mut self.state
+    }
+
+    /// The state store file: as configured, or `<stem>.state.redb` beside
+    /// the pipeline file (`state.redb` without one).
+    pub fn state_path(&self) -> PathBuf {
+        match &self.state.path {
+            Some(p) => self.resolve(p),
+            None => {
+                let stem = self.file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
+                let name = stem.map_or_else(|| "state.redb".to_string(), |s| format!("{s}.state.redb"));
+                self.base_dir().join(name)
+            }
+        }
     }
 
     /// Engine-wide settings.

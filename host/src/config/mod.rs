@@ -16,6 +16,12 @@
 //! [engine]
 //! allocator = "pooling"    # or "on-demand" where virtual memory is capped
 //!
+//! [state]                  # for stages that import sluice:pipeline/state
+//! path = "state.redb"      # default: <pipeline file stem>.state.redb beside it
+//! backend = "redb"         # or "memory"
+//! checkpoint_every = 10000 # input messages between checkpoints...
+//! checkpoint_interval = "5s" # ...or this long, whichever comes first
+//!
 //! [limits]                 # for every stage that sets none (see `crate::limits`)
 //! timeout = "10s"
 //!
@@ -29,6 +35,7 @@
 //! buffer = 64                      # messages queued in front of the stage
 //! batch = 64                       # waiting messages per call (default: 64 at concurrency 1, else 1)
 //! isolate = false                  # true: a fresh instance for every message
+//! emit = "immediate"               # or "on-success": emitted messages wait for the input to succeed
 //! retries = { max = 3, backoff = "100ms", max_backoff = "10s" }
 //! grants = { read_dirs = { "/lookup" = "data" }, env = { TZ = "UTC" } }
 //! ```
@@ -38,8 +45,8 @@ mod file;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{
-    Allocator, DeadLetterConfig, EngineConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
-    RetryConfig, SinkConfig, SourceConfig, StageConfig,
+    Allocator, DeadLetterConfig, EmitMode, EngineConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
+    RetryConfig, SinkConfig, SourceConfig, StageConfig, StateBackend, StateConfig,
 };
 
 /// The only version of the pipeline file format this build reads.

@@ -1,7 +1,7 @@
 //! Output files appear whole or not at all: bytes go to a temporary file in
 //! the same directory, renamed over the destination when the run completes.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tempfile::TempPath;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -11,44 +11,112 @@ const BUFFER: usize = 64 * 1024;
 pub(crate) struct Output {
     writer: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
     /// For a file: the temporary file, a handle to sync it, and where it goes.
-    file: Option<(TempPath, std::fs::File, PathBuf)>,
+    file: Option<(Partial, std::fs::File, PathBuf)>,
+    /// Bytes written so far, including any kept from an earlier run.
+    written: u64,
+}
+
+/// The file being written before it is moved into place.
+enum Partial {
+    /// Removed if the run fails.
+    Temp(TempPath),
+    /// `.<name>.partial`, kept if the run fails or the process dies: a
+    /// checkpointed run resumes writing it.
+    Kept(PathBuf),
 }
 
 /// An output whose bytes are all written and synced, ready to be moved into place.
-pub(crate) struct Finished(Option<(TempPath, PathBuf)>);
+pub(crate) struct Finished(Option<(Partial, PathBuf)>);
 
 impl Output {
     /// Standard output.
     pub(crate) fn stdout() -> Self {
-        Output { writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::io::stdout())), file: None }
+        Output { writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::io::stdout())), file: None, written: 0 }
     }
 
     /// A file that appears at `path` when committed. It keeps the mode of the
     /// file it replaces, else gets `mode`.
     pub(crate) fn file(path: &Path, mode: u32) -> std::io::Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mode = std::fs::metadata(path).map_or(mode, |m| m.permissions().mode() & 0o7777);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (dir, name, mode) = Self::place(path, mode);
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
         let (file, temp_path) = temp.into_parts();
+        Self::writing(file, Partial::Temp(temp_path), path, 0)
+    }
+
+    /// Like [`Output::file`], but the file being written is
+    /// `.<name>.partial` beside `path`, and survives a failed run or a crash.
+    /// `resume_at`: the bytes an earlier run committed at its last
+    /// checkpoint; the file is cut to them and written on from there.
+    /// Without it the file starts empty.
+    pub(crate) fn resumable(path: &Path, mode: u32, resume_at: Option<u64>) -> std::io::Result<Self> {
+        let (dir, name, mode) = Self::place(path, mode);
+        let partial = dir.join(format!(".{name}.partial"));
+        let file = match resume_at {
+            Some(len) => {
+                let file = std::fs::OpenOptions::new().write(true).open(&partial).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot resume from the last checkpoint, {}: {e}", partial.display()),
+                    )
+                })?;
+                if file.metadata()?.len() < len {
+                    return Err(std::io::Error::other(format!(
+                        "cannot resume from the last checkpoint: {} is shorter than the {len} bytes it committed",
+                        partial.display()
+                    )));
+                }
+                file.set_len(len)?;
+                file
+            }
+            None => std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&partial)?,
+        };
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        Self::writing(file, Partial::Kept(partial), path, resume_at.unwrap_or(0))
+    }
+
+    /// The directory, file name and mode of an output at `path`: it keeps
+    /// the mode of the file it replaces, else gets `mode`.
+    fn place(path: &Path, mode: u32) -> (PathBuf, String, u32) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mode = std::fs::metadata(path).map_or(mode, |m| m.permissions().mode() & 0o7777);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        (dir.to_path_buf(), name, mode)
+    }
+
+    fn writing(file: std::fs::File, partial: Partial, dest: &Path, written: u64) -> std::io::Result<Self> {
         let sync = file.try_clone()?;
         let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(tokio::fs::File::from_std(file));
         Ok(Output {
             writer: BufWriter::with_capacity(BUFFER, writer),
-            file: Some((temp_path, sync, path.to_path_buf())),
+            file: Some((partial, sync, dest.to_path_buf())),
+            written,
         })
     }
 
     pub(crate) async fn write_line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await?;
-        self.writer.write_all(b"\n").await
+        self.writer.write_all(b"\n").await?;
+        self.written += bytes.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// Flushes and syncs what was written so far; returns its length, for a
+    /// checkpoint.
+    pub(crate) async fn checkpoint(&mut self) -> std::io::Result<u64> {
+        self.writer.flush().await?;
+        if let Some((_, sync, _)) = &self.file {
+            let sync = sync.try_clone()?;
+            tokio::task::spawn_blocking(move || sync.sync_data()).await.map_err(std::io::Error::other)??;
+        }
+        Ok(self.written)
     }
 
     /// Flushes everything and, for a file, syncs it to disk. Nothing is
@@ -70,9 +138,12 @@ impl Finished {
     /// Moves the file into place, and syncs its directory so that the rename
     /// survives a crash.
     pub(crate) async fn commit(self) -> std::io::Result<()> {
-        let Some((temp, dest)) = self.0 else { return Ok(()) };
+        let Some((partial, dest)) = self.0 else { return Ok(()) };
         tokio::task::spawn_blocking(move || {
-            temp.persist(&dest).map_err(|e| e.error)?;
+            match partial {
+                Partial::Temp(temp) => temp.persist(&dest).map_err(|e| e.error)?,
+                Partial::Kept(path) => std::fs::rename(path, &dest)?,
+            }
             let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::File::open(dir)?.sync_all()
         })

@@ -5,22 +5,27 @@ use super::stage_task::{NativeRunner, Runner};
 use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
-use crate::config::{Allocator, PipelineConfig};
+use crate::config::{Allocator, PipelineConfig, StateBackend};
 use crate::engine::{Instrumentation, Pool, new_engine};
 use crate::stage::{StagePre, StageSpec, StoreData};
+use crate::state::{StateScope, StateStore};
 use std::sync::Arc;
 use wasmtime::component::Linker;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
-    let runners = load(&config).await?;
+    let (runners, state) = load(&config, true).await?;
     let mut stages = Vec::new();
     let mut errors = Vec::new();
     for (index, runner) in runners.into_iter().enumerate() {
-        let exec = config.stages()[index].execution();
+        let mut exec = config.stages()[index].execution();
         let Runner::Wasm(pre) = &runner else {
             stages.push(BuiltStage { runner, exec, first: None });
             continue;
         };
+        if pre.uses_emit() && exec.batch > 1 {
+            // What a stage emits belongs to the message being processed: one per call.
+            exec.batch = 1;
+        }
         // Instantiate once now so that a bad config is reported before any
         // input is read.
         match pre.instantiate().await {
@@ -36,7 +41,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         return Err(BuildError::Stages(errors));
     }
     let stats = Arc::new(Stats::new(config.stages().iter().map(|s| s.name().to_string())));
-    Ok(Pipeline { config, stages, stats })
+    Ok(Pipeline { config, stages, stats, state })
 }
 
 /// A stage compiled by [`compile`].
@@ -54,7 +59,7 @@ pub struct CompiledStage {
 /// cache, without running any guest code: `sluice compile`, to make the first
 /// run start fast.
 pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, BuildError> {
-    let runners = load(config).await?;
+    let (runners, _) = load(config, false).await?;
     Ok(runners
         .iter()
         .zip(config.stages())
@@ -71,7 +76,8 @@ pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, Buil
 
 /// Validates the config, makes the engine, and compiles and links every
 /// WebAssembly stage. Reports every stage that failed, not just the first.
-async fn load(config: &PipelineConfig) -> Result<Vec<Runner>, BuildError> {
+/// With `open_state`, also opens the state store if a stage uses state.
+async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>, Option<Arc<StateStore>>), BuildError> {
     config.validate()?;
     let limits: Vec<_> = (0..config.stages().len()).map(|i| config.stage_limits(i)).collect();
     // Fuel and epochs cost a little on every call: switch them on only if a
@@ -141,7 +147,30 @@ async fn load(config: &PipelineConfig) -> Result<Vec<Runner>, BuildError> {
             Err(join) => return Err(BuildError::Engine(format!("loading a stage panicked: {join}"))),
         }
     }
-    if errors.is_empty() { Ok(runners) } else { Err(BuildError::Stages(errors)) }
+    if !errors.is_empty() {
+        return Err(BuildError::Stages(errors));
+    }
+    let uses_state = runners.iter().any(|r| matches!(r, Runner::Wasm(pre) if pre.uses_state()));
+    if !(open_state && uses_state) {
+        return Ok((runners, None));
+    }
+    let store = Arc::new(match config.state().backend {
+        StateBackend::Memory => StateStore::memory(),
+        StateBackend::Redb => {
+            let path = config.state_path();
+            tokio::task::spawn_blocking(move || StateStore::open(&path))
+                .await
+                .map_err(|e| BuildError::Engine(format!("opening the state store panicked: {e}")))??
+        }
+    });
+    for (runner, stage) in runners.iter_mut().zip(config.stages()) {
+        if let Runner::Wasm(pre) = runner {
+            let keyed = stage.execution().partition_by.is_some();
+            let pre = Arc::get_mut(pre).expect("stages are not shared before the build ends");
+            pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed));
+        }
+    }
+    Ok((runners, Some(store)))
 }
 
 /// A stage being loaded.

@@ -23,6 +23,9 @@ pub enum BuildError {
     /// The WebAssembly engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+    /// The state store could not be opened.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
     /// One or more stages could not be loaded.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Stages(Vec<StageLoadError>),
@@ -80,6 +83,9 @@ pub enum RunError {
         /// The configured timeout, for the message.
         timeout: String,
     },
+    /// The state store failed (e.g. committing a checkpoint).
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
     /// A pipeline task ended abnormally (a bug in sluice).
     #[error("internal error: {0}")]
     Internal(String),

@@ -2,6 +2,7 @@
 //! initialised once), then run as tasks joined by bounded channels.
 
 mod builder;
+mod checkpoint;
 mod dead_letter;
 mod error;
 mod running;
@@ -9,7 +10,10 @@ mod stage_task;
 mod stats;
 
 pub use builder::{CompiledStage, compile};
+pub(crate) use checkpoint::Settle;
+pub(crate) use dead_letter::Origin;
 pub use error::{BuildError, RunError, StageLoadError};
+pub(crate) use running::Envelope;
 pub use stats::{RunReport, StageReport, Stats};
 
 use crate::config::PipelineConfig;
@@ -23,6 +27,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     stages: Vec<BuiltStage>,
     stats: Arc<Stats>,
+    /// The stages' state, if any stage keeps state.
+    state: Option<Arc<crate::state::StateStore>>,
 }
 
 struct BuiltStage {

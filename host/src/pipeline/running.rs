@@ -3,13 +3,15 @@
 //! also holds a sender to the dead-letter writer.
 
 use super::Pipeline;
+use super::checkpoint::{Checkpoints, Flush, Settle};
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
-use super::stage_task::StageTask;
+use super::stage_task::{EmitPlan, StageTask};
 use super::stats::{RunReport, Stats};
 use crate::bindings::Message;
 use crate::config::{Format, SourceConfig};
 use crate::io::{Line, LineReader, Output};
+use crate::state::{Checkpoint, StateStore};
 use serde::de::IgnoredAny;
 use std::future::Future;
 use std::path::PathBuf;
@@ -28,9 +30,9 @@ const SINK_BATCH: usize = 256;
 const TOO_LONG_KEPT: usize = 1024;
 
 /// A message and where it came from; outputs inherit their input's origin.
-pub(super) struct Envelope {
-    pub(super) message: Message,
-    pub(super) origin: Origin,
+pub(crate) struct Envelope {
+    pub(crate) message: Message,
+    pub(crate) origin: Origin,
 }
 
 /// How a task ended, when not normally.
@@ -53,7 +55,7 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let Pipeline { config, stages, stats } = pipeline;
+    let Pipeline { config, stages, stats, state } = pipeline;
 
     let input_path = config.input_path();
     let input_label = input_path.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string());
@@ -65,28 +67,63 @@ pub(super) async fn run(
         }
         None => Box::new(BufReader::with_capacity(64 * 1024, tokio::io::stdin())),
     };
+    // With durable state, the run checkpoints, and resumes from its last
+    // checkpoint if an earlier run of this pipeline died.
+    let durable = state.clone().filter(|s| s.is_durable());
+    let resume = match &durable {
+        Some(store) => recover(store, &config).await?,
+        None => None,
+    };
+    let open = |path: &std::path::Path, mode, resume_at: Option<u64>| match &durable {
+        Some(_) => Output::resumable(path, mode, resume_at),
+        None => Output::file(path, mode),
+    };
     let output_path = config.output_path().unwrap_or_else(|| PathBuf::from("-"));
     let output = match config.output_path() {
-        Some(path) => Output::file(&path, 0o644).map_err(|error| RunError::Output { path, error })?,
+        Some(path) => {
+            open(&path, 0o644, resume.map(|c| c.sink_bytes)).map_err(|error| RunError::Output { path, error })?
+        }
         None => Output::stdout(),
     };
     let dead_path = config.dead_letter_path();
     // Dead letters hold input as it was, unredacted: private by default.
-    let dead_output =
-        Output::file(&dead_path, 0o600).map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
+    let dead_output = open(&dead_path, 0o600, resume.map(|c| c.dead_bytes))
+        .map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
+    let mut source = config.source().clone();
+    if let Some(checkpoint) = resume {
+        tracing::info!(
+            "resuming after input line {} from the last checkpoint in {}",
+            checkpoint.line,
+            config.state_path().display()
+        );
+        source.skip_lines = source.skip_lines.max(checkpoint.line);
+    }
+    let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
+    let (sink_flush_tx, sink_flush) = channel::<Flush>(1);
+    let (dead_flush_tx, dead_flush) = channel::<Flush>(1);
+    let checkpoints = durable.clone().zip(settle.clone()).map(|(store, settle)| Checkpoints {
+        settle,
+        store,
+        sink: sink_flush_tx,
+        dead: dead_flush_tx,
+        every: config.state().checkpoint_every.max(1),
+        interval: config.state().checkpoint_interval,
+        since: 0,
+        last: tokio::time::Instant::now(),
+    });
 
     let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
     let first_buffer = stages.first().map_or(BUFFER, |s| s.exec.buffer);
     let (source_tx, mut rx) = channel::<Envelope>(first_buffer);
-    let source = config.source();
     let source_task: Task<Option<u64>> = tokio::spawn(read_source(
         reader,
-        source.clone(),
+        source,
         input_path.unwrap_or_else(|| PathBuf::from("-")),
         source_tx,
         dead_tx.clone(),
         stats.clone(),
         shutdown,
+        checkpoints,
     ));
 
     let mut stage_tasks: Vec<Task<()>> = Vec::new();
@@ -101,15 +138,23 @@ pub(super) async fn run(
             dead: dead_tx.clone(),
             idle: built.first.into_iter().collect(),
             failures_in_a_row: 0,
+            emit: EmitPlan::Unused,
+            settle: settle.clone(),
         };
         stage_tasks.push(tokio::spawn(task.run(rx, tx)));
         rx = next_rx;
     }
 
-    let sink_task: Task<Output> =
-        tokio::spawn(write_sink(rx, output, output_path.clone(), config.sink().format, dead_tx, stats.clone()));
-    let dead_task: Task<Output> =
-        tokio::spawn(write_dead_letters(dead_rx, dead_output, dead_path, input_label, stats.clone()));
+    let sink = Sink { format: config.sink().format, dead: dead_tx, stats: stats.clone(), settle: settle.clone() };
+    let sink_task: Task<Output> = tokio::spawn(write_sink(rx, output, output_path.clone(), sink, sink_flush));
+    let dead_task: Task<Output> = tokio::spawn(write_dead_letters(
+        dead_rx,
+        dead_output,
+        dead_path,
+        input_label,
+        (stats.clone(), settle),
+        dead_flush,
+    ));
 
     // Wait for every task; the first real failure in pipeline order is the
     // cause (the others then only saw their neighbour close).
@@ -165,8 +210,18 @@ pub(super) async fn run(
     // Both files complete and on disk before either appears.
     let sink = sink.finish().await.map_err(|error| RunError::Output { path: output_path.clone(), error })?;
     let dead = dead.finish().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    // The state of a finished run is committed before its outputs appear: a
+    // crash in between leaves a complete checkpoint, and the next run only
+    // finishes moving the files.
+    if let Some(store) = &state {
+        let done = Checkpoint { line: stopped_after_line.unwrap_or(0), sink_bytes: 0, dead_bytes: 0, complete: true };
+        commit(store, store.is_durable().then_some(done)).await?;
+    }
     sink.commit().await.map_err(|error| RunError::Output { path: output_path, error })?;
     dead.commit().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    if let Some(store) = durable {
+        commit(&store, None).await?;
+    }
     let mut report = stats.report(started.elapsed());
     report.stopped_after_line = stopped_after_line;
     Ok(report)
@@ -186,15 +241,29 @@ async fn read_source(
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    mut checkpoints: Option<Checkpoints>,
 ) -> Result<Option<u64>, TaskError> {
     let max_line_bytes = source.max_line_bytes;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut lines = LineReader::new(reader, max_line_bytes);
+    let settle = checkpoints.as_ref().map(|c| c.settle.clone());
+    let enter = || {
+        if let Some(settle) = &settle {
+            settle.change(1);
+        }
+    };
     loop {
+        // A checkpoint after the last line read, once due by count or time.
+        if let Some(c) = checkpoints.as_mut().filter(|c| c.due()) {
+            c.take(lines.line).await?;
+        }
+        let checkpoint_at = checkpoints.as_ref().and_then(Checkpoints::deadline);
         let line = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(Some(lines.line)),
             line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
+            // While the input is quiet, a checkpoint still comes on time.
+            () = sleep_until_some(checkpoint_at) => continue,
             // While no line is ready: a failed stage or sink closes its
             // input, so stop now, not at the next line (which, from stdin or
             // a pipe, may never come).
@@ -206,6 +275,9 @@ async fn read_source(
         if origin.line <= source.skip_lines {
             continue;
         }
+        if let Some(c) = &mut checkpoints {
+            c.since += 1;
+        }
         let bytes = match line {
             Line::Text(bytes) => bytes,
             Line::TooLong(mut head) => {
@@ -215,6 +287,7 @@ async fn read_source(
                     "line is longer than {max_line_bytes} bytes (source.max_line_bytes); the record keeps its first {} bytes",
                     head.len()
                 );
+                enter();
                 send_dead(&dead, "source", Kind::Input, reason, origin, message(head)).await?;
                 continue;
             }
@@ -225,16 +298,19 @@ async fn read_source(
             }
             if let Err(e) = serde_json::from_slice::<IgnoredAny>(&bytes) {
                 stats.read.fetch_add(1, Relaxed);
+                enter();
                 send_dead(&dead, "source", Kind::Input, format!("not JSON: {e}"), origin, message(bytes)).await?;
                 continue;
             }
         }
         // A message waiting for room downstream when the signal comes counts as unread.
-        tokio::select! {
+        let permit = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(Some(origin.line - 1)),
-            sent = tx.send(Envelope { message: message(bytes), origin }) => sent.map_err(|_| TaskError::Closed)?,
-        }
+            permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
+        };
+        enter();
+        permit.send(Envelope { message: message(bytes), origin });
         stats.read.fetch_add(1, Relaxed);
     }
 }
@@ -255,16 +331,32 @@ pub(super) async fn send_dead(
     dead.send(letter).await.map_err(|_| TaskError::Closed)
 }
 
+/// What the sink task works with besides its channel and file.
+struct Sink {
+    format: Format,
+    dead: Sender<DeadLetter>,
+    stats: Arc<Stats>,
+    settle: Option<Arc<Settle>>,
+}
+
 async fn write_sink(
     mut rx: Receiver<Envelope>,
     mut output: Output,
     path: PathBuf,
-    format: Format,
-    dead: Sender<DeadLetter>,
-    stats: Arc<Stats>,
+    sink: Sink,
+    mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
+    let Sink { format, dead, stats, settle } = sink;
     let mut batch = Vec::with_capacity(SINK_BATCH);
-    while rx.recv_many(&mut batch, SINK_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            biased;
+            received = rx.recv_many(&mut batch, SINK_BATCH) => if received == 0 { break },
+            Some(reply) = flush.recv() => {
+                let _ = reply.send(output.checkpoint().await);
+                continue;
+            }
+        }
         let mut written = 0;
         for Envelope { message, origin } in batch.drain(..) {
             if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
@@ -292,6 +384,9 @@ async fn write_sink(
             written += 1;
         }
         stats.written.fetch_add(written, Relaxed);
+        if let Some(settle) = &settle {
+            settle.change(-(written as i64));
+        }
     }
     Ok(output)
 }
@@ -301,14 +396,72 @@ async fn write_dead_letters(
     mut output: Output,
     path: PathBuf,
     input_label: String,
-    stats: Arc<Stats>,
+    (stats, settle): (Arc<Stats>, Option<Arc<Settle>>),
+    mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
-    while let Some(letter) = rx.recv().await {
+    loop {
+        let letter = tokio::select! {
+            biased;
+            letter = rx.recv() => match letter {
+                Some(letter) => letter,
+                None => break,
+            },
+            Some(reply) = flush.recv() => {
+                let _ = reply.send(output.checkpoint().await);
+                continue;
+            }
+        };
         output
             .write_line(&letter.to_json_line(&input_label))
             .await
             .map_err(|error| RunError::Output { path: path.clone(), error })?;
         stats.dead_lettered.fetch_add(1, Relaxed);
+        if let Some(settle) = &settle {
+            settle.change(-1);
+        }
     }
     Ok(output)
+}
+
+/// Before a run with durable state: the checkpoint to resume from, if an
+/// earlier run died. An earlier run that finished but died while moving its
+/// outputs into place gets that finished first.
+async fn recover(
+    store: &Arc<StateStore>,
+    config: &crate::config::PipelineConfig,
+) -> Result<Option<Checkpoint>, RunError> {
+    let store = store.clone();
+    let checkpoint = tokio::task::spawn_blocking(move || store.checkpoint())
+        .await
+        .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
+    match checkpoint {
+        Some(c) if c.complete => {
+            for path in config.output_path().into_iter().chain([config.dead_letter_path()]) {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let partial = path.with_file_name(format!(".{name}.partial"));
+                if partial.exists() {
+                    std::fs::rename(&partial, &path).map_err(|error| RunError::Output { path: path.clone(), error })?;
+                }
+            }
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
+/// Commits pending state with `checkpoint` (or clears it), off the runtime.
+async fn commit(store: &Arc<StateStore>, checkpoint: Option<Checkpoint>) -> Result<(), RunError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit(checkpoint))
+        .await
+        .map_err(|e| RunError::Internal(format!("committing state panicked: {e}")))??;
+    Ok(())
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

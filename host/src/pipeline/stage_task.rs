@@ -16,12 +16,14 @@
 //!   time. Later messages of a busy key wait their turn (at most `buffer` of
 //!   them), and different keys run in parallel.
 
+use super::checkpoint::Settle;
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
 use super::running::{Envelope, TaskError, send_dead};
 use super::stats::{StageCounters, Stats};
 use crate::bindings::{Message, StageError};
-use crate::config::{Execution, Order, PartitionBy, RetryConfig};
+use crate::capabilities::emit::EmitTarget;
+use crate::config::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
 use crate::limits::{Breach, Limits};
 use crate::stage::{NativeStage, StageInstance, StagePre, Trap};
 use futures_util::StreamExt;
@@ -75,6 +77,10 @@ pub(super) struct StageTask {
     /// Instances not running a message. At most `concurrency` exist at once.
     pub(super) idle: Vec<StageInstance>,
     pub(super) failures_in_a_row: u32,
+    /// Set when the run starts.
+    pub(super) emit: EmitPlan,
+    /// Messages in the pipeline, when it checkpoints.
+    pub(super) settle: Option<Arc<Settle>>,
 }
 
 /// A job's messages, and the instance they ran in: `None` if it trapped, or
@@ -87,6 +93,8 @@ struct Ran {
 /// A message through the stage: what came of it.
 struct Done {
     envelope: Envelope,
+    /// Outputs the stage emitted, already sent downstream.
+    sent: usize,
     result: Result<Vec<Message>, Failure>,
     retries: u32,
     latency: Duration,
@@ -154,12 +162,51 @@ impl InFlight {
     }
 }
 
+/// Where a stage's emitted messages go.
+#[derive(Clone)]
+pub(super) enum EmitPlan {
+    /// The stage does not emit.
+    Unused,
+    /// Downstream at once (counted into the pipeline, when it checkpoints).
+    Now(Sender<Envelope>, Option<Arc<Settle>>),
+    /// Held until the message succeeds.
+    Held,
+}
+
+impl EmitPlan {
+    fn target(&self, origin: Origin) -> Option<EmitTarget> {
+        match self {
+            EmitPlan::Unused => None,
+            EmitPlan::Now(tx, settle) => Some(EmitTarget::Now { tx: tx.clone(), origin, settle: settle.clone() }),
+            EmitPlan::Held => Some(EmitTarget::Held),
+        }
+    }
+}
+
 impl StageTask {
     fn counters(&self) -> &StageCounters {
         &self.stats.stages[self.index]
     }
 
-    pub(super) async fn run(self, rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
+    /// Where emitted messages go: at once, unless that would break the
+    /// stage's output order (ordered, several messages in flight).
+    fn emit_plan(&self, tx: &Sender<Envelope>) -> EmitPlan {
+        let exec = &self.exec;
+        match &self.runner {
+            Runner::Wasm(pre) if pre.uses_emit() => {
+                let reorders = exec.concurrency > 1 && exec.order == Order::Ordered && exec.partition_by.is_none();
+                if exec.emit == EmitMode::OnSuccess || reorders {
+                    EmitPlan::Held
+                } else {
+                    EmitPlan::Now(tx.clone(), self.settle.clone())
+                }
+            }
+            _ => EmitPlan::Unused,
+        }
+    }
+
+    pub(super) async fn run(mut self, rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
+        self.emit = self.emit_plan(&tx);
         if self.exec.concurrency == 1 { self.run_inline(rx, tx).await } else { self.run_parallel(rx, tx).await }
     }
 
@@ -176,7 +223,8 @@ impl StageTask {
                 () = tx.closed() => return Err(TaskError::Closed),
             }
             self.count_in(batch.len());
-            let ran = job(self.runner.clone(), self.idle.pop(), batch, self.exec.retries, self.exec.isolate).await;
+            let (runner, instance, emit) = (self.runner.clone(), self.idle.pop(), self.emit.clone());
+            let ran = job(runner, instance, batch, self.exec.retries, self.exec.isolate, emit).await;
             let ran = self.ended(ran)?;
             self.finish_all(ran, &tx).await?;
         }
@@ -279,7 +327,7 @@ impl StageTask {
     /// messages are already counted in flight.
     fn spawn(&mut self, batch: Vec<Envelope>) -> Job {
         let (runner, instance, exec) = (self.runner.clone(), self.idle.pop(), &self.exec);
-        AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate)))
+        AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate, self.emit.clone())))
     }
 
     /// Takes back a job's instance, then finishes its messages in order: the
@@ -295,6 +343,9 @@ impl StageTask {
         // Messages of one batch share a latency: record it once for all.
         let mut same_latency: Option<(Duration, u64)> = None;
         let mut outputs = Vec::with_capacity(ran.done.len());
+        // Inputs that left the pipeline here (not dead-lettered: a dead letter
+        // leaves it when written).
+        let mut settled = 0i64;
         for done in ran.done {
             match &mut same_latency {
                 Some((latency, count)) if *latency == done.latency => *count += 1,
@@ -304,34 +355,43 @@ impl StageTask {
                     }
                 }
             }
-            self.finish(done, &mut outputs).await?;
+            if self.finish(done, &mut outputs).await? {
+                settled += 1;
+            }
         }
         if let Some((latency, count)) = same_latency {
             counters.record_latency(latency, count);
         }
         counters.output.fetch_add(outputs.len() as u64, Relaxed);
+        if let Some(settle) = &self.settle {
+            // Outputs counted in before their inputs are counted out.
+            settle.change(outputs.len() as i64 - settled);
+        }
         send_all(tx, outputs).await
     }
 
-    /// Accounts for a finished message: its outputs join `outputs`, or it
-    /// goes to the dead-letter task.
-    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<(), TaskError> {
-        let Done { envelope, result, retries, latency: _ } = done;
+    /// Accounts for a finished message: its outputs join `outputs` (returns
+    /// true), or it goes to the dead-letter task (false).
+    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<bool, TaskError> {
+        let Done { envelope, sent, result, retries, latency: _ } = done;
         let counters = &self.stats.stages[self.index];
         if retries > 0 {
             counters.retried.fetch_add(u64::from(retries), Relaxed);
         }
+        if sent > 0 {
+            counters.output.fetch_add(sent as u64, Relaxed);
+        }
         let limits = *self.runner.limits();
         let (kind, reason) = match result {
-            Ok(messages) => match check_outputs(&messages, &limits) {
+            Ok(messages) => match check_outputs(&messages, sent, &limits) {
                 None => {
                     self.failures_in_a_row = 0;
-                    if messages.is_empty() {
+                    if messages.is_empty() && sent == 0 {
                         counters.dropped.fetch_add(1, Relaxed);
                     }
                     let origin = envelope.origin;
                     outputs.extend(messages.into_iter().map(|message| Envelope { message, origin }));
-                    return Ok(());
+                    return Ok(true);
                 }
                 Some(breach) => (Kind::Limit, breach.to_string()),
             },
@@ -349,7 +409,8 @@ impl StageTask {
             return Err(RunError::CircuitOpen { stage, failures: self.failures_in_a_row, last: reason }.into());
         }
         counters.dead_lettered.fetch_add(1, Relaxed);
-        send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await
+        send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await?;
+        Ok(false)
     }
 }
 
@@ -378,6 +439,7 @@ async fn job(
     batch: Vec<Envelope>,
     retry: RetryConfig,
     isolate: bool,
+    emit: EmitPlan,
 ) -> Result<Ran, JobFailed> {
     let pre = match runner {
         Runner::Wasm(pre) => pre,
@@ -393,7 +455,7 @@ async fn job(
     let mut done = Vec::with_capacity(messages);
     if messages == 1 {
         let envelope = batch.into_iter().next().expect("one message");
-        let (back, one) = single(&pre, instance.take(), envelope, retry, 0).await.map_err(failed)?;
+        let (back, one) = single(&pre, instance.take(), envelope, retry, 0, &emit).await.map_err(failed)?;
         done.push(one);
         instance = back;
     } else {
@@ -425,13 +487,14 @@ async fn job(
                 // Not settled: run it alone, as a retry or as a first try.
                 Some(Err(StageError::Transient(_))) | None => {
                     let attempts = u32::from(outcome.is_some());
-                    let (back, one) = single(&pre, instance.take(), envelope, retry, attempts).await.map_err(failed)?;
+                    let (back, one) =
+                        single(&pre, instance.take(), envelope, retry, attempts, &emit).await.map_err(failed)?;
                     done.push(one);
                     instance = back;
                     continue;
                 }
             };
-            done.push(Done { envelope, result, retries: 0, latency });
+            done.push(Done { envelope, sent: 0, result, retries: 0, latency });
         }
     }
     Ok(Ran { instance: if isolate { None } else { instance }, done })
@@ -459,7 +522,7 @@ async fn native_job(stage: &NativeStage, batch: Vec<Envelope>, retry: RetryConfi
                 Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
             }
         };
-        done.push(Done { envelope, result, retries, latency: started.elapsed() });
+        done.push(Done { envelope, sent: 0, result, retries, latency: started.elapsed() });
     }
     Ran { instance: None, done }
 }
@@ -478,6 +541,7 @@ async fn single(
     envelope: Envelope,
     retry: RetryConfig,
     attempts: u32,
+    emit: &EmitPlan,
 ) -> Result<(Option<StageInstance>, Done), RunError> {
     let started = Instant::now();
     let mut instance = match instance {
@@ -488,10 +552,20 @@ async fn single(
     if retries > 0 {
         tokio::time::sleep(backoff(&retry, retries - 1)).await;
     }
+    // Emitted messages already sent downstream, over every attempt.
+    let mut sent = 0;
     let (instance, result) = loop {
-        match instance.process(&envelope.message).await {
-            Ok(Ok(outputs)) => break (Some(instance), Ok(outputs)),
-            Ok(Err(StageError::Transient(reason))) => {
+        let processed = instance.process(&envelope.message, emit.target(envelope.origin)).await;
+        if let (Ok(p), EmitPlan::Now(..)) = (&processed, emit) {
+            sent += p.emitted;
+        }
+        match processed.map(|p| (p.outcome, p.held)) {
+            Ok((Ok(outputs), held)) if held.is_empty() => break (Some(instance), Ok(outputs)),
+            Ok((Ok(outputs), mut held)) => {
+                held.extend(outputs);
+                break (Some(instance), Ok(held));
+            }
+            Ok((Err(StageError::Transient(reason)), _)) => {
                 if retries < retry.max {
                     tokio::time::sleep(backoff(&retry, retries)).await;
                     retries += 1;
@@ -500,15 +574,16 @@ async fn single(
                 let reason = if retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
                 break (Some(instance), Err(Failure::Rejected(Kind::Transient, reason)));
             }
-            Ok(Err(StageError::Invalid(reason))) => {
+            Ok((Err(StageError::Invalid(reason)), _)) => {
                 break (Some(instance), Err(Failure::Rejected(Kind::Invalid, reason)));
             }
             // A trapped instance cannot be entered again: drop it.
             Err(trap) => break (None, Err(Failure::Trapped(trap))),
         }
     };
-    Ok((instance, Done { envelope, result, retries, latency: started.elapsed() }))
+    Ok((instance, Done { envelope, sent, result, retries, latency: started.elapsed() }))
 }
+
 /// Exponential backoff with "equal jitter": half the delay fixed, half random,
 /// so that retries of many messages spread out.
 fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
@@ -522,10 +597,11 @@ fn key_of(message: &Message) -> Vec<u8> {
     message.key.clone().unwrap_or_default()
 }
 
-/// The output caps: how many outputs one input may have, and how big each may be.
-fn check_outputs(outputs: &[Message], limits: &Limits) -> Option<Breach> {
-    if outputs.len() > limits.max_outputs {
-        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() });
+/// The output caps: how many outputs one input may have (`sent` of them
+/// already emitted), and how big each may be.
+fn check_outputs(outputs: &[Message], sent: usize, limits: &Limits) -> Option<Breach> {
+    if outputs.len() + sent > limits.max_outputs {
+        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() + sent });
     }
     outputs.iter().enumerate().find_map(|(index, m)| {
         let size = m.value.len()

@@ -4,8 +4,10 @@
 use super::load::{LoadError, root_cause};
 use super::store::StoreData;
 use crate::bindings::{Message, Outcome, Plugin};
+use crate::capabilities::emit::EmitTarget;
 use crate::engine::Instrumentation;
 use crate::limits::{Breach, EPOCH_TICK, Limits};
+use crate::state::StateScope;
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -39,6 +41,15 @@ impl fmt::Display for Trap {
         }
         Ok(())
     }
+}
+
+/// What came of a `process` call.
+pub(crate) struct Processed {
+    pub(crate) outcome: Outcome,
+    /// Messages emitted and held until the call succeeded (`emit = "on-success"`).
+    pub(crate) held: Vec<Message>,
+    /// Messages emitted during the call, held or already sent.
+    pub(crate) emitted: usize,
 }
 
 /// The budget of one call.
@@ -109,19 +120,30 @@ impl StageInstance {
         }
     }
 
-    /// Processes one message within the stage's limits. An `Err` means the
-    /// instance trapped and must be dropped.
-    pub(crate) async fn process(&mut self, message: &Message) -> Result<Outcome, Trap> {
+    /// Processes one message within the stage's limits; what it emits goes
+    /// to `emit`. An `Err` means the instance trapped and must be dropped.
+    pub(crate) async fn process(&mut self, message: &Message, emit: Option<EmitTarget>) -> Result<Processed, Trap> {
         let budget = Budget { fuel: self.limits.fuel, timeout: self.limits.timeout };
         let mark = self.arm(budget);
+        let data = self.store.data_mut();
+        data.emit.begin(emit);
+        if let Some(scope) = &mut data.state.scope {
+            scope.enter(message.key.as_deref());
+        }
         let call = self.plugin.sluice_pipeline_stage().call_process(&mut self.store, message);
         let result = guard(budget, call).await;
+        let (held, emitted) = self.store.data_mut().emit.end();
         self.report_dropped_logs();
         match result {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => Ok(Processed { outcome, held, emitted }),
             Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
             Err(breach) => Err(Trap::breach(breach)),
         }
+    }
+
+    /// Gives the instance its stage's view of the state store.
+    pub(crate) fn set_state(&mut self, scope: StateScope) {
+        self.store.data_mut().state.scope = Some(scope);
     }
 
     /// Processes `messages` in one call, under the limits of that many

@@ -7,6 +7,7 @@ use crate::bindings::{PluginPre, STAGE_EXPORT};
 use crate::config::Grants;
 use crate::engine::{CompileCache, Instrumentation};
 use crate::limits::Limits;
+use crate::state::StateScope;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
@@ -105,6 +106,11 @@ pub(crate) struct StagePre {
     inst: Instrumentation,
     /// Whether the compiled component came from the compile cache.
     from_cache: bool,
+    /// Whether the component imports `sluice:pipeline/emit` / `state`.
+    uses_emit: bool,
+    uses_state: bool,
+    /// The stage's view of the state store, given to every instance.
+    state: Option<StateScope>,
 }
 
 /// What a stage is made of, besides its component file.
@@ -132,11 +138,41 @@ impl StagePre {
             .component(engine, &bytes)
             .map_err(|e| LoadError::Invalid { path: path.into(), reason: root_cause(&e) })?;
         check_world(engine, path, &component)?;
+        let imports =
+            |interface: &str| component.component_type().imports(engine).any(|(name, _)| name.starts_with(interface));
+        let (uses_emit, uses_state) = (imports("sluice:pipeline/emit"), imports("sluice:pipeline/state"));
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
         let pre =
             PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
         let StageSpec { name, config, limits, grants, inst } = spec;
-        Ok(StagePre { name, engine: engine.clone(), pre, config, limits, grants, inst, from_cache })
+        Ok(StagePre {
+            name,
+            engine: engine.clone(),
+            pre,
+            config,
+            limits,
+            grants,
+            inst,
+            from_cache,
+            uses_emit,
+            uses_state,
+            state: None,
+        })
+    }
+
+    /// Whether the stage emits messages while processing (imports `emit`).
+    pub(crate) fn uses_emit(&self) -> bool {
+        self.uses_emit
+    }
+
+    /// Whether the stage keeps state (imports `state`).
+    pub(crate) fn uses_state(&self) -> bool {
+        self.uses_state
+    }
+
+    /// Gives every instance made from now on this view of the state store.
+    pub(crate) fn set_state(&mut self, scope: StateScope) {
+        self.state = Some(scope);
     }
 
     /// Whether the compiled component came from the compile cache.
@@ -167,6 +203,9 @@ impl StagePre {
             Err(e) => return Err(LoadError::InitTrapped(trap(&e, &mut store, 0, budget))),
         };
         let mut instance = StageInstance::new(store, plugin, self.limits, self.inst);
+        if let Some(scope) = &self.state {
+            instance.set_state(scope.clone());
+        }
         instance.init(&self.config, budget).await?;
         Ok(instance)
     }

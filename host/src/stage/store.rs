@@ -2,8 +2,10 @@
 //! limiter.
 
 use crate::bindings::sluice::pipeline::types;
+use crate::capabilities::emit::EmitCtx;
 use crate::capabilities::http::HttpCtx;
 use crate::capabilities::log::{LogBudget, LogCtx};
+use crate::capabilities::state::StateCtx;
 use crate::capabilities::stdio::{GuestOutput, Stream};
 use crate::config::Grants;
 use crate::limits::{Limits, MAX_RESOURCES, StageLimiter};
@@ -21,6 +23,8 @@ pub(crate) struct StoreData {
     pub(crate) limiter: StageLimiter,
     /// When the current call must end, and its timeout, for the epoch callback.
     pub(crate) deadline: Option<(std::time::Instant, std::time::Duration)>,
+    pub(crate) emit: EmitCtx,
+    pub(crate) state: StateCtx,
 }
 
 impl StoreData {
@@ -52,6 +56,12 @@ impl StoreData {
             stderr,
             limiter: StageLimiter::new(limits),
             deadline: None,
+            emit: EmitCtx {
+                max_outputs: limits.max_outputs,
+                max_output_bytes: limits.max_output_bytes,
+                ..Default::default()
+            },
+            state: StateCtx::default(),
         })
     }
 }

@@ -10,6 +10,12 @@
 //! - `print:<text>`       -> writes the text to stdout and stderr, then echoes
 //! - `count`              -> outputs how many messages this instance has seen
 //! - `batch`              -> outputs how many messages the call it came in held (1 for `process`)
+//! - `incr:<k>`           -> adds 1 to the counter `<k>` in state, outputs `<k>=<count>`
+//! - `get:<k>`            -> outputs the state value of `<k>`, or `none`
+//! - `del:<k>`            -> deletes `<k>` from state, outputs `deleted <k>`
+//! - `scan:<prefix>`      -> outputs the state entries under `<prefix>` as `k=v,k=v`
+//! - `emit:<n>[:<end>]`   -> emits `e1`..`e<n>`, then: `end` = `invalid` fails the message, `panic` traps,
+//!   anything else (or nothing) returns `final`
 //! - `shortbatch`         -> in a batch, makes `process-batch` return one outcome too few (a broken stage)
 //! - `sleep:<ms>[:<rest>]`-> waits on a WASI clock (async host I/O), then echoes `<rest>` (or the message)
 //! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
@@ -169,6 +175,39 @@ impl Stage for TestStage {
                 Ok(vec![Message::new(vars.join(","))])
             }
             "count" => Ok(vec![Message::new(self.seen.to_string())]),
+            "incr" => {
+                let n = sluice_sdk::state::get_u64(arg.as_bytes())?.unwrap_or(0) + 1;
+                sluice_sdk::state::set_u64(arg.as_bytes(), n);
+                Ok(vec![Message::new(format!("{arg}={n}"))])
+            }
+            "get" => {
+                let value = sluice_sdk::state::get(arg.as_bytes());
+                let text = value.map_or_else(|| "none".to_string(), |v| String::from_utf8_lossy(&v).into_owned());
+                Ok(vec![Message::new(text)])
+            }
+            "del" => {
+                sluice_sdk::state::delete(arg.as_bytes());
+                Ok(vec![Message::new(format!("deleted {arg}"))])
+            }
+            "scan" => {
+                let entries: Vec<String> = sluice_sdk::state::scan(arg.as_bytes(), 100)
+                    .into_iter()
+                    .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v)))
+                    .collect();
+                Ok(vec![Message::new(entries.join(","))])
+            }
+            "emit" => {
+                let (n, end) = arg.split_once(':').unwrap_or((arg, ""));
+                let n: u32 = n.parse().map_err(|_| StageError::invalid("emit needs a count"))?;
+                for i in 1..=n {
+                    sluice_sdk::emit(Message::new(format!("e{i}"))).map_err(StageError::invalid)?;
+                }
+                match end {
+                    "invalid" => Err(StageError::invalid("failed after emitting")),
+                    "panic" => panic!("trapped after emitting"),
+                    _ => Ok(vec![Message::new("final")]),
+                }
+            }
             "batch" => Ok(vec![Message::new(self.batch.to_string())]),
             _ => {
                 match cmd {

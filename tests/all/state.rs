@@ -1,0 +1,149 @@
+//! Stateful and streaming stages: state across messages and runs, per-key
+//! partitions, emission, and checkpoints that survive `kill -9`.
+
+use crate::support::{Scratch, guests, header, read_lines, stage_with};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn test_stage(name: &str, extra: &str) -> String {
+    stage_with(name, guests::TEST_STAGE, "", extra)
+}
+
+fn state_table(extra: &str) -> String {
+    format!("[state]\npath = \"state.redb\"\n{extra}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_lasts_across_messages_and_runs() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines") + &state_table("") + &test_stage("t", "");
+    let run = scratch.run(&pipeline, "incr:a\nincr:b\nincr:a\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["a=1", "b=1", "a=2"]);
+    let run = scratch.run(&pipeline, "incr:a\nget:b\ndel:b\nget:b\nincr:b\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["a=3", "1", "deleted b", "none", "b=1"], "the first run's state was kept");
+    let entries = sluice::state::read_state(&scratch.path("state.redb"), "t", false).unwrap();
+    let entries: Vec<_> = entries.iter().map(|e| (e.key.as_slice(), e.value.as_slice())).collect();
+    assert_eq!(entries, [(&b"a"[..], &b"3"[..]), (b"b", b"1")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_stage_has_state_per_key_and_stages_do_not_share() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines")
+        + "[state]\nbackend = \"memory\"\n"
+        + &test_stage("key", "")
+        + &test_stage("per-key", "partition_by = \"key\"")
+        + &test_stage("other", "");
+    let input = "keyed:u1:incr:n\nkeyed:u2:incr:n\nkeyed:u1:incr:n\nkeyed:u1:scan:\n";
+    let run = scratch.run(&pipeline, input).await;
+    run.report.unwrap();
+    // `other` sees `n=1` etc. as commands it echoes: its own state is untouched.
+    assert_eq!(run.output, ["n=1", "n=1", "n=2", "n=2"]);
+    assert!(!scratch.path("state.redb").exists(), "the memory backend writes no file");
+
+    let run = scratch.run(&pipeline, "keyed:u1:incr:n\n").await;
+    assert_eq!(run.output, ["n=1"], "memory state is gone with the run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emitted_messages_come_before_the_final_result_and_in_input_order() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&(header("lines") + &test_stage("t", "")), "emit:2\nplain\nemit:1\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["e1", "e2", "final", "plain", "e1", "final"]);
+
+    // Ordered with several in flight: held until each message's turn.
+    let input = "emit:3\nemit:1\nemit:2\n".repeat(20);
+    let run = scratch.run(&(header("lines") + &test_stage("t", "concurrency = 4")), &input).await;
+    let report = run.report.unwrap();
+    assert_eq!(run.output, "e1 e2 e3 final e1 final e1 e2 final".split(' ').cycle().take(9 * 20).collect::<Vec<_>>());
+    assert_eq!(report.stages[0].output, 9 * 20, "emitted messages count as outputs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_was_emitted_before_a_failure_is_delivered_or_held_as_configured() {
+    let scratch = Scratch::new();
+    let input = "emit:2:invalid\nemit:2:panic\nok\n";
+    let run = scratch.run(&(header("lines") + &test_stage("t", "emit = \"immediate\"")), input).await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["e1", "e2", "e1", "e2", "ok"], "immediate: already delivered");
+    assert_eq!(run.dead.len(), 2);
+
+    let run = scratch.run(&(header("lines") + &test_stage("t", "emit = \"on-success\"")), input).await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["ok"], "on-success: dropped with the failed input");
+    assert_eq!(run.dead.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emitted_messages_count_toward_the_output_caps() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines") + &test_stage("t", "limits = { max_outputs = 2 }\nemit = \"on-success\"");
+    let run = scratch.run(&pipeline, "emit:3\nemit:2\nemit:1\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["e1", "final"]);
+    let reasons: Vec<&str> = run.dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].contains("limits.max_outputs"), "the third emit is refused: {reasons:?}");
+    assert!(reasons[1].contains("3 outputs") || reasons[1].contains("limits.max_outputs"), "{reasons:?}");
+}
+
+/// The `sluice` binary cargo built for this workspace's tests.
+fn sluice_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
+    assert!(bin.is_file(), "{} is missing: `cargo test` at the workspace root builds it", bin.display());
+    bin
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint_losing_and_repeating_nothing() {
+    const N: usize = 3000;
+    const KEYS: usize = 5;
+    let scratch = Scratch::new();
+    // Stage 1 takes ~1 ms per message, so the run lasts seconds; stage 2 counts per key in state.
+    let pipeline = header("lines")
+        + &state_table("checkpoint_every = 50\ncheckpoint_interval = \"20ms\"")
+        + &test_stage("slow", "")
+        + &test_stage("count", "");
+    let file = scratch.write("pipeline.toml", pipeline);
+    scratch.write("input", (0..N).map(|i| format!("sleep:1:incr:k{}\n", i % KEYS)).collect::<String>());
+    let run = || {
+        std::process::Command::new(sluice_binary())
+            .args(["run", file.to_str().unwrap()])
+            .env("SLUICE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut first = run();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(first.try_wait().unwrap().is_none(), "the first run ended before it could be killed");
+    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.wait().unwrap();
+    assert!(!scratch.path("out").exists(), "a killed run publishes no output");
+    assert!(scratch.path(".out.partial").exists(), "its checkpointed output is kept to resume");
+
+    let second = run().wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    assert!(log.contains("resuming after input line"), "the second run resumed: {log}");
+
+    // Each key's outputs are its running count: 1, 2, 3, ... once each, so no
+    // input was lost or counted twice, and no output was lost or repeated.
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in read_lines(&scratch.path("out")) {
+        let (key, n) = line.split_once('=').unwrap();
+        counts.entry(key.to_string()).or_default().push(n.parse().unwrap());
+    }
+    assert_eq!(counts.len(), KEYS);
+    for (key, seen) in &counts {
+        assert_eq!(*seen, (1..=(N / KEYS) as u64).collect::<Vec<_>>(), "{key}");
+    }
+    let state = sluice::state::read_state(&scratch.path("state.redb"), "count", false).unwrap();
+    assert!(state.iter().all(|e| e.value == (N / KEYS).to_string().as_bytes()), "state matches the output");
+    assert_eq!(sluice::state::read_checkpoint(&scratch.path("state.redb")).unwrap(), None, "the run finished");
+}
