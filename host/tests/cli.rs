@@ -19,7 +19,9 @@ fn a_missing_pipeline_file_is_named() {
 fn state_of_a_memory_backend_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, "version = 1\n[state]\nbackend = \"memory\"\n").unwrap();
+    std::fs::write(dir.path().join("s.wasm"), "").unwrap();
+    let text = "version = 1\n[state]\nbackend = \"memory\"\n[[stages]]\nname = \"s\"\nplugin = \"s.wasm\"\n";
+    std::fs::write(&file, text).unwrap();
     let out = sluice(&["state", file.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,7 +8,7 @@ async fn unknown_keys_name_the_allowed_ones() {
     let err = scratch.build("version = 1\ncolour = \"blue\"\n").await.err().unwrap();
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:2:1: unknown field `colour`, expected one of `version`, `source`, `sink`, `dead_letter`, `limits`, `shutdown_timeout`, `engine`, `stages`"
+        "<dir>/pipeline.toml:2:1: unknown field `colour`, expected one of `version`, `source`, `sink`, `dead_letter`, `limits`, `shutdown_timeout`, `engine`, `state`, `stages`"
     );
     let err = scratch
         .build(&format!("version = 1\n[[stages]]\nname = \"a\"\nplugin = {:?}\nsettings = {{}}\n", guests::TEST_STAGE))
@@ -18,7 +18,7 @@ async fn unknown_keys_name_the_allowed_ones() {
     assert_eq!(
         err,
         "<dir>/pipeline.toml:5:1: unknown field `settings`, expected one of `name`, `plugin`, `config`, `limits`, \
-         `grants`, `concurrency`, `order`, `partition_by`, `buffer`, `retries`, `batch`, `isolate`"
+         `grants`, `concurrency`, `order`, `partition_by`, `buffer`, `retries`, `batch`, `isolate`, `emit`"
     );
 }
 

@@ -401,6 +401,11 @@ impl StageConfig {
         self
     }
 
+    /// Whether the pipeline file (or code) sets `batch`.
+    pub fn batch_is_set(&self) -> bool {
+        self.batch.is_some()
+    }
+
     /// Runs every message in a fresh instance.
     pub fn with_isolation(mut self, isolate: bool) -> Self {
         self.isolate = isolate;

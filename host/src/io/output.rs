@@ -14,6 +14,9 @@ pub(crate) struct Output {
     file: Option<(Partial, std::fs::File, PathBuf)>,
     /// Bytes written so far, including any kept from an earlier run.
     written: u64,
+    /// A `.partial` file is kept if the run fails only once a checkpoint
+    /// (this run's or an earlier one's) depends on it.
+    keep: bool,
 }
 
 /// The file being written before it is moved into place.
@@ -31,7 +34,12 @@ pub(crate) struct Finished(Option<(Partial, PathBuf)>);
 impl Output {
     /// Standard output.
     pub(crate) fn stdout() -> Self {
-        Output { writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::io::stdout())), file: None, written: 0 }
+        Output {
+            writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::io::stdout())),
+            file: None,
+            written: 0,
+            keep: false,
+        }
     }
 
     /// A file that appears at `path` when committed. It keeps the mode of the
@@ -76,7 +84,9 @@ impl Output {
         };
         let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
-        Self::writing(file, Partial::Kept(partial), path, resume_at.unwrap_or(0))
+        let mut output = Self::writing(file, Partial::Kept(partial), path, resume_at.unwrap_or(0))?;
+        output.keep = resume_at.is_some();
+        Ok(output)
     }
 
     /// The directory, file name and mode of an output at `path`: it keeps
@@ -98,6 +108,7 @@ impl Output {
             writer: BufWriter::with_capacity(BUFFER, writer),
             file: Some((partial, sync, dest.to_path_buf())),
             written,
+            keep: false,
         })
     }
 
@@ -116,6 +127,7 @@ impl Output {
             let sync = sync.try_clone()?;
             tokio::task::spawn_blocking(move || sync.sync_data()).await.map_err(std::io::Error::other)??;
         }
+        self.keep = true;
         Ok(self.written)
     }
 
@@ -129,6 +141,17 @@ impl Output {
             Some((temp, sync, dest)) => {
                 tokio::task::spawn_blocking(move || sync.sync_all()).await.map_err(std::io::Error::other)??;
                 Ok(Finished(Some((temp, dest))))
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    /// A failed run leaves no `.partial` file that no checkpoint needs.
+    fn drop(&mut self) {
+        if let Some((Partial::Kept(path), _, _)) = &self.file {
+            if !self.keep {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

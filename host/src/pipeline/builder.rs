@@ -22,8 +22,9 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
             stages.push(BuiltStage { runner, exec, first: None });
             continue;
         };
-        if pre.uses_emit() && exec.batch > 1 {
-            // What a stage emits belongs to the message being processed: one per call.
+        if pre.uses_emit() && !config.stages()[index].batch_is_set() {
+            // What a stage emits belongs to the message being processed, so a
+            // stage that can emit gets one per call unless told otherwise.
             exec.batch = 1;
         }
         // Instantiate once now so that a bad config is reported before any
@@ -156,12 +157,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     }
     let store = Arc::new(match config.state().backend {
         StateBackend::Memory => StateStore::memory(),
-        StateBackend::Redb => {
-            let path = config.state_path();
-            tokio::task::spawn_blocking(move || StateStore::open(&path))
-                .await
-                .map_err(|e| BuildError::Engine(format!("opening the state store panicked: {e}")))??
-        }
+        StateBackend::Redb => StateStore::open(&config.state_path()),
     });
     for (runner, stage) in runners.iter_mut().zip(config.stages()) {
         if let Runner::Wasm(pre) = runner {

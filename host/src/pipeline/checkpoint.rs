@@ -69,13 +69,15 @@ pub(super) struct Checkpoints {
 impl Checkpoints {
     /// Whether one is due: input was read since the last, and enough of it
     /// or long enough ago.
+    /// Only state written since the last makes one due: a pipeline whose
+    /// stages keep no state is never stopped for one.
     pub(super) fn due(&self) -> bool {
-        self.since > 0 && (self.since >= self.every || self.last.elapsed() >= self.interval)
+        self.since > 0 && (self.since >= self.every || self.last.elapsed() >= self.interval) && self.store.has_pending()
     }
 
     /// When one is due by time, if anything was read since the last.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        (self.since > 0).then_some(self.last + self.interval)
+        (self.since > 0 && self.store.has_pending()).then_some(self.last + self.interval)
     }
 
     /// Takes a checkpoint after input line `line`: waits for the pipeline to

@@ -55,22 +55,39 @@ pub(crate) struct StateStore {
 
 enum Backend {
     Memory(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>),
-    Redb(redb::Database),
+    /// Opened on first use, and created only when something is committed:
+    /// a pipeline whose stages could use state (Python and JavaScript
+    /// components import every capability) but never do leaves no file.
+    Redb(Mutex<Option<Arc<redb::Database>>>),
 }
 
 impl StateStore {
-    /// Opens (or creates) the store file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self, StateError> {
-        let db = redb::Database::create(path).map_err(|e| {
-            let reason = match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "it is open in another process (is the pipeline running?)".to_string()
-                }
-                e => e.to_string(),
-            };
-            StateError { path: path.into(), reason }
+    /// The store file at `path`, opened when first needed.
+    pub(crate) fn open(path: &Path) -> Self {
+        StateStore { backend: Backend::Redb(Mutex::default()), path: path.into(), pending: Mutex::default() }
+    }
+
+    /// The database, opened (and with `create`, created) if need be; `None`
+    /// if there is no file and `create` is false.
+    fn db(
+        &self,
+        slot: &Mutex<Option<Arc<redb::Database>>>,
+        create: bool,
+    ) -> Result<Option<Arc<redb::Database>>, StateError> {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = &*slot {
+            return Ok(Some(db.clone()));
+        }
+        if !create && !self.path.exists() {
+            return Ok(None);
+        }
+        let db = redb::Database::create(&self.path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                self.error("it is open in another process (is the pipeline running?)")
+            }
+            e => self.error(e),
         })?;
-        Ok(StateStore { backend: Backend::Redb(db), path: path.into(), pending: Mutex::default() })
+        Ok(Some(slot.insert(Arc::new(db)).clone()))
     }
 
     /// A store that lives as long as the pipeline: for tests and throwaway runs.
@@ -91,6 +108,11 @@ impl StateStore {
         StateError { path: self.path.clone(), reason: e.to_string() }
     }
 
+    /// Whether stages wrote anything since the last commit.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
     fn pending(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -101,7 +123,8 @@ impl StateStore {
         }
         match &self.backend {
             Backend::Memory(map) => Ok(map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()),
-            Backend::Redb(db) => {
+            Backend::Redb(slot) => {
+                let Some(db) = self.db(slot, false)? else { return Ok(None) };
                 let txn = db.begin_read().map_err(|e| self.error(e))?;
                 let table = match txn.open_table(STATE) {
                     Ok(table) => table,
@@ -140,9 +163,17 @@ impl StateStore {
                     merged.insert(k.clone(), Some(v.clone()));
                 }
             }
-            Backend::Redb(db) => {
-                let txn = db.begin_read().map_err(|e| self.error(e))?;
-                match txn.open_table(STATE) {
+            Backend::Redb(slot) => {
+                let db = self.db(slot, false)?;
+                let txn = match &db {
+                    Some(db) => Some(db.begin_read().map_err(|e| self.error(e))?),
+                    None => None,
+                };
+                match txn
+                    .as_ref()
+                    .map(|txn| txn.open_table(STATE))
+                    .unwrap_or(Err(redb::TableError::TableDoesNotExist(String::new())))
+                {
                     Ok(table) => {
                         for entry in table.range::<&[u8]>(prefix..).map_err(|e| self.error(e))?.take(wanted) {
                             let (k, v) = entry.map_err(|e| self.error(e))?;
@@ -176,7 +207,11 @@ impl StateStore {
                 }
                 Ok(())
             }
-            Backend::Redb(db) => {
+            Backend::Redb(slot) => {
+                if pending.is_empty() && checkpoint.is_none() && !self.path.exists() {
+                    return Ok(());
+                }
+                let db = self.db(slot, true)?.expect("created");
                 let txn = db.begin_write().map_err(|e| self.error(e))?;
                 {
                     let mut table = txn.open_table(STATE).map_err(|e| self.error(e))?;
@@ -204,7 +239,8 @@ impl StateStore {
 
     /// The last checkpoint of an unfinished run, if any.
     pub(crate) fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
-        let Backend::Redb(db) = &self.backend else { return Ok(None) };
+        let Backend::Redb(slot) = &self.backend else { return Ok(None) };
+        let Some(db) = self.db(slot, false)? else { return Ok(None) };
         let txn = db.begin_read().map_err(|e| self.error(e))?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
@@ -289,7 +325,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
     if !path.exists() {
         return Err(StateError { path: path.into(), reason: "no such file: the pipeline has not run yet".into() });
     }
-    let store = StateStore::open(path)?;
+    let store = StateStore::open(path);
     let prefix = namespace(stage, None);
     let entries = store.scan(&prefix, usize::MAX)?;
     Ok(entries
@@ -306,7 +342,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
 
 /// The checkpoint of an unfinished run in the store file at `path`, if any.
 pub fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StateError> {
-    StateStore::open(path)?.checkpoint()
+    StateStore::open(path).checkpoint()
 }
 
 fn split_partition(rest: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -328,7 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         {
-            let store = Arc::new(StateStore::open(&path).unwrap());
+            let store = Arc::new(StateStore::open(&path));
             let s = scope(&store, "count", false);
             s.set(b"a", Some(b"1".to_vec()));
             s.set(b"b", Some(b"2".to_vec()));
@@ -338,7 +374,7 @@ mod tests {
             s.set(b"c", Some(b"3".to_vec()));
             // Not committed: lost with the process.
         }
-        let store = Arc::new(StateStore::open(&path).unwrap());
+        let store = Arc::new(StateStore::open(&path));
         let s = scope(&store, "count", false);
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "the deletion was never committed");
