@@ -147,3 +147,44 @@ fn a_killed_run_resumes_from_its_last_checkpoint_losing_and_repeating_nothing() 
     assert!(state.iter().all(|e| e.value == (N / KEYS).to_string().as_bytes()), "state matches the output");
     assert_eq!(sluice::state::read_checkpoint(&scratch.path("state.redb")).unwrap(), None, "the run finished");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn count_by_key_counts_across_runs_and_emits_window_summaries() {
+    let scratch = Scratch::new();
+    let pipeline = header("jsonl")
+        + &state_table("")
+        + &crate::support::stage("per-user", guests::COUNT_BY_KEY, "field = \"user\", every = 2");
+    let input = "{\"user\":\"a\"}\n{\"user\":\"b\"}\n{\"user\":\"a\"}\n{\"id\":1}\n";
+    let run = scratch.run(&pipeline, input).await;
+    run.report.unwrap();
+    assert_eq!(
+        run.output,
+        [
+            r#"{"count":1,"user":"a"}"#,
+            r#"{"count":1,"user":"b"}"#,
+            r#"{"count":2,"key":"a","window_end":true}"#,
+            r#"{"count":2,"user":"a"}"#,
+        ]
+    );
+    assert_eq!(run.dead.len(), 1, "a message without the field is invalid");
+    let run = scratch.run(&pipeline, "{\"user\":\"b\"}\n").await;
+    assert_eq!(run.output, [r#"{"count":2,"key":"b","window_end":true}"#, r#"{"count":2,"user":"b"}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_stage_keeps_a_running_total_in_state() {
+    let scratch = Scratch::new();
+    let config = "key_field = \"user\", amount_field = \"amount\"";
+    let pipeline =
+        header("jsonl") + &state_table("") + &crate::support::stage("totals", guests::PY_RUNNING_TOTAL, config);
+    let run = scratch.run(&pipeline, "{\"user\":\"a\",\"amount\":5}\n{\"user\":\"a\",\"amount\":2.5}\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, [r#"{"user":"a","amount":5,"total":5}"#, r#"{"user":"a","amount":2.5,"total":7.5}"#]);
+    let run = scratch.run(&pipeline, "{\"user\":\"a\",\"amount\":1}\n{\"user\":\"a\",\"amount\":\"x\"}\n").await;
+    assert_eq!(run.output.len(), 1);
+    assert!(run.output[0].ends_with("\"total\":8.5}"), "{:?}", run.output);
+    assert_eq!(run.dead.len(), 1, "a non-numeric amount is invalid");
+    let state = sluice::state::read_state(&scratch.path("state.redb"), "totals", false).unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].value, b"8.5");
+}
