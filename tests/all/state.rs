@@ -29,6 +29,22 @@ async fn state_lasts_across_messages_and_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn state_written_by_a_failed_attempt_or_a_trap_is_not_kept() {
+    let scratch = Scratch::new();
+    let pipeline =
+        header("lines") + "[state]\nbackend = \"memory\"\n" + &test_stage("t", "retries = { backoff = \"1ms\" }");
+    let run = scratch.run(&pipeline, "incrflaky:a\nget:a\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["a=1", "1"], "the retry starts from the state before the failed attempt");
+
+    // In a batch that traps, the messages run again alone: each counts once.
+    let pipeline = header("lines") + "[state]\nbackend = \"memory\"\n" + &test_stage("t", "batch = 8");
+    let run = scratch.run(&pipeline, "incr:b\nincr:b\npanic:x\nincr:b\nget:b\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["b=1", "b=2", "b=3", "3"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_keyed_stage_has_state_per_key_and_stages_do_not_share() {
     let scratch = Scratch::new();
     let pipeline = header("lines")

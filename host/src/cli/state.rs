@@ -27,7 +27,7 @@ impl StateCommand {
             let names: Vec<_> = config.stages().iter().map(|s| s.name()).collect();
             bail!("{}: no stage `{name}` (stages: {})", self.pipeline.display(), names.join(", "));
         }
-        let path = config.state_path();
+        let path = config.state_path().expect("a pipeline read from a file has a state path");
         let mut out = std::io::stdout().lock();
         for stage in stages {
             let keyed = stage.execution().partition_by.is_some();

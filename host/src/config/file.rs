@@ -567,15 +567,13 @@ impl PipelineConfig {
     }
 
     /// The state store file: as configured, or `<stem>.state.redb` beside
-    /// the pipeline file (`state.redb` without one).
-    pub fn state_path(&self) -> PathBuf {
-        match &self.state.path {
-            Some(p) => self.resolve(p),
-            None => {
-                let stem = self.file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
-                let name = stem.map_or_else(|| "state.redb".to_string(), |s| format!("{s}.state.redb"));
-                self.base_dir().join(name)
-            }
+    /// the pipeline file. `None` for a pipeline built in code that sets no
+    /// path: its state is kept in memory.
+    pub fn state_path(&self) -> Option<PathBuf> {
+        match (&self.state.path, self.file.as_deref().and_then(Path::file_stem)) {
+            (Some(p), _) => Some(self.resolve(p)),
+            (None, Some(stem)) => Some(self.base_dir().join(format!("{}.state.redb", stem.to_string_lossy()))),
+            (None, None) => None,
         }
     }
 

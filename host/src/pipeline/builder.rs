@@ -22,10 +22,19 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
             stages.push(BuiltStage { runner, exec, first: None });
             continue;
         };
-        if pre.uses_emit() && !config.stages()[index].batch_is_set() {
-            // What a stage emits belongs to the message being processed, so a
-            // stage that can emit gets one per call unless told otherwise.
+        if (pre.uses_emit() || pre.uses_state()) && !config.stages()[index].batch_is_set() {
+            // What a stage emits, and the state it writes, belong to the
+            // message being processed: one per call unless told otherwise
+            // (a retried message in a batch would write its state twice).
             exec.batch = 1;
+        }
+        if pre.uses_state() && exec.concurrency > 1 && exec.partition_by.is_none() {
+            tracing::warn!(
+                stage = config.stages()[index].name(),
+                "runs {} messages at once on shared state: updates of one key can interleave; \
+                 `partition_by = \"key\"` gives each key one owner",
+                exec.concurrency
+            );
         }
         // Instantiate once now so that a bad config is reported before any
         // input is read.
@@ -157,7 +166,10 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     }
     let store = Arc::new(match config.state().backend {
         StateBackend::Memory => StateStore::memory(),
-        StateBackend::Redb => StateStore::open(&config.state_path()),
+        StateBackend::Redb => match config.state_path() {
+            Some(path) => StateStore::open(&path),
+            None => StateStore::memory(),
+        },
     });
     for (runner, stage) in runners.iter_mut().zip(config.stages()) {
         if let Runner::Wasm(pre) = runner {

@@ -75,17 +75,12 @@ impl Checkpoints {
         self.since > 0 && (self.since >= self.every || self.last.elapsed() >= self.interval) && self.store.has_pending()
     }
 
-    /// When one is due by time, if anything was read since the last.
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        (self.since > 0 && self.store.has_pending()).then_some(self.last + self.interval)
-    }
-
     /// Takes a checkpoint after input line `line`: waits for the pipeline to
     /// empty, syncs the outputs and commits.
     pub(super) async fn take(&mut self, line: u64) -> Result<(), RunError> {
         self.settle.empty().await;
-        let sink_bytes = flush(&self.sink).await?;
-        let dead_bytes = flush(&self.dead).await?;
+        let sink_bytes = flush(&self.sink, "the sink").await?;
+        let dead_bytes = flush(&self.dead, "the dead-letter file").await?;
         let checkpoint = Checkpoint { line, sink_bytes, dead_bytes, complete: false };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(Some(checkpoint)))
@@ -98,9 +93,9 @@ impl Checkpoints {
     }
 }
 
-async fn flush(task: &mpsc::Sender<Flush>) -> Result<u64, RunError> {
+async fn flush(task: &mpsc::Sender<Flush>, what: &str) -> Result<u64, RunError> {
     let (reply, answer) = oneshot::channel();
-    let gone = || RunError::Internal("an output task ended before a checkpoint".into());
+    let gone = || RunError::Internal(format!("{what} ended before a checkpoint"));
     task.send(reply).await.map_err(|_| gone())?;
-    answer.await.map_err(|_| gone())?.map_err(|error| RunError::Output { path: "checkpoint".into(), error })
+    answer.await.map_err(|_| gone())?.map_err(|error| RunError::Checkpoint { what: what.to_string(), error })
 }

@@ -83,6 +83,14 @@ pub enum RunError {
         /// The configured timeout, for the message.
         timeout: String,
     },
+    /// An output could not be flushed and synced for a checkpoint.
+    #[error("cannot sync {what} for a checkpoint: {error}")]
+    Checkpoint {
+        /// Which output.
+        what: String,
+        /// What the OS said.
+        error: std::io::Error,
+    },
     /// The state store failed (e.g. committing a checkpoint).
     #[error("{0}")]
     State(#[from] crate::state::StateError),

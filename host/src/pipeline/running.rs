@@ -91,11 +91,7 @@ pub(super) async fn run(
         .map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
     let mut source = config.source().clone();
     if let Some(checkpoint) = resume {
-        tracing::info!(
-            "resuming after input line {} from the last checkpoint in {}",
-            checkpoint.line,
-            config.state_path().display()
-        );
+        tracing::info!("resuming after input line {} from the last checkpoint", checkpoint.line);
         source.skip_lines = source.skip_lines.max(checkpoint.line);
     }
     let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
@@ -254,16 +250,18 @@ async fn read_source(
     };
     loop {
         // A checkpoint after the last line read, once due by count or time.
+        // If a task fails meanwhile, the pipeline will never empty: stop.
         if let Some(c) = checkpoints.as_mut().filter(|c| c.due()) {
-            c.take(lines.line).await?;
+            tokio::select! {
+                taken = c.take(lines.line) => taken?,
+                () = tx.closed() => return Err(TaskError::Closed),
+                () = dead.closed() => return Err(TaskError::Closed),
+            }
         }
-        let checkpoint_at = checkpoints.as_ref().and_then(Checkpoints::deadline);
         let line = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(Some(lines.line)),
             line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
-            // While the input is quiet, a checkpoint still comes on time.
-            () = sleep_until_some(checkpoint_at) => continue,
             // While no line is ready: a failed stage or sink closes its
             // input, so stop now, not at the next line (which, from stdin or
             // a pipe, may never come).
@@ -430,8 +428,8 @@ async fn recover(
     store: &Arc<StateStore>,
     config: &crate::config::PipelineConfig,
 ) -> Result<Option<Checkpoint>, RunError> {
-    let store = store.clone();
-    let checkpoint = tokio::task::spawn_blocking(move || store.checkpoint())
+    let reading = store.clone();
+    let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
         .await
         .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
     match checkpoint {
@@ -443,6 +441,7 @@ async fn recover(
                     std::fs::rename(&partial, &path).map_err(|error| RunError::Output { path: path.clone(), error })?;
                 }
             }
+            commit(store, None).await?;
             Ok(None)
         }
         other => Ok(other),
@@ -456,12 +455,4 @@ async fn commit(store: &Arc<StateStore>, checkpoint: Option<Checkpoint>) -> Resu
         .await
         .map_err(|e| RunError::Internal(format!("committing state panicked: {e}")))??;
     Ok(())
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

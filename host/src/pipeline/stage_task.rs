@@ -93,8 +93,10 @@ struct Ran {
 /// A message through the stage: what came of it.
 struct Done {
     envelope: Envelope,
-    /// Outputs the stage emitted, already sent downstream.
+    /// Outputs the stage emitted and sent downstream at once, over every
+    /// attempt (for the counters), and in the last one (for the caps).
     sent: usize,
+    sent_last: usize,
     result: Result<Vec<Message>, Failure>,
     retries: u32,
     latency: Duration,
@@ -286,6 +288,7 @@ impl StageTask {
                         match busy.get_mut(&key).and_then(VecDeque::pop_front) {
                             Some(next) => {
                                 waiting -= 1;
+                                self.counters().in_flight.fetch_add(1, Relaxed);
                                 in_flight.push(self.spawn(vec![next]));
                             }
                             None => {
@@ -323,8 +326,8 @@ impl StageTask {
         Ok(())
     }
 
-    /// Starts a job on the runtime, so CPU-bound stages use every core. Its
-    /// messages are already counted in flight.
+    /// Starts a job on the runtime, so CPU-bound stages use every core. The
+    /// caller counts its messages in flight.
     fn spawn(&mut self, batch: Vec<Envelope>) -> Job {
         let (runner, instance, exec) = (self.runner.clone(), self.idle.pop(), &self.exec);
         AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate, self.emit.clone())))
@@ -373,7 +376,7 @@ impl StageTask {
     /// Accounts for a finished message: its outputs join `outputs` (returns
     /// true), or it goes to the dead-letter task (false).
     async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<bool, TaskError> {
-        let Done { envelope, sent, result, retries, latency: _ } = done;
+        let Done { envelope, sent, sent_last, result, retries, latency: _ } = done;
         let counters = &self.stats.stages[self.index];
         if retries > 0 {
             counters.retried.fetch_add(u64::from(retries), Relaxed);
@@ -383,7 +386,7 @@ impl StageTask {
         }
         let limits = *self.runner.limits();
         let (kind, reason) = match result {
-            Ok(messages) => match check_outputs(&messages, sent, &limits) {
+            Ok(messages) => match check_outputs(&messages, sent_last, &limits) {
                 None => {
                     self.failures_in_a_row = 0;
                     if messages.is_empty() && sent == 0 {
@@ -476,6 +479,12 @@ async fn job(
             }
         };
         let latency = started.elapsed();
+        // A message run again alone holds what it emits: sent now, it would
+        // overtake the outputs of its batch-mates, which leave with the job.
+        let emit = match emit {
+            EmitPlan::Unused => EmitPlan::Unused,
+            _ => EmitPlan::Held,
+        };
         for ((message, origin), outcome) in messages.into_iter().zip(origins).zip(outcomes) {
             let envelope = Envelope { message, origin };
             let result = match outcome {
@@ -494,7 +503,7 @@ async fn job(
                     continue;
                 }
             };
-            done.push(Done { envelope, sent: 0, result, retries: 0, latency });
+            done.push(Done { envelope, sent: 0, sent_last: 0, result, retries: 0, latency });
         }
     }
     Ok(Ran { instance: if isolate { None } else { instance }, done })
@@ -522,7 +531,7 @@ async fn native_job(stage: &NativeStage, batch: Vec<Envelope>, retry: RetryConfi
                 Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
             }
         };
-        done.push(Done { envelope, sent: 0, result, retries, latency: started.elapsed() });
+        done.push(Done { envelope, sent: 0, sent_last: 0, result, retries, latency: started.elapsed() });
     }
     Ran { instance: None, done }
 }
@@ -552,12 +561,13 @@ async fn single(
     if retries > 0 {
         tokio::time::sleep(backoff(&retry, retries - 1)).await;
     }
-    // Emitted messages already sent downstream, over every attempt.
-    let mut sent = 0;
+    // Emitted messages already sent downstream: in all, and in the last attempt.
+    let (mut sent, mut sent_last) = (0, 0);
     let (instance, result) = loop {
-        let processed = instance.process(&envelope.message, emit.target(envelope.origin)).await;
-        if let (Ok(p), EmitPlan::Now(..)) = (&processed, emit) {
-            sent += p.emitted;
+        let (emitted, processed) = instance.process(&envelope.message, emit.target(envelope.origin)).await;
+        if let EmitPlan::Now(..) = emit {
+            sent += emitted;
+            sent_last = emitted;
         }
         match processed.map(|p| (p.outcome, p.held)) {
             Ok((Ok(outputs), held)) if held.is_empty() => break (Some(instance), Ok(outputs)),
@@ -581,7 +591,7 @@ async fn single(
             Err(trap) => break (None, Err(Failure::Trapped(trap))),
         }
     };
-    Ok((instance, Done { envelope, sent, result, retries, latency: started.elapsed() }))
+    Ok((instance, Done { envelope, sent, sent_last, result, retries, latency: started.elapsed() }))
 }
 
 /// Exponential backoff with "equal jitter": half the delay fixed, half random,
@@ -604,9 +614,7 @@ fn check_outputs(outputs: &[Message], sent: usize, limits: &Limits) -> Option<Br
         return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() + sent });
     }
     outputs.iter().enumerate().find_map(|(index, m)| {
-        let size = m.value.len()
-            + m.key.as_ref().map_or(0, Vec::len)
-            + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        let size = crate::limits::message_bytes(m);
         (size > limits.max_output_bytes).then_some(Breach::OutputBytes {
             limit: limits.max_output_bytes,
             produced: size,

@@ -3,7 +3,7 @@
 
 use super::load::{LoadError, root_cause};
 use super::store::StoreData;
-use crate::bindings::{Message, Outcome, Plugin};
+use crate::bindings::{Message, Outcome, Plugin, StageError};
 use crate::capabilities::emit::EmitTarget;
 use crate::engine::Instrumentation;
 use crate::limits::{Breach, EPOCH_TICK, Limits};
@@ -48,8 +48,6 @@ pub(crate) struct Processed {
     pub(crate) outcome: Outcome,
     /// Messages emitted and held until the call succeeded (`emit = "on-success"`).
     pub(crate) held: Vec<Message>,
-    /// Messages emitted during the call, held or already sent.
-    pub(crate) emitted: usize,
 }
 
 /// The budget of one call.
@@ -122,7 +120,15 @@ impl StageInstance {
 
     /// Processes one message within the stage's limits; what it emits goes
     /// to `emit`. An `Err` means the instance trapped and must be dropped.
-    pub(crate) async fn process(&mut self, message: &Message, emit: Option<EmitTarget>) -> Result<Processed, Trap> {
+    ///
+    /// The call's state writes are kept unless it fails `transient` (it will
+    /// be retried) or traps. Messages emitted before a trap were still sent:
+    /// [`Processed::emitted`] is returned either way.
+    pub(crate) async fn process(
+        &mut self,
+        message: &Message,
+        emit: Option<EmitTarget>,
+    ) -> (usize, Result<Processed, Trap>) {
         let budget = Budget { fuel: self.limits.fuel, timeout: self.limits.timeout };
         let mark = self.arm(budget);
         let data = self.store.data_mut();
@@ -134,10 +140,20 @@ impl StageInstance {
         let result = guard(budget, call).await;
         let (held, emitted) = self.store.data_mut().emit.end();
         self.report_dropped_logs();
-        match result {
-            Ok(Ok(outcome)) => Ok(Processed { outcome, held, emitted }),
+        let keep = matches!(&result, Ok(Ok(outcome)) if !matches!(outcome, Err(StageError::Transient(_))));
+        self.end_state(keep);
+        let processed = match result {
+            Ok(Ok(outcome)) => Ok(Processed { outcome, held }),
             Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
             Err(breach) => Err(Trap::breach(breach)),
+        };
+        (emitted, processed)
+    }
+
+    /// Keeps or drops the state writes of the call that just ended.
+    fn end_state(&mut self, keep: bool) {
+        if let Some(scope) = &mut self.store.data_mut().state.scope {
+            if keep { scope.keep_writes() } else { scope.drop_writes() }
         }
     }
 
@@ -163,6 +179,8 @@ impl StageInstance {
         let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
         let result = guard(budget, call).await;
         self.report_dropped_logs();
+        // The batch's messages run again alone unless it answered for each.
+        self.end_state(matches!(&result, Ok(Ok(outcomes)) if outcomes.len() == messages.len()));
         match result {
             Ok(Ok(outcomes)) => Ok((outcomes.len() == messages.len()).then_some(outcomes)),
             Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),

@@ -208,7 +208,9 @@ impl StateStore {
                 Ok(())
             }
             Backend::Redb(slot) => {
-                if pending.is_empty() && checkpoint.is_none() && !self.path.exists() {
+                // Nothing was ever written: no file (Python and JavaScript
+                // stages import `state` whether they use it or not).
+                if pending.is_empty() && !self.path.exists() {
                     return Ok(());
                 }
                 let db = self.db(slot, true)?.expect("created");
@@ -252,8 +254,10 @@ impl StateStore {
     }
 }
 
-/// One stage's view of the store: its namespace, and the partition of the
-/// message being processed (for keyed stages).
+/// One instance's view of the store: its stage's namespace, the partition of
+/// the message being processed (for keyed stages), and the writes of the
+/// current call, which reach the store only if the call is kept (not if it
+/// traps or fails `transient` and is retried).
 #[derive(Clone)]
 pub(crate) struct StateScope {
     store: Arc<StateStore>,
@@ -261,12 +265,26 @@ pub(crate) struct StateScope {
     keyed: bool,
     /// The namespace of the current call: `stage, 0, [partition]`.
     prefix: Vec<u8>,
+    /// This call's writes, by full key: `None` is a deletion.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl StateScope {
     pub(crate) fn new(store: Arc<StateStore>, stage: Arc<str>, keyed: bool) -> Self {
         let prefix = namespace(&stage, None);
-        StateScope { store, stage, keyed, prefix }
+        StateScope { store, stage, keyed, prefix, writes: BTreeMap::new() }
+    }
+
+    /// The call succeeded: its writes go to the store.
+    pub(crate) fn keep_writes(&mut self) {
+        for (key, value) in std::mem::take(&mut self.writes) {
+            self.store.set(key, value);
+        }
+    }
+
+    /// The call failed and will be retried, or trapped: its writes never happened.
+    pub(crate) fn drop_writes(&mut self) {
+        self.writes.clear();
     }
 
     /// Scopes the next call to `key`'s partition (keyed stages only).
@@ -281,17 +299,27 @@ impl StateScope {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.store.get(&self.key(key))
+        let key = self.key(key);
+        match self.writes.get(&key) {
+            Some(written) => Ok(written.clone()),
+            None => self.store.get(&key),
+        }
     }
 
-    pub(crate) fn set(&self, key: &[u8], value: Option<Vec<u8>>) {
-        self.store.set(self.key(key), value);
+    pub(crate) fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let key = self.key(key);
+        self.writes.insert(key, value);
     }
 
     pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let entries = self.store.scan(&self.key(prefix), limit)?;
+        let full = self.key(prefix);
+        let ours: Vec<_> = self.writes.range(full.clone()..).take_while(|(k, _)| k.starts_with(&full)).collect();
+        // A deletion of ours can hide one stored entry: read that many more.
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            self.store.scan(&full, limit.saturating_add(ours.len()))?.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        merged.extend(ours.into_iter().map(|(k, v)| (k.clone(), v.clone())));
         let strip = self.prefix.len();
-        Ok(entries.into_iter().map(|(k, v)| (k[strip..].to_vec(), v)).collect())
+        Ok(merged.into_iter().filter_map(|(k, v)| Some((k[strip..].to_vec(), v?))).take(limit).collect())
     }
 }
 
@@ -365,13 +393,16 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = Arc::new(StateStore::open(&path));
-            let s = scope(&store, "count", false);
+            let mut s = scope(&store, "count", false);
             s.set(b"a", Some(b"1".to_vec()));
             s.set(b"b", Some(b"2".to_vec()));
-            assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()), "visible before commit");
+            assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()), "the call sees its own writes");
+            s.keep_writes();
+            assert_eq!(scope(&store, "count", false).get(b"a").unwrap(), Some(b"1".to_vec()), "visible before commit");
             store.commit(Some(Checkpoint { line: 7, sink_bytes: 10, dead_bytes: 0, complete: false })).unwrap();
             s.set(b"b", None);
             s.set(b"c", Some(b"3".to_vec()));
+            s.keep_writes();
             // Not committed: lost with the process.
         }
         let store = Arc::new(StateStore::open(&path));
@@ -390,13 +421,16 @@ mod tests {
     #[test]
     fn stages_and_partitions_do_not_see_each_others_keys() {
         let store = Arc::new(StateStore::memory());
-        let (a, mut keyed) = (scope(&store, "a", false), scope(&store, "k", true));
+        let (mut a, mut keyed) = (scope(&store, "a", false), scope(&store, "k", true));
         a.set(b"x", Some(b"a".to_vec()));
+        a.keep_writes();
         keyed.enter(Some(b"user-1"));
         keyed.set(b"x", Some(b"1".to_vec()));
+        keyed.keep_writes();
         keyed.enter(Some(b"user-2"));
         assert_eq!(keyed.get(b"x").unwrap(), None);
         keyed.set(b"x", Some(b"2".to_vec()));
+        keyed.keep_writes();
         keyed.enter(Some(b"user-1"));
         assert_eq!(keyed.get(b"x").unwrap(), Some(b"1".to_vec()));
         assert_eq!(scope(&store, "b", false).get(b"x").unwrap(), None);
@@ -406,15 +440,19 @@ mod tests {
     #[test]
     fn scan_merges_pending_over_committed_in_key_order() {
         let store = Arc::new(StateStore::memory());
-        let s = scope(&store, "s", false);
+        let mut s = scope(&store, "s", false);
         for k in ["p1", "p2", "p3", "q1"] {
             s.set(k.as_bytes(), Some(k.as_bytes().to_vec()));
         }
+        s.keep_writes();
         store.commit(None).unwrap();
         s.set(b"p2", None);
+        s.keep_writes();
         s.set(b"p0", Some(b"new".to_vec()));
         let keys: Vec<Vec<u8>> = s.scan(b"p", 10).unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [b"p0".to_vec(), b"p1".to_vec(), b"p3".to_vec()]);
         assert_eq!(s.scan(b"p", 2).unwrap().len(), 2);
+        s.drop_writes();
+        assert_eq!(s.get(b"p0").unwrap(), None, "a dropped call's writes are gone");
     }
 }

@@ -64,11 +64,14 @@ impl Host for EmitCtx {
         self.emitted += 1;
         match target {
             EmitTarget::Now { tx, origin, settle } => {
+                // Counted in only once it has room: a call stopped while
+                // waiting (a timeout) leaves the count as it was.
+                let permit = tx.reserve().await.map_err(|_| "the pipeline is stopping".to_string())?;
                 if let Some(settle) = settle {
                     settle.change(1);
                 }
-                let envelope = Envelope { message, origin: *origin };
-                tx.send(envelope).await.map_err(|_| "the pipeline is stopping".to_string())
+                permit.send(Envelope { message, origin: *origin });
+                Ok(())
             }
             EmitTarget::Held => {
                 self.held.push(message);

@@ -18,8 +18,8 @@ pub(crate) struct StateCtx {
 }
 
 impl StateCtx {
-    fn scope(&self) -> wasmtime::Result<&StateScope> {
-        self.scope.as_ref().ok_or_else(|| wasmtime::Error::msg("this pipeline has no state store"))
+    fn scope(&mut self) -> wasmtime::Result<&mut StateScope> {
+        self.scope.as_mut().ok_or_else(|| wasmtime::Error::msg("this pipeline has no state store"))
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `count`              -> outputs how many messages this instance has seen
 //! - `batch`              -> outputs how many messages the call it came in held (1 for `process`)
 //! - `incr:<k>`           -> adds 1 to the counter `<k>` in state, outputs `<k>=<count>`
+//! - `incrflaky:<k>`      -> like `incr`, but fails `transient` the first time this instance sees `<k>`
 //! - `get:<k>`            -> outputs the state value of `<k>`, or `none`
 //! - `del:<k>`            -> deletes `<k>` from state, outputs `deleted <k>`
 //! - `scan:<prefix>`      -> outputs the state entries under `<prefix>` as `k=v,k=v`
@@ -178,6 +179,16 @@ impl Stage for TestStage {
             "incr" => {
                 let n = sluice_sdk::state::get_u64(arg.as_bytes())?.unwrap_or(0) + 1;
                 sluice_sdk::state::set_u64(arg.as_bytes(), n);
+                Ok(vec![Message::new(format!("{arg}={n}"))])
+            }
+            "incrflaky" => {
+                let n = sluice_sdk::state::get_u64(arg.as_bytes())?.unwrap_or(0) + 1;
+                sluice_sdk::state::set_u64(arg.as_bytes(), n);
+                let tries = self.attempts.entry(format!("incrflaky:{arg}")).or_default();
+                *tries += 1;
+                if *tries == 1 {
+                    return Err(StageError::transient("first try fails after writing state"));
+                }
                 Ok(vec![Message::new(format!("{arg}={n}"))])
             }
             "get" => {
