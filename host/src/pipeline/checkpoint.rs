@@ -8,8 +8,9 @@
 //! After a crash the next run resumes from there: it skips the input up to
 //! that line, cuts the output files back to those lengths, and starts from
 //! the committed state. Nothing read before the checkpoint is lost or
-//! repeated; what was being processed after it runs again (at-least-once for
-//! a stage's side effects, such as HTTP calls).
+//! repeated in the output files; what was being processed after it runs again
+//! (at-least-once for a stage's side effects, such as HTTP calls, and for a
+//! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
 use crate::state::{Checkpoint, StateStore};
