@@ -5,7 +5,7 @@
 //! Run with `RUST_BACKTRACE` unset: with it set, every error value captures a
 //! backtrace, which distorts anything that builds errors.
 //!
-//! `SLUICE_BENCH_ONLY=cost,bytes,json,cpu,inst,io,gaps,rss,startup` (any of
+//! `SLUICE_BENCH_ONLY=cost,bytes,json,cpu,inst,state,io,gaps,rss,startup` (any of
 //! them) runs only those sections and prints the report without writing it.
 //!
 //! Measurements that need a fresh process (peak memory, start-up with a cold
@@ -49,6 +49,9 @@ const CPU_TARGET: Duration = Duration::from_micros(1500);
 const CPU_ROUNDS: usize = 3;
 /// Instantiation cost.
 const INST_MESSAGES: usize = 20_000;
+/// State and checkpoints.
+const STATE_MESSAGES: usize = 200_000;
+const STATE_ROUNDS: usize = 3;
 const INST_ROUNDS: usize = 3;
 /// Peak memory, small and large input.
 const RSS_SMALL: usize = 1_000_000;
@@ -106,6 +109,9 @@ fn main() {
     }
     if wanted("inst", "instantiation cost") {
         instantiation_cost(&runtime, dir.path(), &mut body, &mut goals);
+    }
+    if wanted("state", "state and checkpoints") {
+        state_and_checkpoints(&runtime, dir.path(), &mut body, &mut goals);
     }
     if wanted("io", "async I/O overlap") {
         io_overlap(&runtime, dir.path(), &mut body, &mut goals);
@@ -511,6 +517,72 @@ fn instantiation_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
         what: "Fresh instance per message (isolation), extra cost: pooling / on-demand".into(),
         goal: "—".into(),
         measured: format!("{pooling:.1} µs / {on_demand:.1} µs"),
+        met: None,
+    });
+    std::fs::remove_file(&input).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// State and checkpoints.
+
+fn state_and_checkpoints(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
+    let shown = sep(STATE_MESSAGES);
+    let input = dir.join("users.jsonl");
+    let mut text = String::with_capacity(STATE_MESSAGES * 24);
+    for i in 0..STATE_MESSAGES {
+        writeln!(text, r#"{{"user":"u{}","n":{i}}}"#, i % 1000).unwrap();
+    }
+    std::fs::write(&input, text).unwrap();
+    // (label, durable, checkpoint_every)
+    let variants = [
+        ("memory (no checkpoints)", false, 0),
+        ("redb, every 10,000", true, 10_000),
+        ("redb, every 1,000", true, 1_000),
+    ];
+    let mut times = vec![Vec::new(); variants.len()];
+    for _ in 0..STATE_ROUNDS {
+        for (i, (_, durable, every)) in variants.iter().enumerate() {
+            let store = dir.join("bench.state.redb");
+            let _ = std::fs::remove_file(&store);
+            let mut config = PipelineConfig::new();
+            config.push_stage(
+                StageConfig::new("count", guests::COUNT_BY_KEY).with_config(toml::toml! { field = "user" }),
+            );
+            config.set_input(&input).set_output(dir.join("state.out")).set_dead_letter(dir.join("state.dead"));
+            let state = config.state_mut();
+            if *durable {
+                state.path = Some(store);
+                state.checkpoint_every = *every;
+                state.checkpoint_interval = Duration::from_secs(3600);
+            } else {
+                state.backend = sluice::StateBackend::Memory;
+            }
+            times[i].push(runtime.block_on(timed_run(config, STATE_MESSAGES)));
+        }
+    }
+    let medians: Vec<Duration> = times.iter().map(|t| median(t)).collect();
+    writeln!(out, "## State and checkpoints\n").unwrap();
+    writeln!(
+        out,
+        "The `count-by-key` stage (a running count per key in state, 1,000 keys) over {shown} JSON lines, file \
+         to file, one message per call (the default for a stage that keeps state). State in memory, then in a \
+         redb file with a checkpoint every 10,000 and every 1,000 input messages: each checkpoint drains the \
+         pipeline, syncs both output files and commits the state changed since the last one, in one \
+         transaction. Median of {STATE_ROUNDS} interleaved rounds.\n"
+    )
+    .unwrap();
+    writeln!(out, "| state | wall time | messages/s | vs memory |\n|---|---|---|---|").unwrap();
+    for ((name, _, _), d) in variants.iter().zip(&medians) {
+        let ratio = d.as_secs_f64() / medians[0].as_secs_f64();
+        let rate = STATE_MESSAGES as f64 / d.as_secs_f64();
+        writeln!(out, "| {name} | {:.3} s | {rate:.0} | {ratio:.2}x |", d.as_secs_f64()).unwrap();
+    }
+    let ratio = medians[1].as_secs_f64() / medians[0].as_secs_f64();
+    writeln!(out, "\n**Durable state with the default checkpoints: {ratio:.2}x** the in-memory run.\n").unwrap();
+    goals.push(Goal {
+        what: "Stateful stage: redb + checkpoint every 10,000 vs state in memory".into(),
+        goal: "—".into(),
+        measured: format!("{ratio:.2}x"),
         met: None,
     });
     std::fs::remove_file(&input).unwrap();
