@@ -238,21 +238,6 @@ impl StageTask {
         counters.in_flight.fetch_add(messages as u64, Relaxed);
     }
 
-    /// `first` and up to `batch - 1` more messages that are already waiting:
-    /// a batch never waits for messages to fill it.
-    fn take_batch(&self, first: Envelope, rx: &mut Receiver<Envelope>) -> Vec<Envelope> {
-        let mut batch = Vec::with_capacity(self.exec.batch.min(rx.len() + 1));
-        batch.push(first);
-        while batch.len() < self.exec.batch {
-            match rx.try_recv() {
-                Ok(envelope) => batch.push(envelope),
-                Err(_) => break,
-            }
-        }
-        self.count_in(batch.len());
-        batch
-    }
-
     /// A job's result; on a fatal error, its messages are no longer in flight either.
     fn ended(&self, ran: Result<Ran, JobFailed>) -> Result<Ran, RunError> {
         ran.map_err(|JobFailed { error, messages }| {
@@ -272,6 +257,9 @@ impl StageTask {
         let mut busy: HashMap<Vec<u8>, VecDeque<Envelope>> = HashMap::new();
         let mut waiting = 0usize;
         let mut input_open = true;
+        // Keyed stages take one message at a time, to queue it behind its key.
+        let take = if keyed { 1 } else { self.exec.batch };
+        let mut batch = Vec::with_capacity(take);
         loop {
             let room = in_flight.len() < self.exec.concurrency && waiting < self.exec.buffer;
             tokio::select! {
@@ -297,8 +285,10 @@ impl StageTask {
                         }
                     }
                 }
-                received = rx.recv(), if input_open && room => match received {
-                    Some(envelope) if keyed => {
+                received = rx.recv_many(&mut batch, take), if input_open && room => match received {
+                    0 => input_open = false,
+                    _ if keyed => {
+                        let envelope = batch.pop().expect("one message received");
                         self.counters().input.fetch_add(1, Relaxed);
                         match busy.get_mut(&key_of(&envelope.message)) {
                             Some(queue) => {
@@ -312,11 +302,11 @@ impl StageTask {
                             }
                         }
                     }
-                    Some(envelope) => {
-                        let batch = self.take_batch(envelope, &mut rx);
-                        in_flight.push(self.spawn(batch));
+                    _ => {
+                        self.count_in(batch.len());
+                        let job = std::mem::replace(&mut batch, Vec::with_capacity(take));
+                        in_flight.push(self.spawn(job));
                     }
-                    None => input_open = false,
                 },
                 // A failure downstream stops this stage now, not at its next output.
                 () = tx.closed(), if input_open || in_flight.len() > 0 => return Err(TaskError::Closed),
@@ -487,23 +477,24 @@ async fn job(
         };
         for ((message, origin), outcome) in messages.into_iter().zip(origins).zip(outcomes) {
             let envelope = Envelope { message, origin };
-            let result = match outcome {
-                Some(Ok(outputs)) => Ok(outputs),
-                Some(Err(StageError::Invalid(reason))) => Err(Failure::Rejected(Kind::Invalid, reason)),
-                Some(Err(StageError::Transient(reason))) if retry.max == 0 => {
-                    Err(Failure::Rejected(Kind::Transient, reason))
-                }
-                // Not settled: run it alone, as a retry or as a first try.
-                Some(Err(StageError::Transient(_))) | None => {
-                    let attempts = u32::from(outcome.is_some());
+            let mut retries = 0;
+            let settled = match outcome {
+                Some(Ok(outputs)) => Some(Ok(outputs)),
+                Some(Err(StageError::Invalid(reason))) => Some(Err(Failure::Rejected(Kind::Invalid, reason))),
+                // The batch was its first attempt: retried alone, after its backoff.
+                Some(Err(StageError::Transient(reason))) => retry_after(&retry, &mut retries, reason).await.map(Err),
+                // A trap or a wrong count: a first try alone.
+                None => None,
+            };
+            match settled {
+                Some(result) => done.push(Done { envelope, sent: 0, sent_last: 0, result, retries, latency }),
+                None => {
                     let (back, one) =
-                        single(&pre, instance.take(), envelope, retry, attempts, &emit).await.map_err(failed)?;
+                        single(&pre, instance.take(), envelope, retry, retries, &emit).await.map_err(failed)?;
                     done.push(one);
                     instance = back;
-                    continue;
                 }
-            };
-            done.push(Done { envelope, sent: 0, sent_last: 0, result, retries: 0, latency });
+            }
         }
     }
     Ok(Ran { instance: if isolate { None } else { instance }, done })
@@ -518,15 +509,10 @@ async fn native_job(stage: &NativeStage, batch: Vec<Envelope>, retry: RetryConfi
         let result = loop {
             match stage.call(&envelope.message) {
                 Ok(Ok(outputs)) => break Ok(outputs),
-                Ok(Err(StageError::Transient(reason))) => {
-                    if retries < retry.max {
-                        tokio::time::sleep(backoff(&retry, retries)).await;
-                        retries += 1;
-                        continue;
-                    }
-                    let reason = if retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
-                    break Err(Failure::Rejected(Kind::Transient, reason));
-                }
+                Ok(Err(StageError::Transient(reason))) => match retry_after(&retry, &mut retries, reason).await {
+                    None => continue,
+                    Some(failure) => break Err(failure),
+                },
                 Ok(Err(StageError::Invalid(reason))) => break Err(Failure::Rejected(Kind::Invalid, reason)),
                 Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
             }
@@ -542,14 +528,15 @@ async fn fresh(pre: &StagePre) -> Result<StageInstance, RunError> {
 }
 
 /// Runs one message through `instance` (a fresh one if `None`), retrying
-/// transient errors with backoff. `attempts` were already made (in a batch).
+/// transient errors with backoff. `retries` were already made (in a batch,
+/// its backoff already waited).
 /// Traps and timeouts are not retried. Returns the instance unless it trapped.
 async fn single(
     pre: &StagePre,
     instance: Option<StageInstance>,
     envelope: Envelope,
     retry: RetryConfig,
-    attempts: u32,
+    mut retries: u32,
     emit: &EmitPlan,
 ) -> Result<(Option<StageInstance>, Done), RunError> {
     let started = Instant::now();
@@ -557,10 +544,6 @@ async fn single(
         Some(instance) => instance,
         None => fresh(pre).await?,
     };
-    let mut retries = attempts;
-    if retries > 0 {
-        tokio::time::sleep(backoff(&retry, retries - 1)).await;
-    }
     // Emitted messages already sent downstream: in all, and in the last attempt.
     let (mut sent, mut sent_last) = (0, 0);
     let (instance, result) = loop {
@@ -575,15 +558,10 @@ async fn single(
                 held.extend(outputs);
                 break (Some(instance), Ok(held));
             }
-            Ok((Err(StageError::Transient(reason)), _)) => {
-                if retries < retry.max {
-                    tokio::time::sleep(backoff(&retry, retries)).await;
-                    retries += 1;
-                    continue;
-                }
-                let reason = if retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
-                break (Some(instance), Err(Failure::Rejected(Kind::Transient, reason)));
-            }
+            Ok((Err(StageError::Transient(reason)), _)) => match retry_after(&retry, &mut retries, reason).await {
+                None => continue,
+                Some(failure) => break (Some(instance), Err(failure)),
+            },
             Ok((Err(StageError::Invalid(reason)), _)) => {
                 break (Some(instance), Err(Failure::Rejected(Kind::Invalid, reason)));
             }
@@ -592,6 +570,18 @@ async fn single(
         }
     };
     Ok((instance, Done { envelope, sent, sent_last, result, retries, latency: started.elapsed() }))
+}
+
+/// After a `transient` error: waits out the backoff and returns `None` to try
+/// again, or, once `retry.max` retries are spent, the failure to dead-letter.
+async fn retry_after(retry: &RetryConfig, retries: &mut u32, reason: String) -> Option<Failure> {
+    if *retries < retry.max {
+        tokio::time::sleep(backoff(retry, *retries)).await;
+        *retries += 1;
+        return None;
+    }
+    let reason = if *retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
+    Some(Failure::Rejected(Kind::Transient, reason))
 }
 
 /// Exponential backoff with "equal jitter": half the delay fixed, half random,
