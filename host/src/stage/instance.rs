@@ -110,11 +110,19 @@ impl StageInstance {
         let call = self.plugin.sluice_pipeline_stage().call_init(&mut self.store, config);
         let result = guard(budget, call).await;
         self.report_dropped_logs();
+        match self.ended(result, mark, budget) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refusal)) => Err(LoadError::InitRefused(refusal)),
+            Err(trap) => Err(LoadError::InitTrapped(trap)),
+        }
+    }
+
+    /// A call's result, or the trap that ended it (a limit, or the guest).
+    fn ended<T>(&mut self, result: Result<wasmtime::Result<T>, Breach>, mark: u64, budget: Budget) -> Result<T, Trap> {
         match result {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(refusal))) => Err(LoadError::InitRefused(refusal)),
-            Ok(Err(e)) => Err(LoadError::InitTrapped(trap(&e, &mut self.store, mark, budget))),
-            Err(breach) => Err(LoadError::InitTrapped(Trap::breach(breach))),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
+            Err(breach) => Err(Trap::breach(breach)),
         }
     }
 
@@ -122,8 +130,8 @@ impl StageInstance {
     /// to `emit`. An `Err` means the instance trapped and must be dropped.
     ///
     /// The call's state writes are kept unless it fails `transient` (it will
-    /// be retried) or traps. Messages emitted before a trap were still sent:
-    /// [`Processed::emitted`] is returned either way.
+    /// be retried) or traps. Messages emitted before a trap were still sent,
+    /// so how many were emitted is returned either way.
     pub(crate) async fn process(
         &mut self,
         message: &Message,
@@ -140,13 +148,9 @@ impl StageInstance {
         let result = guard(budget, call).await;
         let (held, emitted) = self.store.data_mut().emit.end();
         self.report_dropped_logs();
-        let keep = matches!(&result, Ok(Ok(outcome)) if !matches!(outcome, Err(StageError::Transient(_))));
+        let processed = self.ended(result, mark, budget).map(|outcome| Processed { outcome, held });
+        let keep = matches!(&processed, Ok(p) if !matches!(p.outcome, Err(StageError::Transient(_))));
         self.end_state(keep);
-        let processed = match result {
-            Ok(Ok(outcome)) => Ok(Processed { outcome, held }),
-            Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
-            Err(breach) => Err(Trap::breach(breach)),
-        };
         (emitted, processed)
     }
 
@@ -179,13 +183,10 @@ impl StageInstance {
         let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
         let result = guard(budget, call).await;
         self.report_dropped_logs();
+        let outcomes = self.ended(result, mark, budget).map(|o| (o.len() == messages.len()).then_some(o));
         // The batch's messages run again alone unless it answered for each.
-        self.end_state(matches!(&result, Ok(Ok(outcomes)) if outcomes.len() == messages.len()));
-        match result {
-            Ok(Ok(outcomes)) => Ok((outcomes.len() == messages.len()).then_some(outcomes)),
-            Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),
-            Err(breach) => Err(Trap::breach(breach)),
-        }
+        self.end_state(matches!(outcomes, Ok(Some(_))));
+        outcomes
     }
 
     /// Sets the call's fuel and deadline; returns the stderr mark. The log
