@@ -123,72 +123,75 @@ impl StateStore {
         }
         match &self.backend {
             Backend::Memory(map) => Ok(map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()),
-            Backend::Redb(slot) => {
-                let Some(db) = self.db(slot, false)? else { return Ok(None) };
-                let txn = db.begin_read().map_err(|e| self.error(e))?;
-                let table = match txn.open_table(STATE) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(self.error(e)),
-                };
-                Ok(table.get(key).map_err(|e| self.error(e))?.map(|v| v.value().to_vec()))
-            }
+            Backend::Redb(slot) => Ok(self
+                .read(slot, STATE, |table| Ok(table.get(key).map_err(|e| self.error(e))?.map(|v| v.value().to_vec())))?
+                .flatten()),
         }
     }
 
-    pub(crate) fn set(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.pending().insert(key, value);
+    /// Reads `table` in a read transaction; `None` if there is no file or
+    /// no such table yet.
+    fn read<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        slot: &Mutex<Option<Arc<redb::Database>>>,
+        table: redb::TableDefinition<K, V>,
+        f: impl FnOnce(redb::ReadOnlyTable<K, V>) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        let Some(db) = self.db(slot, false)? else { return Ok(None) };
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
+        match txn.open_table(table) {
+            Ok(table) => f(table).map(Some),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
-    /// Up to `limit` entries whose key starts with `prefix`, in key order,
-    /// pending writes over committed ones.
-    pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    /// Adds writes to the pending ones, under one lock.
+    pub(crate) fn set_all(&self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+        self.pending().extend(writes);
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order:
+    /// `overlay` (a call's own writes) over pending writes over committed ones.
+    pub(crate) fn scan(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+        overlay: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let range = (Bound::Included(prefix.to_vec()), Bound::Unbounded);
-        let within = |k: &Vec<u8>| k.starts_with(prefix);
-        // Committed entries first, each side capped: a deletion pending for a
-        // committed key can hide at most one of them, so read as many more as
-        // there are pending entries in range.
-        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .pending()
-            .range::<Vec<u8>, _>(range.clone())
-            .take_while(|(k, _)| within(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let wanted = limit.saturating_add(pending.len());
+        let in_range = |map: &BTreeMap<Vec<u8>, Option<Vec<u8>>>| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+            map.range::<Vec<u8>, _>(range.clone())
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let (pending, ours) = (in_range(&self.pending()), in_range(overlay));
+        // Each deletion over a committed key can hide one of them: read that
+        // many more committed entries than asked for.
+        let wanted = limit.saturating_add(pending.len() + ours.len());
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         match &self.backend {
             Backend::Memory(map) => {
                 let map = map.lock().unwrap_or_else(|e| e.into_inner());
-                for (k, v) in map.range::<Vec<u8>, _>(range).take_while(|(k, _)| within(k)).take(wanted) {
-                    merged.insert(k.clone(), Some(v.clone()));
-                }
+                let committed = map.range::<Vec<u8>, _>(range.clone()).take_while(|(k, _)| k.starts_with(prefix));
+                merged.extend(committed.take(wanted).map(|(k, v)| (k.clone(), Some(v.clone()))));
             }
             Backend::Redb(slot) => {
-                let db = self.db(slot, false)?;
-                let txn = match &db {
-                    Some(db) => Some(db.begin_read().map_err(|e| self.error(e))?),
-                    None => None,
-                };
-                match txn
-                    .as_ref()
-                    .map(|txn| txn.open_table(STATE))
-                    .unwrap_or(Err(redb::TableError::TableDoesNotExist(String::new())))
-                {
-                    Ok(table) => {
-                        for entry in table.range::<&[u8]>(prefix..).map_err(|e| self.error(e))?.take(wanted) {
-                            let (k, v) = entry.map_err(|e| self.error(e))?;
-                            if !k.value().starts_with(prefix) {
-                                break;
-                            }
-                            merged.insert(k.value().to_vec(), Some(v.value().to_vec()));
+                self.read(slot, STATE, |table| {
+                    for entry in table.range::<&[u8]>(prefix..).map_err(|e| self.error(e))?.take(wanted) {
+                        let (k, v) = entry.map_err(|e| self.error(e))?;
+                        if !k.value().starts_with(prefix) {
+                            break;
                         }
+                        merged.insert(k.value().to_vec(), Some(v.value().to_vec()));
                     }
-                    Err(redb::TableError::TableDoesNotExist(_)) => {}
-                    Err(e) => return Err(self.error(e)),
-                }
+                    Ok(())
+                })?;
             }
         }
         merged.extend(pending);
+        merged.extend(ours);
         Ok(merged.into_iter().filter_map(|(k, v)| Some((k, v?))).take(limit).collect())
     }
 
@@ -242,15 +245,11 @@ impl StateStore {
     /// The last checkpoint of an unfinished run, if any.
     pub(crate) fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
         let Backend::Redb(slot) = &self.backend else { return Ok(None) };
-        let Some(db) = self.db(slot, false)? else { return Ok(None) };
-        let txn = db.begin_read().map_err(|e| self.error(e))?;
-        let meta = match txn.open_table(META) {
-            Ok(meta) => meta,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
-        };
-        let Some(value) = meta.get(CHECKPOINT).map_err(|e| self.error(e))? else { return Ok(None) };
-        serde_json::from_slice(value.value()).map(Some).map_err(|e| self.error(format!("bad checkpoint record: {e}")))
+        let record = self.read(slot, META, |meta| {
+            let Some(value) = meta.get(CHECKPOINT).map_err(|e| self.error(e))? else { return Ok(None) };
+            serde_json::from_slice(value.value()).map_err(|e| self.error(format!("bad checkpoint record: {e}")))
+        })?;
+        Ok(record.flatten())
     }
 }
 
@@ -277,8 +276,8 @@ impl StateScope {
 
     /// The call succeeded: its writes go to the store.
     pub(crate) fn keep_writes(&mut self) {
-        for (key, value) in std::mem::take(&mut self.writes) {
-            self.store.set(key, value);
+        if !self.writes.is_empty() {
+            self.store.set_all(std::mem::take(&mut self.writes));
         }
     }
 
@@ -312,14 +311,9 @@ impl StateScope {
     }
 
     pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let full = self.key(prefix);
-        let ours: Vec<_> = self.writes.range(full.clone()..).take_while(|(k, _)| k.starts_with(&full)).collect();
-        // A deletion of ours can hide one stored entry: read that many more.
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-            self.store.scan(&full, limit.saturating_add(ours.len()))?.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        merged.extend(ours.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+        let entries = self.store.scan(&self.key(prefix), limit, &self.writes)?;
         let strip = self.prefix.len();
-        Ok(merged.into_iter().filter_map(|(k, v)| Some((k[strip..].to_vec(), v?))).take(limit).collect())
+        Ok(entries.into_iter().map(|(k, v)| (k[strip..].to_vec(), v)).collect())
     }
 }
 
@@ -355,7 +349,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
     }
     let store = StateStore::open(path);
     let prefix = namespace(stage, None);
-    let entries = store.scan(&prefix, usize::MAX)?;
+    let entries = store.scan(&prefix, usize::MAX, &BTreeMap::new())?;
     Ok(entries
         .into_iter()
         .map(|(k, value)| {
