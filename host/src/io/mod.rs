@@ -4,7 +4,7 @@ mod lines;
 mod output;
 
 pub(crate) use lines::{Line, LineReader};
-pub(crate) use output::Output;
+pub(crate) use output::{Output, partial_path};
 
 /// `json`, a valid JSON document, on one line: raw line breaks in valid JSON
 /// are whitespace between tokens (inside strings they must be escaped), so

@@ -31,6 +31,13 @@ enum Partial {
 /// An output whose bytes are all written and synced, ready to be moved into place.
 pub(crate) struct Finished(Option<(Partial, PathBuf)>);
 
+/// The file a resumable output is written to before it is moved to `path`:
+/// `.<name>.partial` beside it.
+pub(crate) fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
 impl Output {
     /// Standard output.
     pub(crate) fn stdout() -> Self {
@@ -61,9 +68,9 @@ impl Output {
     /// checkpoint; the file is cut to them and written on from there.
     /// Without it the file starts empty.
     pub(crate) fn resumable(path: &Path, mode: u32, resume_at: Option<u64>) -> std::io::Result<Self> {
-        let (dir, name, mode) = Self::place(path, mode);
-        let partial = dir.join(format!(".{name}.partial"));
-        let file = match resume_at {
+        let (_, _, mode) = Self::place(path, mode);
+        let partial = partial_path(path);
+        let mut file = match resume_at {
             Some(len) => {
                 let file = std::fs::OpenOptions::new().write(true).open(&partial).map_err(|e| {
                     std::io::Error::new(
@@ -82,7 +89,6 @@ impl Output {
             }
             None => std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&partial)?,
         };
-        let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let mut output = Self::writing(file, Partial::Kept(partial), path, resume_at.unwrap_or(0))?;
         output.keep = resume_at.is_some();

@@ -68,12 +68,19 @@ pub(super) struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Whether one is due: input was read since the last, and enough of it
-    /// or long enough ago.
-    /// Only state written since the last makes one due: a pipeline whose
-    /// stages keep no state is never stopped for one.
-    pub(super) fn due(&self) -> bool {
-        self.since > 0 && (self.since >= self.every || self.last.elapsed() >= self.interval) && self.store.has_pending()
+    /// Whether one is due: input was read since the last, enough of it or
+    /// long enough ago, and state was written. With nothing to commit, the
+    /// count starts again instead of asking the store on every line.
+    pub(super) fn due(&mut self) -> bool {
+        if self.since == 0 || (self.since < self.every && self.last.elapsed() < self.interval) {
+            return false;
+        }
+        if self.store.has_pending() {
+            return true;
+        }
+        self.since = 0;
+        self.last = Instant::now();
+        false
     }
 
     /// Takes a checkpoint after input line `line`: waits for the pipeline to
@@ -82,16 +89,21 @@ impl Checkpoints {
         self.settle.empty().await;
         let sink_bytes = flush(&self.sink, "the sink").await?;
         let dead_bytes = flush(&self.dead, "the dead-letter file").await?;
-        let checkpoint = Checkpoint { line, sink_bytes, dead_bytes, complete: false };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(Some(checkpoint)))
-            .await
-            .map_err(|e| RunError::Internal(format!("committing a checkpoint panicked: {e}")))??;
+        commit(&self.store, Some(Checkpoint { line, sink_bytes, dead_bytes, complete: false })).await?;
         tracing::debug!(line, sink_bytes, dead_bytes, "checkpoint");
         self.since = 0;
         self.last = Instant::now();
         Ok(())
     }
+}
+
+/// Commits pending state with `checkpoint` (or clears it), off the runtime.
+pub(super) async fn commit(store: &Arc<StateStore>, checkpoint: Option<Checkpoint>) -> Result<(), RunError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit(checkpoint))
+        .await
+        .map_err(|e| RunError::Internal(format!("committing state panicked: {e}")))??;
+    Ok(())
 }
 
 async fn flush(task: &mpsc::Sender<Flush>, what: &str) -> Result<u64, RunError> {

@@ -3,7 +3,7 @@
 //! also holds a sender to the dead-letter writer.
 
 use super::Pipeline;
-use super::checkpoint::{Checkpoints, Flush, Settle};
+use super::checkpoint::{Checkpoints, Flush, Settle, commit};
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
 use super::stage_task::{EmitPlan, StageTask};
@@ -251,11 +251,13 @@ async fn read_source(
     loop {
         // A checkpoint after the last line read, once due by count or time.
         // If a task fails meanwhile, the pipeline will never empty: stop.
-        if let Some(c) = checkpoints.as_mut().filter(|c| c.due()) {
-            tokio::select! {
-                taken = c.take(lines.line) => taken?,
-                () = tx.closed() => return Err(TaskError::Closed),
-                () = dead.closed() => return Err(TaskError::Closed),
+        if let Some(c) = checkpoints.as_mut() {
+            if c.due() {
+                tokio::select! {
+                    taken = c.take(lines.line) => taken?,
+                    () = tx.closed() => return Err(TaskError::Closed),
+                    () = dead.closed() => return Err(TaskError::Closed),
+                }
             }
         }
         let line = tokio::select! {
@@ -435,8 +437,7 @@ async fn recover(
     match checkpoint {
         Some(c) if c.complete => {
             for path in config.output_path().into_iter().chain([config.dead_letter_path()]) {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let partial = path.with_file_name(format!(".{name}.partial"));
+                let partial = crate::io::partial_path(&path);
                 if partial.exists() {
                     std::fs::rename(&partial, &path).map_err(|error| RunError::Output { path: path.clone(), error })?;
                 }
@@ -446,13 +447,4 @@ async fn recover(
         }
         other => Ok(other),
     }
-}
-
-/// Commits pending state with `checkpoint` (or clears it), off the runtime.
-async fn commit(store: &Arc<StateStore>, checkpoint: Option<Checkpoint>) -> Result<(), RunError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.commit(checkpoint))
-        .await
-        .map_err(|e| RunError::Internal(format!("committing state panicked: {e}")))??;
-    Ok(())
 }
