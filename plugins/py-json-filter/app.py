@@ -14,44 +14,20 @@ sink. A missing field fails every predicate but `exists = false` and
 
 import json
 import operator
-import re
 from typing import Any, List, Optional
 
 from componentize_py_types import Err, Ok, Result
+from sluice_json import MISSING, FieldPath, Invalid, is_number, kind, parse_json
 from wit_world import exports
 from wit_world.imports.types import Message, StageError, StageError_Invalid
-
-# Marks a field that is absent from the document (JSON `null` is a value).
-MISSING = object()
 
 # The config keys, in the order the Rust stage lists them.
 PREDICATES = ("equals", "not_equals", "in", "exists", "gt", "gte", "lt", "lte", "contains")
 ORDERINGS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
-class Invalid(Exception):
-    """A message the stage rejects; becomes `stage-error.invalid`."""
-
-
 class NotOnePredicate(Exception):
     """The config is well-formed but sets no predicate, or several."""
-
-
-def kind(v: Any) -> str:
-    """The JSON type name of `v`, for error messages."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):  # before int: bool is a subclass of int
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    return "array" if isinstance(v, list) else "object"
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def json_eq(a: Any, b: Any) -> bool:
@@ -70,37 +46,6 @@ def json_eq(a: Any, b: Any) -> bool:
     return a == b
 
 
-def reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON (and the Rust stage) does not.
-    raise ValueError(f"`{name}` is not valid JSON")
-
-
-# serde_json refuses documents nested 128 levels deep, and so do we: much
-# deeper input would overflow the WebAssembly stack inside json.loads (a trap,
-# not a Python exception).
-MAX_DEPTH = 127
-STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-BRACKET = re.compile(rb"[][{}]")
-
-
-def too_deep(value: bytes) -> bool:
-    if value.count(b"[") + value.count(b"{") <= MAX_DEPTH:
-        return False  # the usual case, decided without a Python-level loop
-    depth = 0
-    for b in BRACKET.findall(STRING.sub(b"", value)):
-        depth += 1 if b in (b"[", b"{") else -1
-        if depth > MAX_DEPTH:
-            return True
-    return False
-
-
-def parse_json(value: bytes) -> Any:
-    if too_deep(value):
-        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
-    # Decode explicitly: given bytes, json.loads would also guess UTF-16/32.
-    return json.loads(value.decode("utf-8"), parse_constant=reject_constant)
-
-
 class Filter:
     """A parsed, checked configuration."""
 
@@ -113,14 +58,7 @@ class Filter:
             raise ValueError(f"unknown field `{unknown[0]}`, expected one of {expected}")
         if "field" not in config:
             raise ValueError("missing field `field`")
-        self.field = config["field"]
-        if not isinstance(self.field, str):
-            raise ValueError(f"`field` must be a string, got a {kind(self.field)}")
-        self.path = self.field.split(".")
-        if "" in self.path:
-            raise ValueError(
-                f"`{self.field}` is not a field path: use names separated by dots, e.g. `user.email`"
-            )
+        self.field = FieldPath("field", config["field"])
 
         # Check each predicate's argument type, as the Rust stage's serde types do.
         for op in PREDICATES:
@@ -146,19 +84,8 @@ class Filter:
         self.op = chosen[0]
         self.arg = config[self.op]
 
-    def lookup(self, doc: Any) -> Any:
-        """The field at `self.path`, or MISSING. A digit segment indexes an array."""
-        for seg in self.path:
-            if isinstance(doc, dict) and seg in doc:
-                doc = doc[seg]
-            elif isinstance(doc, list) and seg.isascii() and seg.isdigit() and int(seg) < len(doc):
-                doc = doc[int(seg)]
-            else:
-                return MISSING
-        return doc
-
     def keeps(self, doc: Any) -> bool:
-        op, arg, v = self.op, self.arg, self.lookup(doc)
+        op, arg, v = self.op, self.arg, self.field.get(doc)
         if op == "exists":
             return (v is not MISSING) == arg
         if op == "not_equals":

@@ -131,11 +131,15 @@ fn scripted_plugins(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Whether `out` is newer than every source file in `dir` (dependencies such
-/// as `node_modules` aside) and than the WIT contract.
+/// as `node_modules` aside), the WIT contract and the shared `plugins/*-lib`.
 fn up_to_date(out: &Path, dir: &Path) -> bool {
     let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else { return false };
     let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    // Its own sources, the WIT, and what stages share (plugins/*-lib: build
+    // scripts and modules for each language).
     let mut stack = vec![dir.to_path_buf(), workspace_root().join("wit")];
+    let shared = std::fs::read_dir(workspace_root().join("plugins")).into_iter().flatten().flatten();
+    stack.extend(shared.map(|e| e.path()).filter(|p| p.is_dir() && p.to_string_lossy().ends_with("-lib")));
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { return false };
         for entry in entries.flatten() {
