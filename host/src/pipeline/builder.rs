@@ -40,11 +40,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         // input is read.
         match pre.instantiate().await {
             Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first) }),
-            Err(error) => errors.push(StageLoadError {
-                stage: config.stages()[index].name().to_string(),
-                location: config.stage_location(index),
-                error,
-            }),
+            Err(error) => errors.push(StageLoadError::new(&config, index, error)),
         }
     }
     if !errors.is_empty() {
@@ -149,11 +145,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
         };
         match load.await {
             Ok(Ok(pre)) => runners.push(Runner::Wasm(Arc::new(pre))),
-            Ok(Err(error)) => errors.push(StageLoadError {
-                stage: config.stages()[index].name().to_string(),
-                location: config.stage_location(index),
-                error,
-            }),
+            Ok(Err(error)) => errors.push(StageLoadError::new(config, index, error)),
             Err(join) => return Err(BuildError::Engine(format!("loading a stage panicked: {join}"))),
         }
     }

@@ -14,6 +14,17 @@ pub struct StageLoadError {
     pub error: LoadError,
 }
 
+impl StageLoadError {
+    /// Stage `index` of `config` could not be loaded.
+    pub(crate) fn new(config: &crate::config::PipelineConfig, index: usize, error: LoadError) -> Self {
+        StageLoadError {
+            stage: config.stages()[index].name().to_string(),
+            location: config.stage_location(index),
+            error,
+        }
+    }
+}
+
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
