@@ -42,6 +42,8 @@
 
 mod error;
 mod file;
+#[cfg(test)]
+mod props;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{

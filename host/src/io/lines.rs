@@ -28,6 +28,9 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     pub(crate) async fn next(&mut self) -> std::io::Result<Option<Line>> {
         let mut buf = Vec::new();
         let mut too_long = false;
+        // Whether the line ended with `\n`: only then is a `\r` before it
+        // part of the terminator. A `\r` ending the input is content.
+        let mut terminated = false;
         loop {
             let chunk = self.inner.fill_buf().await?;
             if chunk.is_empty() {
@@ -49,11 +52,12 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             buf.extend_from_slice(&content[..content.len().min(room)]);
             self.inner.consume(take);
             if done {
+                terminated = true;
                 break;
             }
         }
         self.line += 1;
-        if !too_long && buf.last() == Some(&b'\r') {
+        if terminated && !too_long && buf.last() == Some(&b'\r') {
             buf.pop();
         }
         if too_long || buf.len() > self.max {
@@ -96,6 +100,12 @@ mod tests {
     async fn the_limit_counts_content_not_the_line_break() {
         let lines = all(b"abcde\r\nabcdef\r\n", 5).await;
         assert_eq!(lines, vec![Line::Text(b"abcde".to_vec()), Line::TooLong(b"abcde".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_carriage_return_ending_the_input_is_content() {
+        // Found by the property tests: only `\r\n` is a terminator.
+        assert_eq!(all(b"a\r\nb\r", 5).await, vec![Line::Text(b"a".to_vec()), Line::Text(b"b\r".to_vec())]);
     }
 
     #[tokio::test]

@@ -2,6 +2,8 @@
 
 mod lines;
 mod output;
+#[cfg(test)]
+mod props;
 
 pub(crate) use lines::{Line, LineReader};
 pub(crate) use output::{Output, partial_path};
