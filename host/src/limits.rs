@@ -10,6 +10,9 @@
 //! | `max_output_bytes`         | 16 MiB    | checked on each result, per output message         |
 //! | `max_log_records`          | 100       | log and stdio lines per message; the rest dropped  |
 //! | `max_consecutive_failures` | 1000      | circuit breaker: stops the pipeline                |
+//! | `max_state_key_bytes`      | 4 KiB     | on each state `set`/`delete`                       |
+//! | `max_state_value_bytes`    | 1 MiB     | on each state `set`                                |
+//! | `max_state_bytes`          | 64 MiB    | keys + values per stage (per message key if keyed) |
 //!
 //! A batch (`batch` in the pipeline file) runs under the fuel, timeout and log
 //! records of that many messages; if it breaks one, its messages run again
@@ -118,6 +121,13 @@ pub struct LimitsConfig {
     pub max_log_records: Option<u32>,
     /// Failures in a row (errors or traps) after which the pipeline stops; 0 never stops.
     pub max_consecutive_failures: Option<u32>,
+    /// Bytes of one state key (as the stage writes it).
+    pub max_state_key_bytes: Option<ByteSize>,
+    /// Bytes of one state value.
+    pub max_state_value_bytes: Option<ByteSize>,
+    /// Bytes of state (keys and values) a stage may hold: per message key
+    /// with `partition_by = "key"`.
+    pub max_state_bytes: Option<ByteSize>,
 }
 
 impl LimitsConfig {
@@ -131,6 +141,9 @@ impl LimitsConfig {
             max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
             max_log_records: self.max_log_records.or(fallback.max_log_records),
             max_consecutive_failures: self.max_consecutive_failures.or(fallback.max_consecutive_failures),
+            max_state_key_bytes: self.max_state_key_bytes.or(fallback.max_state_key_bytes),
+            max_state_value_bytes: self.max_state_value_bytes.or(fallback.max_state_value_bytes),
+            max_state_bytes: self.max_state_bytes.or(fallback.max_state_bytes),
         }
     }
 
@@ -144,6 +157,9 @@ impl LimitsConfig {
             max_output_bytes: self.max_output_bytes.unwrap_or(ByteSize::mib(16)).as_u64() as usize,
             max_log_records: self.max_log_records.unwrap_or(100),
             max_consecutive_failures: self.max_consecutive_failures.unwrap_or(1000),
+            max_state_key_bytes: self.max_state_key_bytes.unwrap_or(ByteSize::kib(4)).as_u64() as usize,
+            max_state_value_bytes: self.max_state_value_bytes.unwrap_or(ByteSize::mib(1)).as_u64() as usize,
+            max_state_bytes: self.max_state_bytes.unwrap_or(ByteSize::mib(64)).as_u64(),
         }
     }
 }
@@ -165,6 +181,12 @@ pub struct Limits {
     pub max_log_records: u32,
     /// Failures in a row before the pipeline stops; 0: never.
     pub max_consecutive_failures: u32,
+    /// Bytes of one state key.
+    pub max_state_key_bytes: usize,
+    /// Bytes of one state value.
+    pub max_state_value_bytes: usize,
+    /// Bytes of state per stage, or per message key for keyed stages.
+    pub max_state_bytes: u64,
 }
 
 impl Limits {
@@ -203,6 +225,27 @@ pub(crate) enum Breach {
         produced: usize,
         index: usize,
     },
+    /// A state key longer than allowed.
+    StateKey {
+        limit: usize,
+        len: usize,
+    },
+    /// A state value longer than allowed.
+    StateValue {
+        limit: usize,
+        len: usize,
+    },
+    /// A write that would take the stage's (or the message key's) state past its quota.
+    StateBytes {
+        limit: u64,
+        total: u64,
+        keyed: bool,
+    },
+    /// A write that would take the uncommitted state of the pipeline past its budget.
+    StatePending {
+        limit: usize,
+        pending: usize,
+    },
 }
 
 impl fmt::Display for Breach {
@@ -238,7 +281,40 @@ impl fmt::Display for Breach {
                 ByteSize(*produced as u64).display().iec(),
                 ByteSize(*limit as u64).display().iec()
             ),
+            Breach::StateKey { limit, len } => {
+                write!(f, "wrote a state key of {len} bytes, over the {limit} allowed (limits.max_state_key_bytes)")
+            }
+            Breach::StateValue { limit, len } => write!(
+                f,
+                "wrote a state value of {}, over the {} allowed (limits.max_state_value_bytes)",
+                exact(*len as u64),
+                exact(*limit as u64)
+            ),
+            Breach::StateBytes { limit, total, keyed } => write!(
+                f,
+                "would hold {} of state {}, over the {} allowed (limits.max_state_bytes)",
+                exact(*total),
+                if *keyed { "for this message key" } else { "for this stage" },
+                exact(*limit)
+            ),
+            Breach::StatePending { limit, pending } => write!(
+                f,
+                "would leave {} of state uncommitted, over the {} the pipeline holds until a checkpoint \
+                 (state.max_pending_bytes)",
+                exact(*pending as u64),
+                exact(*limit as u64)
+            ),
         }
+    }
+}
+
+/// A size in bytes, exact (a quota breached by one byte must not read
+/// "1.0 KiB, over the 1.0 KiB allowed"), with IEC units when large.
+fn exact(bytes: u64) -> String {
+    if bytes < 10 * 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({})", ByteSize(bytes).display().iec())
     }
 }
 

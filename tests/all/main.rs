@@ -12,4 +12,5 @@ mod sandbox;
 mod server;
 mod stages;
 mod state;
+mod state_quotas;
 mod support;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Print the state stages have committed, as JSON lines: one per entry, with
 /// the stage, the partition (message key) for keyed stages, the key and the
-/// value (as text when it is UTF-8, else as hex).
+/// value (as text when it is UTF-8, else as hex). With `--clear`, remove it.
 #[derive(clap::Args)]
 pub(crate) struct StateCommand {
     /// The pipeline file (TOML).
@@ -13,6 +13,11 @@ pub(crate) struct StateCommand {
     /// Only this stage.
     #[arg(long)]
     stage: Option<String>,
+    /// Remove the committed state (of `--stage` only, if given) and the
+    /// checkpoint of an unfinished run, whose position it belonged to. The
+    /// pipeline must not be running.
+    #[arg(long)]
+    clear: bool,
 }
 
 impl StateCommand {
@@ -28,6 +33,9 @@ impl StateCommand {
             bail!("{}: no stage `{name}` (stages: {})", self.pipeline.display(), names.join(", "));
         }
         let path = config.state_path().expect("a pipeline read from a file has a state path");
+        if self.clear {
+            return clear(&path, self.stage.as_deref());
+        }
         let mut out = std::io::stdout().lock();
         for stage in stages {
             let keyed = stage.execution().partition_by.is_some();
@@ -50,6 +58,25 @@ impl StateCommand {
         }
         Ok(())
     }
+}
+
+fn clear(path: &std::path::Path, stage: Option<&str>) -> Result<()> {
+    let cleared = sluice::state::clear_state(path, stage)?;
+    let whose = stage.map_or_else(|| "every stage".to_string(), |s| format!("stage `{s}`"));
+    println!(
+        "{}: removed {} state entries ({}) of {whose}",
+        path.display(),
+        cleared.entries,
+        bytesize::ByteSize(cleared.bytes).display().iec()
+    );
+    if let Some(c) = cleared.checkpoint {
+        println!(
+            "removed the checkpoint of an unfinished run (after input line {}): the next `sluice run` starts from the \
+             beginning of the input",
+            c.line
+        );
+    }
+    Ok(())
 }
 
 /// Bytes as a JSON string when they are UTF-8, else `{"hex": "..."}`.

@@ -82,6 +82,11 @@ pub struct StateConfig {
     /// ...or this long, whichever comes first.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde_compat")]
     pub checkpoint_interval: std::time::Duration,
+    /// Bytes of state written but not yet committed that the pipeline holds
+    /// in memory: a checkpoint starts when half of it is used, and a write
+    /// that would pass it is a `limit` breach.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: bytesize::ByteSize,
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -92,6 +97,10 @@ fn default_checkpoint_interval() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
 
+fn default_max_pending_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
+}
+
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
@@ -99,6 +108,7 @@ impl Default for StateConfig {
             path: None,
             checkpoint_every: default_checkpoint_every(),
             checkpoint_interval: default_checkpoint_interval(),
+            max_pending_bytes: default_max_pending_bytes(),
         }
     }
 }

@@ -159,15 +159,15 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     let store = Arc::new(match config.state().backend {
         StateBackend::Memory => StateStore::memory(),
         StateBackend::Redb => match config.state_path() {
-            Some(path) => StateStore::open(&path),
+            Some(path) => StateStore::open(&path, config.state().max_pending_bytes.as_u64() as usize),
             None => StateStore::memory(),
         },
     });
-    for (runner, stage) in runners.iter_mut().zip(config.stages()) {
+    for ((runner, stage), limits) in runners.iter_mut().zip(config.stages()).zip(&limits) {
         if let Runner::Wasm(pre) = runner {
             let keyed = stage.execution().partition_by.is_some();
             let pre = Arc::get_mut(pre).expect("stages are not shared before the build ends");
-            pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed));
+            pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed, limits.into()));
         }
     }
     Ok((runners, Some(store)))

@@ -70,9 +70,18 @@ pub(super) struct Checkpoints {
 impl Checkpoints {
     /// Whether one is due: input was read since the last, enough of it or
     /// long enough ago, and state was written. With nothing to commit, the
-    /// count starts again instead of asking the store on every line.
+    /// count starts again instead of asking the store on every line. Also
+    /// as soon as the uncommitted state passes half its budget
+    /// (`state.max_pending_bytes`), so that the messages still in flight
+    /// while the pipeline drains have the other half.
     pub(super) fn due(&mut self) -> bool {
-        if self.since == 0 || (self.since < self.every && self.last.elapsed() < self.interval) {
+        if self.since == 0 {
+            return false;
+        }
+        if self.store.pending_past_mark() {
+            return true;
+        }
+        if self.since < self.every && self.last.elapsed() < self.interval {
             return false;
         }
         if self.store.has_pending() {

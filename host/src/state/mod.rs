@@ -9,16 +9,41 @@
 //! Keys are namespaced: `stage name, 0, [partition], key`. A stage with
 //! `partition_by = "key"` gets the message key as its partition
 //! (length-prefixed), so each key's state has one owner.
+//!
+//! Quotas, checked on every write so that a breach ends the call that made
+//! it: the size of a key and of a value, and the bytes (keys and values) a
+//! scope holds, committed and pending together. A scope is a stage, or one
+//! message key of a keyed stage. Each scope's byte count is computed from the
+//! store the first time a run writes to it (a scan of its prefix), then kept
+//! up to date as calls' writes are kept. The pending overlay has a budget of
+//! its own (`state.max_pending_bytes`): past half of it a checkpoint is due,
+//! and a write that would pass it is a breach. The memory backend has no
+//! overlay (writes go straight to its map): its bound is the quotas.
 
+mod clear;
+
+pub use clear::{Cleared, clear_state};
+
+use crate::limits::{Breach, Limits};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const STATE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("state");
-const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-const CHECKPOINT: &str = "checkpoint";
+pub(super) const STATE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("state");
+pub(super) const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+pub(super) const CHECKPOINT: &str = "checkpoint";
+/// What the host holds for a pending entry beyond its key and value bytes
+/// (two `Vec` headers and a share of a B-tree node), so that a flood of
+/// empty values is not free.
+const PENDING_ENTRY_OVERHEAD: usize = 64;
+/// Scopes whose byte counts are kept across a checkpoint; past this many
+/// (a keyed stage seeing many message keys) the counts are dropped at the
+/// checkpoint and computed again when next needed.
+const MAX_KEPT_TOTALS: usize = 10_000;
+/// The default `state.max_pending_bytes`, for stores made in code.
+pub(crate) const DEFAULT_MAX_PENDING: usize = 256 << 20;
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +74,58 @@ pub struct Checkpoint {
 pub(crate) struct StateStore {
     backend: Backend,
     path: PathBuf,
+    /// Writes since the last commit, and the scopes' byte counts.
+    pending: Mutex<Pending>,
+    /// The most bytes `pending` may hold.
+    max_pending: usize,
+}
+
+#[derive(Default)]
+struct Pending {
     /// Writes since the last commit: `None` is a deletion.
-    pending: Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What `writes` holds, by [`pending_size`].
+    bytes: usize,
+    /// Bytes (keys and values) each scope holds, committed and pending, by
+    /// scope prefix: for the scopes written to since they were last counted.
+    totals: HashMap<Vec<u8>, u64>,
+    /// Calls whose writes were kept, to tell whether a count taken without
+    /// the lock is still good.
+    kept: u64,
+}
+
+/// Bytes a pending entry holds in memory.
+fn pending_size(key: &[u8], value: Option<&Vec<u8>>) -> usize {
+    key.len() + value.map_or(0, Vec::len) + PENDING_ENTRY_OVERHEAD
+}
+
+/// A scope's quotas, from its stage's limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    pub(crate) max_key: usize,
+    pub(crate) max_value: usize,
+    pub(crate) max_total: u64,
+}
+
+impl From<&Limits> for Quota {
+    fn from(l: &Limits) -> Self {
+        Quota { max_key: l.max_state_key_bytes, max_value: l.max_state_value_bytes, max_total: l.max_state_bytes }
+    }
+}
+
+/// Why a write was refused.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// It breaks a quota: the call ends with this breach.
+    Limit(Breach),
+    /// The store failed.
+    Store(StateError),
+}
+
+impl From<StateError> for WriteError {
+    fn from(e: StateError) -> Self {
+        WriteError::Store(e)
+    }
 }
 
 enum Backend {
@@ -63,8 +138,14 @@ enum Backend {
 
 impl StateStore {
     /// The store file at `path`, opened when first needed.
-    pub(crate) fn open(path: &Path) -> Self {
-        StateStore { backend: Backend::Redb(Mutex::default()), path: path.into(), pending: Mutex::default() }
+    /// `max_pending`: bytes of uncommitted writes held in memory at most.
+    pub(crate) fn open(path: &Path, max_pending: usize) -> Self {
+        StateStore {
+            backend: Backend::Redb(Mutex::default()),
+            path: path.into(),
+            pending: Mutex::default(),
+            max_pending,
+        }
     }
 
     /// The database, opened (and with `create`, created) if need be; `None`
@@ -96,6 +177,7 @@ impl StateStore {
             backend: Backend::Memory(Mutex::default()),
             path: PathBuf::from("<memory>"),
             pending: Mutex::default(),
+            max_pending: usize::MAX,
         }
     }
 
@@ -110,23 +192,78 @@ impl StateStore {
 
     /// Whether stages wrote anything since the last commit.
     pub(crate) fn has_pending(&self) -> bool {
-        !self.pending().is_empty()
+        !self.pending().writes.is_empty()
     }
 
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
+    /// Whether the pending writes passed half their budget: a checkpoint
+    /// is due, before writes start failing.
+    pub(crate) fn pending_past_mark(&self) -> bool {
+        self.pending().bytes > self.max_pending / 2
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(pending) = self.pending().get(key) {
+        if let Some(pending) = self.pending().writes.get(key) {
             return Ok(pending.clone());
         }
+        self.committed(key, |v| v.to_vec())
+    }
+
+    /// `f` of the committed value of `key`, if any.
+    fn committed<T>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StateError> {
         match &self.backend {
-            Backend::Memory(map) => Ok(map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()),
+            Backend::Memory(map) => Ok(map.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|v| f(v))),
             Backend::Redb(slot) => Ok(self
-                .read(slot, STATE, |table| Ok(table.get(key).map_err(|e| self.error(e))?.map(|v| v.value().to_vec())))?
+                .read(slot, STATE, |table| Ok(table.get(key).map_err(|e| self.error(e))?.map(|v| f(v.value()))))?
                 .flatten()),
         }
+    }
+
+    /// The length of `key`'s value as stages see it (pending over
+    /// committed). Committed lengths are remembered in `memo`: they do not
+    /// change while calls run (checkpoints wait for the pipeline to empty).
+    fn value_len(&self, key: &[u8], memo: &mut HashMap<Vec<u8>, Option<usize>>) -> Result<Option<usize>, StateError> {
+        if let Some(pending) = self.pending().writes.get(key) {
+            return Ok(pending.as_ref().map(Vec::len));
+        }
+        if let Some(len) = memo.get(key) {
+            return Ok(*len);
+        }
+        let len = self.committed(key, <[u8]>::len)?;
+        if self.is_durable() {
+            memo.insert(key.to_vec(), len);
+        }
+        Ok(len)
+    }
+
+    /// Bytes (keys after `prefix`, and values) the scope `prefix` holds,
+    /// committed and pending: counted from the store the first time.
+    fn scope_total(&self, prefix: &[u8]) -> Result<u64, StateError> {
+        loop {
+            let kept = {
+                let pending = self.pending();
+                if let Some(total) = pending.totals.get(prefix) {
+                    return Ok(*total);
+                }
+                pending.kept
+            };
+            // Counted without holding the lock (the scan takes it): if a
+            // call kept writes meanwhile, they may be missing, so count again.
+            let entries = self.scan(prefix, usize::MAX, &BTreeMap::new())?;
+            let total = entries.iter().map(|(k, v)| (k.len() - prefix.len() + v.len()) as u64).sum();
+            let mut pending = self.pending();
+            if pending.kept == kept {
+                return Ok(*pending.totals.entry(prefix.to_vec()).or_insert(total));
+            }
+        }
+    }
+
+    /// Bytes of uncommitted writes held, and the most allowed.
+    fn pending_bytes(&self) -> (usize, usize) {
+        (self.pending().bytes, self.max_pending)
     }
 
     /// Reads `table` in a read transaction; `None` if there is no file or
@@ -146,9 +283,56 @@ impl StateStore {
         }
     }
 
-    /// Adds writes to the pending ones, under one lock.
-    pub(crate) fn set_all(&self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
-        self.pending().extend(writes);
+    /// Adds a call's writes to scope `prefix`, under one lock, and counts
+    /// them into its byte count (if counted) and the pending bytes. `memo`
+    /// holds committed value lengths the call already read. The memory
+    /// backend writes straight into its map: it commits nothing.
+    fn keep(&self, prefix: &[u8], writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>, memo: &HashMap<Vec<u8>, Option<usize>>) {
+        let mut guard = self.pending();
+        let pending = &mut *guard;
+        pending.kept += 1;
+        let mut delta: i64 = 0;
+        let entry = |k: &[u8], len: Option<usize>| len.map_or(0, |l| (k.len() - prefix.len() + l) as i64);
+        match &self.backend {
+            Backend::Memory(map) => {
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                for (k, v) in writes {
+                    let new = entry(&k, v.as_ref().map(Vec::len));
+                    let old = match v {
+                        Some(v) => map.insert(k.clone(), v),
+                        None => map.remove(&k),
+                    };
+                    delta += new - entry(&k, old.as_ref().map(Vec::len));
+                }
+            }
+            Backend::Redb(_) => {
+                for (k, v) in writes {
+                    let old = match pending.writes.get(&k) {
+                        Some(old) => {
+                            pending.bytes -= pending_size(&k, old.as_ref());
+                            old.as_ref().map(Vec::len)
+                        }
+                        // The call's `set` looked it up: committed values do
+                        // not change while calls run. Should the store fail
+                        // here, count the value as new: a count too high
+                        // refuses writes early, never lets one past.
+                        None => match memo.get(&k) {
+                            Some(len) => *len,
+                            None => self.committed(&k, <[u8]>::len).unwrap_or_else(|e| {
+                                tracing::warn!("counting state bytes: {e}");
+                                None
+                            }),
+                        },
+                    };
+                    delta += entry(&k, v.as_ref().map(Vec::len)) - entry(&k, old);
+                    pending.bytes += pending_size(&k, v.as_ref());
+                    pending.writes.insert(k, v);
+                }
+            }
+        }
+        if let Some(total) = pending.totals.get_mut(prefix) {
+            *total = total.saturating_add_signed(delta);
+        }
     }
 
     /// Up to `limit` entries whose key starts with `prefix`, in key order:
@@ -166,7 +350,7 @@ impl StateStore {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        let (pending, ours) = (in_range(&self.pending()), in_range(overlay));
+        let (pending, ours) = (in_range(&self.pending().writes), in_range(overlay));
         // Each deletion over a committed key can hide one of them: read that
         // many more committed entries than asked for.
         let wanted = limit.saturating_add(pending.len() + ours.len());
@@ -198,7 +382,14 @@ impl StateStore {
     /// Commits the pending writes and, in the same transaction, `checkpoint`
     /// (or removes the checkpoint when `None`: the run is complete).
     pub(crate) fn commit(&self, checkpoint: Option<Checkpoint>) -> Result<(), StateError> {
-        let pending = std::mem::take(&mut *self.pending());
+        let pending = {
+            let mut pending = self.pending();
+            pending.bytes = 0;
+            if pending.totals.len() > MAX_KEPT_TOTALS {
+                pending.totals.clear();
+            }
+            std::mem::take(&mut pending.writes)
+        };
         match &self.backend {
             Backend::Memory(map) => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,28 +453,49 @@ pub(crate) struct StateScope {
     store: Arc<StateStore>,
     stage: Arc<str>,
     keyed: bool,
+    quota: Quota,
     /// The namespace of the current call: `stage, 0, [partition]`.
     prefix: Vec<u8>,
     /// This call's writes, by full key: `None` is a deletion.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// How much this call's writes change the scope's byte count.
+    delta: i64,
+    /// What this call's writes will add to the pending ones, at most.
+    pending: usize,
+    /// Committed value lengths this call looked up.
+    memo: HashMap<Vec<u8>, Option<usize>>,
 }
 
 impl StateScope {
-    pub(crate) fn new(store: Arc<StateStore>, stage: Arc<str>, keyed: bool) -> Self {
+    pub(crate) fn new(store: Arc<StateStore>, stage: Arc<str>, keyed: bool, quota: Quota) -> Self {
         let prefix = namespace(&stage, None);
-        StateScope { store, stage, keyed, prefix, writes: BTreeMap::new() }
+        StateScope {
+            store,
+            stage,
+            keyed,
+            quota,
+            prefix,
+            writes: BTreeMap::new(),
+            delta: 0,
+            pending: 0,
+            memo: HashMap::new(),
+        }
     }
 
     /// The call succeeded: its writes go to the store.
     pub(crate) fn keep_writes(&mut self) {
-        if !self.writes.is_empty() {
-            self.store.set_all(std::mem::take(&mut self.writes));
+        let writes = std::mem::take(&mut self.writes);
+        if !writes.is_empty() {
+            self.store.keep(&self.prefix, writes, &self.memo);
         }
+        self.drop_writes();
     }
 
     /// The call failed and will be retried, or trapped: its writes never happened.
     pub(crate) fn drop_writes(&mut self) {
         self.writes.clear();
+        self.memo.clear();
+        (self.delta, self.pending) = (0, 0);
     }
 
     /// Scopes the next call to `key`'s partition (keyed stages only).
@@ -305,9 +517,51 @@ impl StateScope {
         }
     }
 
-    pub(crate) fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) {
-        let key = self.key(key);
-        self.writes.insert(key, value);
+    /// Sets (`None`: deletes) `key`, or refuses a write that breaks a
+    /// quota. Growing a scope past its quota is refused; shrinking one that
+    /// is over it (after the quota was lowered) is not.
+    pub(crate) fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), WriteError> {
+        let q = self.quota;
+        if key.len() > q.max_key {
+            return Err(WriteError::Limit(Breach::StateKey { limit: q.max_key, len: key.len() }));
+        }
+        if let Some(v) = value.as_ref().filter(|v| v.len() > q.max_value) {
+            return Err(WriteError::Limit(Breach::StateValue { limit: q.max_value, len: v.len() }));
+        }
+        let full = self.key(key);
+        let entry = |len: Option<usize>| len.map_or(0, |l| (key.len() + l) as i64);
+        let stored = self.store.value_len(&full, &mut self.memo)?;
+        let old = match self.writes.get(&full) {
+            Some(written) => entry(written.as_ref().map(Vec::len)),
+            None => entry(stored),
+        };
+        let new = entry(value.as_ref().map(Vec::len));
+        if new > old {
+            let total = (self.store.scope_total(&self.prefix)? as i64 + self.delta + new - old).max(0) as u64;
+            if total > q.max_total {
+                return Err(WriteError::Limit(Breach::StateBytes { limit: q.max_total, total, keyed: self.keyed }));
+            }
+        }
+        // Deleting what the store does not hold is no write at all: a call
+        // cannot pile up deletions of keys that never existed.
+        let noop = value.is_none() && stored.is_none();
+        let size = pending_size(&full, value.as_ref());
+        let (pending, max_pending) = self.store.pending_bytes();
+        let would = pending.saturating_add(self.pending).saturating_add(size);
+        if !noop && self.store.is_durable() && would > max_pending {
+            return Err(WriteError::Limit(Breach::StatePending { limit: max_pending, pending: would }));
+        }
+        let previous = if noop {
+            self.writes.remove(&full)
+        } else {
+            self.pending += size;
+            self.writes.insert(full.clone(), value)
+        };
+        if let Some(previous) = previous {
+            self.pending -= pending_size(&full, previous.as_ref());
+        }
+        self.delta += new - old;
+        Ok(())
     }
 
     pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
@@ -347,7 +601,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
     if !path.exists() {
         return Err(StateError { path: path.into(), reason: "no such file: the pipeline has not run yet".into() });
     }
-    let store = StateStore::open(path);
+    let store = StateStore::open(path, DEFAULT_MAX_PENDING);
     let prefix = namespace(stage, None);
     let entries = store.scan(&prefix, usize::MAX, &BTreeMap::new())?;
     Ok(entries
@@ -364,7 +618,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
 
 /// The checkpoint of an unfinished run in the store file at `path`, if any.
 pub fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StateError> {
-    StateStore::open(path).checkpoint()
+    StateStore::open(path, DEFAULT_MAX_PENDING).checkpoint()
 }
 
 fn split_partition(rest: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -377,8 +631,17 @@ fn split_partition(rest: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
+    const ROOMY: Quota = Quota { max_key: 4096, max_value: 1 << 20, max_total: 64 << 20 };
+
     fn scope(store: &Arc<StateStore>, stage: &str, keyed: bool) -> StateScope {
-        StateScope::new(store.clone(), stage.into(), keyed)
+        StateScope::new(store.clone(), stage.into(), keyed, ROOMY)
+    }
+
+    fn breach(result: Result<(), WriteError>) -> String {
+        match result {
+            Err(WriteError::Limit(breach)) => breach.to_string(),
+            other => panic!("expected a breach, got {other:?}"),
+        }
     }
 
     #[test]
@@ -386,20 +649,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         {
-            let store = Arc::new(StateStore::open(&path));
+            let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
             let mut s = scope(&store, "count", false);
-            s.set(b"a", Some(b"1".to_vec()));
-            s.set(b"b", Some(b"2".to_vec()));
+            s.set(b"a", Some(b"1".to_vec())).unwrap();
+            s.set(b"b", Some(b"2".to_vec())).unwrap();
             assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()), "the call sees its own writes");
             s.keep_writes();
             assert_eq!(scope(&store, "count", false).get(b"a").unwrap(), Some(b"1".to_vec()), "visible before commit");
             store.commit(Some(Checkpoint { line: 7, sink_bytes: 10, dead_bytes: 0, complete: false })).unwrap();
-            s.set(b"b", None);
-            s.set(b"c", Some(b"3".to_vec()));
+            s.set(b"b", None).unwrap();
+            s.set(b"c", Some(b"3".to_vec())).unwrap();
             s.keep_writes();
             // Not committed: lost with the process.
         }
-        let store = Arc::new(StateStore::open(&path));
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
         let s = scope(&store, "count", false);
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "the deletion was never committed");
@@ -416,14 +679,14 @@ mod tests {
     fn stages_and_partitions_do_not_see_each_others_keys() {
         let store = Arc::new(StateStore::memory());
         let (mut a, mut keyed) = (scope(&store, "a", false), scope(&store, "k", true));
-        a.set(b"x", Some(b"a".to_vec()));
+        a.set(b"x", Some(b"a".to_vec())).unwrap();
         a.keep_writes();
         keyed.enter(Some(b"user-1"));
-        keyed.set(b"x", Some(b"1".to_vec()));
+        keyed.set(b"x", Some(b"1".to_vec())).unwrap();
         keyed.keep_writes();
         keyed.enter(Some(b"user-2"));
         assert_eq!(keyed.get(b"x").unwrap(), None);
-        keyed.set(b"x", Some(b"2".to_vec()));
+        keyed.set(b"x", Some(b"2".to_vec())).unwrap();
         keyed.keep_writes();
         keyed.enter(Some(b"user-1"));
         assert_eq!(keyed.get(b"x").unwrap(), Some(b"1".to_vec()));
@@ -436,17 +699,151 @@ mod tests {
         let store = Arc::new(StateStore::memory());
         let mut s = scope(&store, "s", false);
         for k in ["p1", "p2", "p3", "q1"] {
-            s.set(k.as_bytes(), Some(k.as_bytes().to_vec()));
+            s.set(k.as_bytes(), Some(k.as_bytes().to_vec())).unwrap();
         }
         s.keep_writes();
         store.commit(None).unwrap();
-        s.set(b"p2", None);
+        s.set(b"p2", None).unwrap();
         s.keep_writes();
-        s.set(b"p0", Some(b"new".to_vec()));
+        s.set(b"p0", Some(b"new".to_vec())).unwrap();
         let keys: Vec<Vec<u8>> = s.scan(b"p", 10).unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [b"p0".to_vec(), b"p1".to_vec(), b"p3".to_vec()]);
         assert_eq!(s.scan(b"p", 2).unwrap().len(), 2);
         s.drop_writes();
         assert_eq!(s.get(b"p0").unwrap(), None, "a dropped call's writes are gone");
+    }
+
+    #[test]
+    fn keys_and_values_over_their_caps_are_named_breaches_and_not_written() {
+        let store = Arc::new(StateStore::memory());
+        let quota = Quota { max_key: 8, max_value: 16, max_total: 1 << 20 };
+        let mut s = StateScope::new(store.clone(), "s".into(), false, quota);
+        s.set(b"12345678", Some(vec![0; 16])).unwrap();
+        assert_eq!(
+            breach(s.set(b"123456789", Some(b"v".to_vec()))),
+            "wrote a state key of 9 bytes, over the 8 allowed (limits.max_state_key_bytes)"
+        );
+        assert_eq!(
+            breach(s.set(b"k", Some(vec![0; 17]))),
+            "wrote a state value of 17 bytes, over the 16 bytes allowed (limits.max_state_value_bytes)"
+        );
+        assert_eq!(breach(s.set(&[b'k'; 9], None)), breach(s.set(b"123456789", Some(vec![]))), "deletes too");
+        s.keep_writes();
+        assert_eq!(s.get(b"k").unwrap(), None);
+        assert_eq!(s.get(b"12345678").unwrap(), Some(vec![0; 16]));
+    }
+
+    #[test]
+    fn a_scope_holds_up_to_its_quota_counting_overwrites_and_deletions() {
+        let store = Arc::new(StateStore::memory());
+        let quota = Quota { max_key: 64, max_value: 64, max_total: 30 };
+        let mut s = StateScope::new(store.clone(), "s".into(), false, quota);
+        s.set(b"a", Some(vec![0; 9])).unwrap(); // 10 bytes
+        s.set(b"b", Some(vec![0; 9])).unwrap(); // 20
+        s.keep_writes();
+        s.set(b"a", Some(vec![0; 19])).unwrap(); // a grows to 20: 30 in all
+        assert_eq!(
+            breach(s.set(b"c", Some(vec![]))),
+            "would hold 31 bytes of state for this stage, over the 30 bytes allowed (limits.max_state_bytes)"
+        );
+        s.drop_writes();
+        s.set(b"c", Some(vec![0; 9])).unwrap(); // the dropped call's growth is forgotten: 30
+        s.keep_writes();
+        assert!(s.set(b"d", Some(vec![])).is_err(), "full");
+        s.set(b"b", None).unwrap();
+        s.set(b"d", Some(vec![0; 9])).unwrap(); // a deletion makes room in the same call
+        s.keep_writes();
+        let mut other = StateScope::new(store.clone(), "t".into(), false, quota);
+        other.set(b"x", Some(vec![0; 29])).unwrap();
+        assert!(other.set(b"y", Some(vec![])).is_err(), "the other stage has its own 30");
+    }
+
+    #[test]
+    fn a_scopes_count_survives_a_restart_and_keyed_partitions_have_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let quota = Quota { max_key: 64, max_value: 64, max_total: 20 };
+        {
+            let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+            let mut s = StateScope::new(store.clone(), "k".into(), true, quota);
+            s.enter(Some(b"u1"));
+            s.set(b"a", Some(vec![0; 19])).unwrap();
+            s.keep_writes();
+            store.commit(None).unwrap();
+        }
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+        let mut s = StateScope::new(store.clone(), "k".into(), true, quota);
+        s.enter(Some(b"u1"));
+        assert_eq!(
+            breach(s.set(b"b", Some(vec![]))),
+            "would hold 21 bytes of state for this message key, over the 20 bytes allowed (limits.max_state_bytes)"
+        );
+        s.set(b"a", Some(vec![0; 18])).unwrap();
+        s.keep_writes();
+        s.enter(Some(b"u2"));
+        s.set(b"a", Some(vec![0; 19])).unwrap();
+        s.keep_writes();
+        s.enter(Some(b"u1"));
+        s.set(b"b", Some(vec![])).unwrap();
+        s.keep_writes();
+        assert!(s.set(b"c", Some(vec![])).is_err());
+    }
+
+    #[test]
+    fn pending_writes_are_bounded_and_a_checkpoint_is_due_at_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = PENDING_ENTRY_OVERHEAD + 2 + 100; // "s\0" + key "k<i>" ... counted below
+        let store = Arc::new(StateStore::open(&dir.path().join("state.redb"), 10 * entry));
+        let mut s = scope(&store, "s", false);
+        let mut kept = 0;
+        for i in 0..100 {
+            match s.set(format!("{i:02}").as_bytes(), Some(vec![0; 98])) {
+                Ok(()) => {
+                    s.keep_writes();
+                    kept += 1;
+                }
+                Err(e) => {
+                    assert!(breach(Err(e)).ends_with("(state.max_pending_bytes)"));
+                    break;
+                }
+            }
+            assert_eq!(store.pending_past_mark(), kept > 5, "after {kept} entries");
+        }
+        assert_eq!(kept, 10, "ten entries of {entry} bytes fill the budget");
+        store.commit(None).unwrap();
+        assert!(!store.pending_past_mark());
+        s.set(b"10", Some(vec![0; 98])).unwrap();
+        s.keep_writes();
+        assert_eq!(s.get(b"09").unwrap().map(|v| v.len()), Some(98), "committed");
+    }
+
+    #[test]
+    fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+        for (stage, keyed) in [("a", false), ("ab", false), ("k", true)] {
+            let mut s = scope(&store, stage, keyed);
+            s.enter(Some(b"u"));
+            s.set(b"x", Some(b"1".to_vec())).unwrap();
+            s.set(b"y", Some(b"2".to_vec())).unwrap();
+            s.keep_writes();
+        }
+        let checkpoint = Checkpoint { line: 3, sink_bytes: 0, dead_bytes: 0, complete: false };
+        store.commit(Some(checkpoint)).unwrap();
+        assert!(clear_state(&path, None).unwrap_err().to_string().contains("is the pipeline running?"));
+        drop(store);
+
+        let cleared = clear_state(&path, Some("a")).unwrap();
+        assert_eq!(
+            cleared,
+            Cleared { entries: 2, bytes: 2 * (b"a\0x".len() as u64 + 1), checkpoint: Some(checkpoint) }
+        );
+        assert!(read_state(&path, "a", false).unwrap().is_empty());
+        assert_eq!(read_state(&path, "ab", false).unwrap().len(), 2, "a stage whose name starts alike is kept");
+        assert_eq!(read_checkpoint(&path).unwrap(), None);
+        let cleared = clear_state(&path, None).unwrap();
+        assert_eq!((cleared.entries, cleared.checkpoint), (4, None));
+        assert!(read_state(&path, "k", true).unwrap().is_empty());
     }
 }

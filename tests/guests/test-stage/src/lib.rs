@@ -15,6 +15,9 @@
 //! - `get:<k>`            -> outputs the state value of `<k>`, or `none`
 //! - `del:<k>`            -> deletes `<k>` from state, outputs `deleted <k>`
 //! - `scan:<prefix>`      -> outputs the state entries under `<prefix>` as `k=v,k=v`
+//! - `setbig:<k>:<bytes>` -> sets `<k>` to that many bytes of `x` in state, outputs `<k>:<bytes>`
+//! - `longkey:<bytes>`    -> sets a key of that many bytes of `k` to `1` in state, outputs `set`
+//! - `len:<k>`            -> outputs the length of the state value of `<k>`, or `none`
 //! - `emit:<n>[:<end>]`   -> emits `e1`..`e<n>`, then: `end` = `invalid` fails the message, `panic` traps,
 //!   anything else (or nothing) returns `final`
 //! - `shortbatch`         -> in a batch, makes `process-batch` return one outcome too few (a broken stage)
@@ -199,6 +202,22 @@ impl Stage for TestStage {
             "del" => {
                 sluice_sdk::state::delete(arg.as_bytes());
                 Ok(vec![Message::new(format!("deleted {arg}"))])
+            }
+            "setbig" => {
+                let (key, bytes) = arg.split_once(':').ok_or_else(|| StageError::invalid("setbig:<k>:<bytes>"))?;
+                let n: usize = bytes.parse().map_err(|_| StageError::invalid("setbig needs a byte count"))?;
+                sluice_sdk::state::set(key.as_bytes(), &vec![b'x'; n]);
+                Ok(vec![Message::new(format!("{key}:{n}"))])
+            }
+            "longkey" => {
+                let n: usize = arg.parse().map_err(|_| StageError::invalid("longkey needs a byte count"))?;
+                sluice_sdk::state::set(&vec![b'k'; n], b"1");
+                Ok(vec![Message::new("set")])
+            }
+            "len" => {
+                let len =
+                    sluice_sdk::state::get(arg.as_bytes()).map_or_else(|| "none".to_string(), |v| v.len().to_string());
+                Ok(vec![Message::new(len)])
             }
             "scan" => {
                 let entries: Vec<String> = sluice_sdk::state::scan(arg.as_bytes(), 100)
