@@ -4,7 +4,11 @@
 wasmtime::component::bindgen!({
     world: "plugin",
     path: "../wit",
-    imports: { "sluice:pipeline/state": async | trappable, default: async },
+    imports: {
+        "sluice:pipeline/state": async | trappable,
+        "sluice:pipeline/emit": async | trappable,
+        default: async,
+    },
     exports: { default: async },
     additional_derives: [PartialEq, Eq],
 });

@@ -8,11 +8,20 @@
 //! | `memory`                   | 128 MiB   | [`StageLimiter`], per instance                     |
 //! | `max_outputs`              | 10000     | checked on each result                             |
 //! | `max_output_bytes`         | 16 MiB    | checked on each result, per output message         |
+//! | `max_total_output_bytes`   | 64 MiB    | all outputs of one input, emitted ones included    |
 //! | `max_log_records`          | 100       | log and stdio lines per message; the rest dropped  |
 //! | `max_consecutive_failures` | 1000      | circuit breaker: stops the pipeline                |
+//! | `init_timeout`             | 60s       | instantiation and `init` of every instance         |
 //! | `max_state_key_bytes`      | 4 KiB     | on each state `set`/`delete`                       |
 //! | `max_state_value_bytes`    | 1 MiB     | on each state `set`                                |
 //! | `max_state_bytes`          | 64 MiB    | keys + values per stage (per message key if keyed) |
+//! | `max_http_requests`        | 64        | outbound HTTP in flight per stage; more wait       |
+//! | `max_http_requests_per_instance` | 16  | in flight per instance; more fail (error value)    |
+//!
+//! Strings a guest hands the host (error reasons, `init` refusals) are cut to
+//! [`MAX_REASON_BYTES`], and log records and stdio lines to 4 KiB, with a
+//! marker. Control characters in anything a guest writes to the host's log
+//! are escaped ([`log_safe`]), so that a stage cannot forge a host log line.
 //!
 //! A batch (`batch` in the pipeline file) runs under the fuel, timeout and log
 //! records of that many messages; if it breaks one, its messages run again
@@ -41,18 +50,67 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// (an interpreter's, for Python or JavaScript stages).
 const INIT_FUEL: u64 = 50_000_000_000;
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest error reason or `init` refusal kept from a guest, in bytes.
+pub(crate) const MAX_REASON_BYTES: usize = 4096;
+/// What the host holds for each header beyond its name and value bytes (the
+/// `String` and `Vec` of `Header`): a message of a million empty headers is
+/// not free.
+pub(crate) const HEADER_OVERHEAD: usize = std::mem::size_of::<crate::bindings::Header>();
 pub(crate) const MAX_INSTANCES: usize = 100;
 pub(crate) const MAX_TABLES: usize = 100;
 pub(crate) const MAX_MEMORIES: usize = 20;
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Resource handles (streams, pollables, ...) a stage may hold at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
+/// An instance holding more handles than this after a call is replaced
+/// before its next message: a guest that leaks handles (jco's `fetch` leaks
+/// about 7 per request) would otherwise fail a message when the table fills.
+/// A quarter of the table is left for the call in progress.
+pub(crate) const RECYCLE_AT_RESOURCES: usize = MAX_RESOURCES / 4 * 3;
 
-/// A message's size for `max_output_bytes`: value, key and headers.
+/// A message's size for the output caps: value, key and headers, each
+/// header counted with what the host holds for it.
 pub(crate) fn message_bytes(m: &crate::bindings::Message) -> usize {
     m.value.len()
         + m.key.as_ref().map_or(0, Vec::len)
-        + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+        + m.headers.iter().map(|h| h.name.len() + h.value.len() + HEADER_OVERHEAD).sum::<usize>()
+}
+
+/// Cuts a string from a guest to `max` bytes, on a character boundary,
+/// saying how much was cut.
+pub(crate) fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" [cut: {more} more bytes]"));
+}
+
+/// A reason (an error, a refusal) from a guest, cut to [`MAX_REASON_BYTES`].
+pub(crate) fn clamp_reason(mut reason: String) -> String {
+    cut(&mut reason, MAX_REASON_BYTES);
+    reason
+}
+
+/// Guest text for the host's log or terminal: control characters escaped,
+/// so that it stays on one line and cannot pass for the host's own output
+/// (or move a terminal's cursor).
+pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped.into_iter().flatten().chain((!c.is_control()).then_some(c))
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A limit that can be switched off with `"unlimited"` / `"none"`.
@@ -89,6 +147,24 @@ impl<'de> Deserialize<'de> for Limit<u64> {
     }
 }
 
+impl<'de> Deserialize<'de> for Limit<ByteSize> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Limit::Max(ByteSize(n))),
+            Raw::Text(t) if t == "unlimited" => Ok(Limit::Unlimited),
+            Raw::Text(t) => t.parse().map(Limit::Max).map_err(|e| {
+                serde::de::Error::custom(format!("expected a size such as \"8GiB\", or \"unlimited\": {e}"))
+            }),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Limit<Duration> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -121,6 +197,10 @@ pub struct LimitsConfig {
     pub max_log_records: Option<u32>,
     /// Failures in a row (errors or traps) after which the pipeline stops; 0 never stops.
     pub max_consecutive_failures: Option<u32>,
+    /// Bytes of all the outputs of one input together (emitted ones included).
+    pub max_total_output_bytes: Option<ByteSize>,
+    /// Wall-clock time for a fresh instance's start-up and `init`, or `"none"`.
+    pub init_timeout: Option<Limit<Duration>>,
     /// Bytes of one state key (as the stage writes it).
     pub max_state_key_bytes: Option<ByteSize>,
     /// Bytes of one state value.
@@ -128,6 +208,12 @@ pub struct LimitsConfig {
     /// Bytes of state (keys and values) a stage may hold: per message key
     /// with `partition_by = "key"`.
     pub max_state_bytes: Option<ByteSize>,
+    /// Outbound HTTP requests in flight at once over all of a stage's
+    /// instances; more wait for one to finish.
+    pub max_http_requests: Option<usize>,
+    /// Outbound HTTP requests in flight at once in one instance; more fail
+    /// with an error value.
+    pub max_http_requests_per_instance: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -141,9 +227,15 @@ impl LimitsConfig {
             max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
             max_log_records: self.max_log_records.or(fallback.max_log_records),
             max_consecutive_failures: self.max_consecutive_failures.or(fallback.max_consecutive_failures),
+            max_total_output_bytes: self.max_total_output_bytes.or(fallback.max_total_output_bytes),
+            init_timeout: self.init_timeout.or(fallback.init_timeout),
             max_state_key_bytes: self.max_state_key_bytes.or(fallback.max_state_key_bytes),
             max_state_value_bytes: self.max_state_value_bytes.or(fallback.max_state_value_bytes),
             max_state_bytes: self.max_state_bytes.or(fallback.max_state_bytes),
+            max_http_requests: self.max_http_requests.or(fallback.max_http_requests),
+            max_http_requests_per_instance: self
+                .max_http_requests_per_instance
+                .or(fallback.max_http_requests_per_instance),
         }
     }
 
@@ -157,9 +249,13 @@ impl LimitsConfig {
             max_output_bytes: self.max_output_bytes.unwrap_or(ByteSize::mib(16)).as_u64() as usize,
             max_log_records: self.max_log_records.unwrap_or(100),
             max_consecutive_failures: self.max_consecutive_failures.unwrap_or(1000),
+            max_total_output_bytes: self.max_total_output_bytes.unwrap_or(ByteSize::mib(64)).as_u64() as usize,
+            init_timeout: self.init_timeout.unwrap_or(Limit::Max(INIT_TIMEOUT)).get(),
             max_state_key_bytes: self.max_state_key_bytes.unwrap_or(ByteSize::kib(4)).as_u64() as usize,
             max_state_value_bytes: self.max_state_value_bytes.unwrap_or(ByteSize::mib(1)).as_u64() as usize,
             max_state_bytes: self.max_state_bytes.unwrap_or(ByteSize::mib(64)).as_u64(),
+            max_http_requests: self.max_http_requests.unwrap_or(64),
+            max_http_requests_per_instance: self.max_http_requests_per_instance.unwrap_or(16),
         }
     }
 }
@@ -181,12 +277,20 @@ pub struct Limits {
     pub max_log_records: u32,
     /// Failures in a row before the pipeline stops; 0: never.
     pub max_consecutive_failures: u32,
+    /// Bytes of all the outputs of one input together.
+    pub max_total_output_bytes: usize,
+    /// Wall-clock time for instantiation and `init`; `None`: none.
+    pub init_timeout: Option<Duration>,
     /// Bytes of one state key.
     pub max_state_key_bytes: usize,
     /// Bytes of one state value.
     pub max_state_value_bytes: usize,
     /// Bytes of state per stage, or per message key for keyed stages.
     pub max_state_bytes: u64,
+    /// Outbound HTTP requests in flight at once, per stage (the rest wait).
+    pub max_http_requests: usize,
+    /// Outbound HTTP requests in flight at once, per instance (the rest fail).
+    pub max_http_requests_per_instance: usize,
 }
 
 impl Limits {
@@ -196,7 +300,7 @@ impl Limits {
     }
 
     pub(crate) fn init_timeout(&self) -> Option<Duration> {
-        self.timeout.map(|t| t.max(INIT_TIMEOUT))
+        self.init_timeout
     }
 }
 
@@ -225,6 +329,13 @@ pub(crate) enum Breach {
         produced: usize,
         index: usize,
     },
+    /// All the outputs of one input, emitted and returned.
+    TotalOutputBytes {
+        limit: usize,
+        produced: usize,
+    },
+    /// Instantiation and `init` took too long.
+    InitTimeout(Duration),
     /// A state key longer than allowed.
     StateKey {
         limit: usize,
@@ -280,6 +391,17 @@ impl fmt::Display for Breach {
                 "produced an output of {} (output {index}), over the {} allowed (limits.max_output_bytes)",
                 ByteSize(*produced as u64).display().iec(),
                 ByteSize(*limit as u64).display().iec()
+            ),
+            Breach::TotalOutputBytes { limit, produced } => write!(
+                f,
+                "produced at least {} of outputs for one input, over the {} allowed (limits.max_total_output_bytes)",
+                ByteSize(*produced as u64).display().iec(),
+                ByteSize(*limit as u64).display().iec()
+            ),
+            Breach::InitTimeout(t) => write!(
+                f,
+                "took longer than the {} allowed to start an instance and run `init` (limits.init_timeout)",
+                humantime::format_duration(*t)
             ),
             Breach::StateKey { limit, len } => {
                 write!(f, "wrote a state key of {len} bytes, over the {limit} allowed (limits.max_state_key_bytes)")

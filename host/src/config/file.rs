@@ -36,6 +36,10 @@ pub struct PipelineConfig {
     file: Option<PathBuf>,
     #[serde(skip)]
     text: Option<String>,
+    /// Whether the run adds to the output and dead-letter files instead of
+    /// replacing them; a run option, not a pipeline-file key.
+    #[serde(skip)]
+    append: bool,
 }
 
 /// Where messages come from.
@@ -131,6 +135,11 @@ pub struct EngineConfig {
     /// Where instances' memories, tables and stacks come from.
     #[serde(default)]
     pub allocator: Allocator,
+    /// Memory all stages' instances may use at once (`concurrency ×
+    /// limits.memory`, summed), checked when the pipeline is built. Default:
+    /// the machine's memory (or its cgroup's limit); `"unlimited"` to skip.
+    #[serde(default)]
+    pub memory_budget: Option<crate::limits::Limit<bytesize::ByteSize>>,
 }
 
 /// Where instances' memories, tables and stacks come from.
@@ -206,6 +215,9 @@ pub struct StageConfig {
     /// instance's memory is seen by the next one.
     #[serde(default)]
     isolate: bool,
+    /// A fresh instance after this many messages (e.g. a guest that leaks).
+    #[serde(default)]
+    recycle_after: Option<Spanned<u64>>,
     /// What happens to emitted messages if the stage then fails the input.
     #[serde(default)]
     emit: EmitMode,
@@ -313,6 +325,8 @@ pub struct Execution {
     pub batch: usize,
     /// A fresh instance for every message.
     pub isolate: bool,
+    /// A fresh instance after this many messages; `None`: only when needed.
+    pub recycle_after: Option<u64>,
     /// When emitted messages go downstream.
     pub emit: EmitMode,
 }
@@ -370,6 +384,7 @@ impl StageConfig {
             retries: RetryConfig::default(),
             batch: None,
             isolate: false,
+            recycle_after: None,
             emit: EmitMode::default(),
             native: None,
         }
@@ -419,6 +434,12 @@ impl StageConfig {
     /// Runs every message in a fresh instance.
     pub fn with_isolation(mut self, isolate: bool) -> Self {
         self.isolate = isolate;
+        self
+    }
+
+    /// Replaces each instance after `n` messages.
+    pub fn with_recycle_after(mut self, n: u64) -> Self {
+        self.recycle_after = Some(Spanned::new(0..0, n));
         self
     }
 
@@ -473,6 +494,7 @@ impl StageConfig {
             retries: self.retries,
             batch: self.batch.as_ref().map_or_else(|| self.default_batch(), |b| *b.get_ref()),
             isolate: self.isolate,
+            recycle_after: self.recycle_after.as_ref().map(|n| *n.get_ref()),
             emit: self.emit,
         }
     }
@@ -533,6 +555,7 @@ impl PipelineConfig {
             stages: Vec::new(),
             file: None,
             text: None,
+            append: false,
         }
     }
 
@@ -730,7 +753,10 @@ impl PipelineConfig {
                 );
             }
             let plugin = self.resolve(stage.plugin.get_ref());
-            if stage.native.is_none() && !plugin.is_file() {
+            // A path that exists but is not a file (a directory, a FIFO) is
+            // named as such when the stage is loaded.
+            let missing = std::fs::metadata(&plugin).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if stage.native.is_none() && missing {
                 err(stage.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
             }
             for (guest, host) in &stage.grants.get_ref().read_dirs {
@@ -753,6 +779,9 @@ impl PipelineConfig {
             }
             if *stage.buffer.get_ref() == 0 {
                 err(stage.buffer.span(), format!("stage `{name}`: buffer must be at least 1"));
+            }
+            if let Some(n) = stage.recycle_after.as_ref().filter(|n| *n.get_ref() == 0) {
+                err(n.span(), format!("stage `{name}`: recycle_after must be at least 1 (or left out)"));
             }
             if let Some(batch) = &stage.batch {
                 if *batch.get_ref() == 0 {
@@ -830,6 +859,20 @@ impl PipelineConfig {
     pub fn set_output(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.sink.path = Some(path.into());
         self
+    }
+
+    /// With `true`, the run keeps what the output and dead-letter files hold
+    /// and writes its lines after it, e.g. to resume an interrupted run with
+    /// [`SourceConfig::skip_lines`]. The files are still replaced only when
+    /// the run succeeds, so a failed run leaves them as they were.
+    pub fn set_append(&mut self, append: bool) -> &mut Self {
+        self.append = append;
+        self
+    }
+
+    /// Whether the run appends to its output files (see [`Self::set_append`]).
+    pub fn append(&self) -> bool {
+        self.append
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one `wasmtime::Engine` a pipeline compiles and runs its stages with.
 
 mod cache;
+pub(crate) mod memory;
 
 pub(crate) use cache::CompileCache;
 

@@ -6,7 +6,9 @@ use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
 use crate::config::{Allocator, PipelineConfig, StateBackend};
+use crate::engine::memory::{self, StageMemory};
 use crate::engine::{Instrumentation, Pool, new_engine};
+use crate::limits::Limit;
 use crate::stage::{StagePre, StageSpec, StoreData};
 use crate::state::{StateScope, StateStore};
 use std::sync::Arc;
@@ -90,8 +92,9 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     // stage has a budget (the defaults do).
     let inst = Instrumentation {
         fuel: limits.iter().any(|l| l.fuel.is_some()),
-        epochs: limits.iter().any(|l| l.timeout.is_some()),
+        epochs: limits.iter().any(|l| l.timeout.is_some() || l.init_timeout.is_some()),
     };
+    check_memory_budget(config, &limits)?;
     let pool = (config.engine().allocator == Allocator::Pooling).then(|| pool_size(config, &limits));
     let engine = new_engine(inst, pool).map_err(|e| {
         let hint = if pool.is_some() {
@@ -159,7 +162,22 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     let store = Arc::new(match config.state().backend {
         StateBackend::Memory => StateStore::memory(),
         StateBackend::Redb => match config.state_path() {
-            Some(path) => StateStore::open(&path, config.state().max_pending_bytes.as_u64() as usize),
+            Some(path) => {
+                // The file is created at the first checkpoint, mid-run: a
+                // directory that cannot hold it must stop the run before it
+                // starts, not after it has written `.partial` files.
+                if let Some(reason) = (!path.is_file()).then(|| crate::io::cannot_create(&path)).flatten() {
+                    let key = if config.state().path.is_some() { "[state] path" } else { "the default [state] path" };
+                    let message = format!(
+                        "{key}: cannot create the state file {}: {reason}. Create the directory, or set `path` \
+                         under [state] to a file in a writable one",
+                        path.display()
+                    );
+                    let error = crate::config::ConfigError::new(config.file(), None, None, message);
+                    return Err(BuildError::Config(crate::config::ConfigErrors(vec![error])));
+                }
+                StateStore::open(&path, config.state().max_pending_bytes.as_u64() as usize)
+            }
             None => StateStore::memory(),
         },
     });
@@ -182,6 +200,31 @@ enum Loading {
 /// Every instance the pipeline can have alive at once: `concurrency` per
 /// stage, plus one each for the replacement made while a trapped instance is
 /// still being dropped.
+/// Refuses a pipeline whose stages' instances could use more memory at once
+/// than `[engine] memory_budget` (default: the machine's memory).
+fn check_memory_budget(config: &PipelineConfig, limits: &[crate::limits::Limits]) -> Result<(), BuildError> {
+    let (budget, from_machine) = match config.engine().memory_budget {
+        Some(Limit::Unlimited) => return Ok(()),
+        Some(Limit::Max(budget)) => (budget.as_u64(), false),
+        None => match memory::available() {
+            Some(budget) => (budget, true),
+            None => return Ok(()),
+        },
+    };
+    let stages = config
+        .stages()
+        .iter()
+        .zip(limits)
+        .filter(|(s, _)| s.native_stage().is_none())
+        .map(|(s, l)| StageMemory {
+            stage: s.name().to_string(),
+            concurrency: s.execution().concurrency,
+            memory: l.memory as u64,
+        })
+        .collect();
+    Ok(memory::check(stages, budget, from_machine)?)
+}
+
 fn pool_size(config: &PipelineConfig, limits: &[crate::limits::Limits]) -> Pool {
     let wasm = config.stages().iter().filter(|s| s.native_stage().is_none());
     let instances: usize = wasm.map(|s| s.execution().concurrency + 1).sum::<usize>().max(1);

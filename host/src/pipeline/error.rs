@@ -37,6 +37,9 @@ pub enum BuildError {
     /// The state store could not be opened.
     #[error("{0}")]
     State(#[from] crate::state::StateError),
+    /// The stages' instances together could use more memory than the budget.
+    #[error("{0}")]
+    MemoryBudget(#[from] crate::engine::memory::OverBudget),
     /// One or more stages could not be loaded.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Stages(Vec<StageLoadError>),
@@ -63,7 +66,11 @@ pub enum RunError {
     },
     /// A fresh instance of a stage (after a trap, for more concurrency, or
     /// for an isolated message) could not be made.
-    #[error("stage `{stage}` cannot make a new instance: {error}")]
+    #[error(
+        "stage `{stage}` cannot make a new instance: {error}. The run stopped; its last checkpoint is kept, and \
+         running it again resumes from there. {}",
+        restart_hint(stage)
+    )]
     Restart {
         /// The stage's name.
         stage: String,
@@ -108,4 +115,12 @@ pub enum RunError {
     /// A pipeline task ended abnormally (a bug in sluice).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What to try when a stage can no longer start an instance.
+pub(crate) fn restart_hint(stage: &str) -> String {
+    format!(
+        "If the stage's state makes `init` fail, `sluice state PIPELINE --stage {stage}` shows it and \
+         `sluice state --clear --stage {stage} PIPELINE` removes it; `limits.init_timeout` bounds `init`"
+    )
 }

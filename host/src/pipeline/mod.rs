@@ -5,6 +5,7 @@ mod builder;
 mod checkpoint;
 mod dead_letter;
 mod error;
+mod halt;
 mod running;
 mod stage_task;
 mod stats;

@@ -6,6 +6,7 @@ use super::Pipeline;
 use super::checkpoint::{Checkpoints, Flush, Settle, commit};
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
+use super::halt::Halt;
 use super::stage_task::{EmitPlan, StageTask};
 use super::stats::{RunReport, Stats};
 use crate::bindings::Message;
@@ -74,9 +75,11 @@ pub(super) async fn run(
         Some(store) => recover(store, &config).await?,
         None => None,
     };
+    // Appending (resuming an interrupted run) keeps what the files hold.
+    let append = config.append();
     let open = |path: &std::path::Path, mode, resume_at: Option<u64>| match &durable {
-        Some(_) => Output::resumable(path, mode, resume_at),
-        None => Output::file(path, mode),
+        Some(_) => Output::resumable(path, mode, resume_at, append),
+        None => Output::file(path, mode, append),
     };
     let output_path = config.output_path().unwrap_or_else(|| PathBuf::from("-"));
     let output = match config.output_path() {
@@ -95,6 +98,21 @@ pub(super) async fn run(
         source.skip_lines = source.skip_lines.max(checkpoint.line);
     }
     let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
+    // Without checkpoints, a stage that can no longer start stops the run as
+    // an interrupt does (with them, the run fails and resumes from its last).
+    let halt = durable.is_none().then(|| Arc::new(Halt::new()));
+    let shutdown = {
+        let halt = halt.clone();
+        async move {
+            match halt {
+                Some(halt) => tokio::select! {
+                    () = shutdown => {}
+                    () = halt.stopped() => {}
+                },
+                None => shutdown.await,
+            }
+        }
+    };
     let (sink_flush_tx, sink_flush) = channel::<Flush>(1);
     let (dead_flush_tx, dead_flush) = channel::<Flush>(1);
     let checkpoints = durable.clone().zip(settle.clone()).map(|(store, settle)| Checkpoints {
@@ -136,19 +154,27 @@ pub(super) async fn run(
             failures_in_a_row: 0,
             emit: EmitPlan::Unused,
             settle: settle.clone(),
+            halt: halt.clone(),
+            stuck: false,
         };
         stage_tasks.push(tokio::spawn(task.run(rx, tx)));
         rx = next_rx;
     }
 
-    let sink = Sink { format: config.sink().format, dead: dead_tx, stats: stats.clone(), settle: settle.clone() };
+    let sink = Sink {
+        format: config.sink().format,
+        dead: dead_tx,
+        stats: stats.clone(),
+        settle: settle.clone(),
+        halt: halt.clone(),
+    };
     let sink_task: Task<Output> = tokio::spawn(write_sink(rx, output, output_path.clone(), sink, sink_flush));
     let dead_task: Task<Output> = tokio::spawn(write_dead_letters(
         dead_rx,
         dead_output,
         dead_path,
         input_label,
-        (stats.clone(), settle),
+        (stats.clone(), settle, halt.clone()),
         dead_flush,
     ));
 
@@ -220,6 +246,18 @@ pub(super) async fn run(
     }
     let mut report = stats.report(started.elapsed());
     report.stopped_after_line = stopped_after_line;
+    if let Some(halted) = halt.as_ref().and_then(|h| h.halted()) {
+        // Lines after the cut were read but not all finished: they are read
+        // again on resume, so nothing of theirs was written.
+        let cut = halt.as_ref().and_then(|h| h.cut()).unwrap_or(0);
+        report.stopped_after_line = Some(stopped_after_line.map_or(cut, |line| line.min(cut)));
+        report.stop_reason = Some(format!(
+            "{} ({} messages it had not processed, from input line {}, are read again on resume)",
+            halted.reason,
+            halted.unfinished,
+            cut + 1
+        ));
+    }
     Ok(report)
 }
 
@@ -337,6 +375,8 @@ struct Sink {
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
     settle: Option<Arc<Settle>>,
+    /// Outputs of input lines a halted run will read again are not written.
+    halt: Option<Arc<Halt>>,
 }
 
 async fn write_sink(
@@ -346,7 +386,7 @@ async fn write_sink(
     sink: Sink,
     mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
-    let Sink { format, dead, stats, settle } = sink;
+    let Sink { format, dead, stats, settle, halt } = sink;
     let mut batch = Vec::with_capacity(SINK_BATCH);
     loop {
         tokio::select! {
@@ -359,6 +399,9 @@ async fn write_sink(
         }
         let mut written = 0;
         for Envelope { message, origin } in batch.drain(..) {
+            if halt.as_ref().is_some_and(|h| !h.keeps(origin.line)) {
+                continue;
+            }
             if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
                 // Keep one document per line. In valid JSON a raw line break can
                 // only be whitespace between tokens, so blanking it changes
@@ -396,7 +439,7 @@ async fn write_dead_letters(
     mut output: Output,
     path: PathBuf,
     input_label: String,
-    (stats, settle): (Arc<Stats>, Option<Arc<Settle>>),
+    (stats, settle, halt): (Arc<Stats>, Option<Arc<Settle>>, Option<Arc<Halt>>),
     mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
     loop {
@@ -411,6 +454,9 @@ async fn write_dead_letters(
                 continue;
             }
         };
+        if halt.as_ref().is_some_and(|h| !h.keeps(letter.origin.line)) {
+            continue;
+        }
         output
             .write_line(&letter.to_json_line(&input_label))
             .await

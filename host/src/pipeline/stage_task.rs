@@ -18,14 +18,15 @@
 
 use super::checkpoint::Settle;
 use super::dead_letter::{DeadLetter, Kind, Origin};
-use super::error::RunError;
+use super::error::{RunError, restart_hint};
+use super::halt::Halt;
 use super::running::{Envelope, TaskError, send_dead};
 use super::stats::{StageCounters, Stats};
 use crate::bindings::{Message, StageError};
-use crate::capabilities::emit::EmitTarget;
+use crate::capabilities::emit::{EmitTarget, Emitted};
 use crate::config::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
-use crate::limits::{Breach, Limits};
-use crate::stage::{NativeStage, StageInstance, StagePre, Trap};
+use crate::limits::{Breach, Limits, log_safe};
+use crate::stage::{LoadError, NativeStage, StageInstance, StagePre, Trap};
 use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use std::collections::{HashMap, VecDeque};
@@ -81,6 +82,13 @@ pub(super) struct StageTask {
     pub(super) emit: EmitPlan,
     /// Messages in the pipeline, when it checkpoints.
     pub(super) settle: Option<Arc<Settle>>,
+    /// Stops the run if this stage can no longer start an instance; `None`
+    /// when the run checkpoints (it then fails, and resumes from its last
+    /// checkpoint).
+    pub(super) halt: Option<Arc<Halt>>,
+    /// Set once this stage could not start: it runs nothing more, and every
+    /// message it gets is left for the resumed run.
+    pub(super) stuck: bool,
 }
 
 /// A job's messages, and the instance they ran in: `None` if it trapped, or
@@ -88,6 +96,15 @@ pub(super) struct StageTask {
 struct Ran {
     instance: Option<StageInstance>,
     done: Vec<Done>,
+    /// Set if a fresh instance was needed and could not be made: why, and
+    /// the job's messages that did not run.
+    stuck: Option<Stuck>,
+}
+
+/// A job that could not go on: no instance could be made for it.
+struct Stuck {
+    error: LoadError,
+    messages: Vec<Envelope>,
 }
 
 /// A message through the stage: what came of it.
@@ -96,7 +113,7 @@ struct Done {
     /// Outputs the stage emitted and sent downstream at once, over every
     /// attempt (for the counters), and in the last one (for the caps).
     sent: usize,
-    sent_last: usize,
+    sent_last: Emitted,
     result: Result<Vec<Message>, Failure>,
     retries: u32,
     latency: Duration,
@@ -107,14 +124,7 @@ enum Failure {
     Trapped(Trap),
 }
 
-/// A job that could not run: no instance could be made for it.
-struct JobFailed {
-    error: RunError,
-    /// The messages it held, no longer in flight.
-    messages: usize,
-}
-
-type Job = AbortOnDrop<Result<Ran, JobFailed>>;
+type Job = AbortOnDrop<Ran>;
 
 /// A spawned job that is cancelled if dropped: when a stage fails, or a
 /// drain times out, its running jobs (and their host I/O) stop with it
@@ -156,7 +166,7 @@ impl InFlight {
         }
     }
 
-    async fn next(&mut self) -> Option<Result<Result<Ran, JobFailed>, tokio::task::JoinError>> {
+    async fn next(&mut self) -> Option<Result<Ran, tokio::task::JoinError>> {
         match self {
             InFlight::Ordered(f) => f.next().await,
             InFlight::Unordered(f) => f.next().await,
@@ -225,9 +235,11 @@ impl StageTask {
                 () = tx.closed() => return Err(TaskError::Closed),
             }
             self.count_in(batch.len());
-            let (runner, instance, emit) = (self.runner.clone(), self.idle.pop(), self.emit.clone());
-            let ran = job(runner, instance, batch, self.exec.retries, self.exec.isolate, emit).await;
-            let ran = self.ended(ran)?;
+            if self.stuck {
+                self.leave(batch);
+                continue;
+            }
+            let ran = job(self.runner.clone(), self.idle.pop(), batch, self.plan()).await;
             self.finish_all(ran, &tx).await?;
         }
     }
@@ -238,12 +250,41 @@ impl StageTask {
         counters.in_flight.fetch_add(messages as u64, Relaxed);
     }
 
-    /// A job's result; on a fatal error, its messages are no longer in flight either.
-    fn ended(&self, ran: Result<Ran, JobFailed>) -> Result<Ran, RunError> {
-        ran.map_err(|JobFailed { error, messages }| {
-            self.counters().in_flight.fetch_sub(messages as u64, Relaxed);
-            error
-        })
+    /// How this stage's jobs run.
+    fn plan(&self) -> JobPlan {
+        let exec = &self.exec;
+        JobPlan {
+            retry: exec.retries,
+            isolate: exec.isolate,
+            recycle_after: exec.recycle_after,
+            emit: self.emit.clone(),
+        }
+    }
+
+    /// The stage could not make an instance: without checkpoints the run
+    /// stops as an interrupt does and `messages` are left for the resumed
+    /// run; with them, the run fails and resumes from its last checkpoint.
+    fn get_stuck(&mut self, Stuck { error, messages }: Stuck) -> Result<(), RunError> {
+        let stage = self.runner.name().to_string();
+        let Some(halt) = &self.halt else {
+            self.counters().in_flight.fetch_sub(messages.len() as u64, Relaxed);
+            return Err(RunError::Restart { stage, error });
+        };
+        let first = messages.iter().map(|e| e.origin.line).min().unwrap_or(u64::MAX);
+        halt.stop(|| format!("stage `{stage}` cannot start a new instance: {error}. {}", restart_hint(&stage)), first);
+        tracing::error!(stage, "cannot start a new instance, stopping the run: {}", log_safe(&error.to_string()));
+        self.stuck = true;
+        self.leave(messages);
+        Ok(())
+    }
+
+    /// Messages this stage will not run (it cannot start): redone on resume.
+    fn leave(&self, messages: Vec<Envelope>) {
+        let halt = self.halt.as_ref().expect("only a halting stage leaves messages");
+        self.counters().in_flight.fetch_sub(messages.len() as u64, Relaxed);
+        if let Some(first) = messages.iter().map(|e| e.origin.line).min() {
+            halt.unfinished(first, messages.len() as u64);
+        }
     }
 
     async fn run_parallel(mut self, mut rx: Receiver<Envelope>, tx: Sender<Envelope>) -> Result<(), TaskError> {
@@ -268,12 +309,21 @@ impl StageTask {
                 Some(joined) = in_flight.next(), if in_flight.len() > 0 => {
                     let ran = joined
                         .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.runner.name())))?;
-                    let ran = self.ended(ran)?;
                     // Keyed jobs hold one message each.
-                    let key = ran.done.first().filter(|_| keyed).map(|d| key_of(&d.envelope.message));
+                    let key = ran.done.first().map(|d| &d.envelope)
+                        .or_else(|| ran.stuck.as_ref().and_then(|s| s.messages.first()))
+                        .filter(|_| keyed)
+                        .map(|e| key_of(&e.message));
                     self.finish_all(ran, &tx).await?;
                     if let Some(key) = key {
                         match busy.get_mut(&key).and_then(VecDeque::pop_front) {
+                            Some(next) if self.stuck => {
+                                waiting -= 1;
+                                // The rest of the key's queue follows when this entry is removed.
+                                let rest: Vec<Envelope> = busy.remove(&key).into_iter().flatten().collect();
+                                waiting -= rest.len();
+                                self.leave(std::iter::once(next).chain(rest).collect());
+                            }
                             Some(next) => {
                                 waiting -= 1;
                                 self.counters().in_flight.fetch_add(1, Relaxed);
@@ -287,6 +337,10 @@ impl StageTask {
                 }
                 received = rx.recv_many(&mut batch, take), if input_open && room => match received {
                     0 => input_open = false,
+                    _ if self.stuck => {
+                        self.count_in(batch.len());
+                        self.leave(std::mem::take(&mut batch));
+                    }
                     _ if keyed => {
                         let envelope = batch.pop().expect("one message received");
                         self.counters().input.fetch_add(1, Relaxed);
@@ -319,8 +373,7 @@ impl StageTask {
     /// Starts a job on the runtime, so CPU-bound stages use every core. The
     /// caller counts its messages in flight.
     fn spawn(&mut self, batch: Vec<Envelope>) -> Job {
-        let (runner, instance, exec) = (self.runner.clone(), self.idle.pop(), &self.exec);
-        AbortOnDrop(tokio::spawn(job(runner, instance, batch, exec.retries, exec.isolate, self.emit.clone())))
+        AbortOnDrop(tokio::spawn(job(self.runner.clone(), self.idle.pop(), batch, self.plan())))
     }
 
     /// Takes back a job's instance, then finishes its messages in order: the
@@ -329,6 +382,9 @@ impl StageTask {
     async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<(), TaskError> {
         if let Some(instance) = ran.instance {
             self.idle.push(instance);
+        }
+        if let Some(stuck) = ran.stuck {
+            self.get_stuck(stuck)?;
         }
         let stats = self.stats.clone();
         let counters = &stats.stages[self.index];
@@ -391,8 +447,9 @@ impl StageTask {
             Err(Failure::Rejected(kind, reason)) => (kind, reason),
             Err(Failure::Trapped(trap)) => {
                 counters.trapped.fetch_add(1, Relaxed);
-                tracing::warn!(stage = &**self.runner.name(), line = envelope.origin.line, "{trap}");
-                (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string())
+                let (kind, reason) = (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string());
+                tracing::warn!(stage = &**self.runner.name(), line = envelope.origin.line, "{}", log_safe(&reason));
+                (kind, reason)
             }
         };
         self.failures_in_a_row += 1;
@@ -426,31 +483,34 @@ async fn send_all(tx: &Sender<Envelope>, outputs: Vec<Envelope>) -> Result<(), T
 /// Runs a job: a batch through one `process-batch` call, or one message
 /// through `process`. Messages the batch call did not settle (a transient
 /// error to retry, or all of them after a trap) run again alone.
-async fn job(
-    runner: Runner,
-    instance: Option<StageInstance>,
-    batch: Vec<Envelope>,
-    retry: RetryConfig,
-    isolate: bool,
-    emit: EmitPlan,
-) -> Result<Ran, JobFailed> {
+async fn job(runner: Runner, instance: Option<StageInstance>, batch: Vec<Envelope>, plan: JobPlan) -> Ran {
+    let JobPlan { retry, isolate, recycle_after, emit } = plan;
     let pre = match runner {
         Runner::Wasm(pre) => pre,
-        Runner::Native(native) => return Ok(native_job(&native.stage, batch, retry).await),
+        Runner::Native(native) => return native_job(&native.stage, batch, retry).await,
     };
     let started = Instant::now();
     let messages = batch.len();
-    let failed = |error| JobFailed { error, messages };
     let mut instance = match instance {
         Some(instance) => Some(instance),
-        None => Some(fresh(&pre).await.map_err(failed)?),
+        None => match pre.instantiate().await {
+            Ok(instance) => Some(instance),
+            Err(error) => {
+                return Ran { instance: None, done: Vec::new(), stuck: Some(Stuck { error, messages: batch }) };
+            }
+        },
     };
     let mut done = Vec::with_capacity(messages);
+    let mut stuck = None;
     if messages == 1 {
         let envelope = batch.into_iter().next().expect("one message");
-        let (back, one) = single(&pre, instance.take(), envelope, retry, 0, &emit).await.map_err(failed)?;
-        done.push(one);
-        instance = back;
+        match single(&pre, instance.take(), envelope, retry, 0, &emit).await {
+            Ok((back, one)) => {
+                done.push(one);
+                instance = back;
+            }
+            Err((error, envelope)) => stuck = Some(Stuck { error, messages: vec![envelope] }),
+        }
     } else {
         let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
         let outcomes = match instance.as_mut().expect("instance made above").process_batch(&messages).await {
@@ -475,7 +535,8 @@ async fn job(
             EmitPlan::Unused => EmitPlan::Unused,
             _ => EmitPlan::Held,
         };
-        for ((message, origin), outcome) in messages.into_iter().zip(origins).zip(outcomes) {
+        let mut rest = messages.into_iter().zip(origins).zip(outcomes);
+        while let Some(((message, origin), outcome)) = rest.next() {
             let envelope = Envelope { message, origin };
             let mut retries = 0;
             let settled = match outcome {
@@ -487,17 +548,36 @@ async fn job(
                 None => None,
             };
             match settled {
-                Some(result) => done.push(Done { envelope, sent: 0, sent_last: 0, result, retries, latency }),
-                None => {
-                    let (back, one) =
-                        single(&pre, instance.take(), envelope, retry, retries, &emit).await.map_err(failed)?;
-                    done.push(one);
-                    instance = back;
+                Some(result) => {
+                    done.push(Done { envelope, sent: 0, sent_last: Emitted::default(), result, retries, latency });
                 }
+                None => match single(&pre, instance.take(), envelope, retry, retries, &emit).await {
+                    Ok((back, one)) => {
+                        done.push(one);
+                        instance = back;
+                    }
+                    Err((error, envelope)) => {
+                        let left = rest.map(|((message, origin), _)| Envelope { message, origin });
+                        stuck = Some(Stuck { error, messages: std::iter::once(envelope).chain(left).collect() });
+                        break;
+                    }
+                },
             }
         }
     }
-    Ok(Ran { instance: if isolate { None } else { instance }, done })
+    // A worn-out instance (`recycle_after`, or leaking handles) is dropped
+    // here: the next message gets a fresh one.
+    let instance = instance.filter(|_| !isolate).and_then(|mut i| (!i.worn_out(recycle_after)).then_some(i));
+    Ran { instance, done, stuck }
+}
+
+/// How a stage's jobs run: its settings, and where emitted messages go.
+#[derive(Clone)]
+struct JobPlan {
+    retry: RetryConfig,
+    isolate: bool,
+    recycle_after: Option<u64>,
+    emit: EmitPlan,
 }
 
 /// Runs a job through a native stage, message by message, with retries.
@@ -517,14 +597,10 @@ async fn native_job(stage: &NativeStage, batch: Vec<Envelope>, retry: RetryConfi
                 Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
             }
         };
-        done.push(Done { envelope, sent: 0, sent_last: 0, result, retries, latency: started.elapsed() });
+        let sent_last = Emitted::default();
+        done.push(Done { envelope, sent: 0, sent_last, result, retries, latency: started.elapsed() });
     }
-    Ran { instance: None, done }
-}
-
-/// A fresh, initialised instance of the stage.
-async fn fresh(pre: &StagePre) -> Result<StageInstance, RunError> {
-    pre.instantiate().await.map_err(|error| RunError::Restart { stage: pre.name().to_string(), error })
+    Ran { instance: None, done, stuck: None }
 }
 
 /// Runs one message through `instance` (a fresh one if `None`), retrying
@@ -538,31 +614,40 @@ async fn single(
     retry: RetryConfig,
     mut retries: u32,
     emit: &EmitPlan,
-) -> Result<(Option<StageInstance>, Done), RunError> {
+) -> Result<(Option<StageInstance>, Done), (LoadError, Envelope)> {
     let started = Instant::now();
     let mut instance = match instance {
         Some(instance) => instance,
-        None => fresh(pre).await?,
+        None => match pre.instantiate().await {
+            Ok(instance) => instance,
+            Err(error) => return Err((error, envelope)),
+        },
     };
     // Emitted messages already sent downstream: in all, and in the last attempt.
-    let (mut sent, mut sent_last) = (0, 0);
+    let (mut sent, mut sent_last) = (0, Emitted::default());
     let (instance, result) = loop {
         let (emitted, processed) = instance.process(&envelope.message, emit.target(envelope.origin)).await;
         if let EmitPlan::Now(..) = emit {
-            sent += emitted;
+            sent += emitted.messages;
             sent_last = emitted;
         }
-        match processed.map(|p| (p.outcome, p.held)) {
-            Ok((Ok(outputs), held)) if held.is_empty() => break (Some(instance), Ok(outputs)),
-            Ok((Ok(outputs), mut held)) => {
+        match processed.map(|p| (p.outcome, p.held, p.refused)) {
+            // An `emit` broke a cap: the message fails with it, whatever the stage did with the error.
+            Ok((_, _, Some(breach))) => {
+                break (Some(instance), Err(Failure::Rejected(Kind::Limit, breach.to_string())));
+            }
+            Ok((Ok(outputs), held, None)) if held.is_empty() => break (Some(instance), Ok(outputs)),
+            Ok((Ok(outputs), mut held, None)) => {
                 held.extend(outputs);
                 break (Some(instance), Ok(held));
             }
-            Ok((Err(StageError::Transient(reason)), _)) => match retry_after(&retry, &mut retries, reason).await {
-                None => continue,
-                Some(failure) => break (Some(instance), Err(failure)),
-            },
-            Ok((Err(StageError::Invalid(reason)), _)) => {
+            Ok((Err(StageError::Transient(reason)), _, None)) => {
+                match retry_after(&retry, &mut retries, reason).await {
+                    None => continue,
+                    Some(failure) => break (Some(instance), Err(failure)),
+                }
+            }
+            Ok((Err(StageError::Invalid(reason)), _, None)) => {
                 break (Some(instance), Err(Failure::Rejected(Kind::Invalid, reason)));
             }
             // A trapped instance cannot be entered again: drop it.
@@ -597,20 +682,22 @@ fn key_of(message: &Message) -> Vec<u8> {
     message.key.clone().unwrap_or_default()
 }
 
-/// The output caps: how many outputs one input may have (`sent` of them
-/// already emitted), and how big each may be.
-fn check_outputs(outputs: &[Message], sent: usize, limits: &Limits) -> Option<Breach> {
-    if outputs.len() + sent > limits.max_outputs {
-        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() + sent });
+/// The output caps: how many outputs one input may have, how big each may
+/// be, and all of them together (`sent` were already emitted).
+fn check_outputs(outputs: &[Message], sent: Emitted, limits: &Limits) -> Option<Breach> {
+    if outputs.len() + sent.messages > limits.max_outputs {
+        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() + sent.messages });
     }
-    outputs.iter().enumerate().find_map(|(index, m)| {
+    let mut total = sent.bytes;
+    for (index, m) in outputs.iter().enumerate() {
         let size = crate::limits::message_bytes(m);
-        (size > limits.max_output_bytes).then_some(Breach::OutputBytes {
-            limit: limits.max_output_bytes,
-            produced: size,
-            index: index + 1,
-        })
-    })
+        if size > limits.max_output_bytes {
+            return Some(Breach::OutputBytes { limit: limits.max_output_bytes, produced: size, index: index + 1 });
+        }
+        total = total.saturating_add(size);
+    }
+    (total > limits.max_total_output_bytes)
+        .then_some(Breach::TotalOutputBytes { limit: limits.max_total_output_bytes, produced: total })
 }
 
 #[cfg(test)]

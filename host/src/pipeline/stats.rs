@@ -104,6 +104,7 @@ impl Stats {
                 })
                 .collect(),
             stopped_after_line: None,
+            stop_reason: None,
         }
     }
 }
@@ -125,6 +126,9 @@ pub struct RunReport {
     /// If a shutdown signal stopped the source: the last input line read (and
     /// fully processed). `None` when the whole input was read.
     pub stopped_after_line: Option<u64>,
+    /// Why the run stopped early without a signal (a stage could no longer
+    /// start an instance); `stopped_after_line` then says where to resume.
+    pub stop_reason: Option<String>,
 }
 
 /// What one stage did.

@@ -4,9 +4,9 @@
 use super::load::{LoadError, root_cause};
 use super::store::StoreData;
 use crate::bindings::{Message, Outcome, Plugin, StageError};
-use crate::capabilities::emit::EmitTarget;
+use crate::capabilities::emit::{CallEmits, EmitTarget, Emitted};
 use crate::engine::Instrumentation;
-use crate::limits::{Breach, EPOCH_TICK, Limits};
+use crate::limits::{Breach, EPOCH_TICK, Limits, MAX_RESOURCES, RECYCLE_AT_RESOURCES, clamp_reason, log_safe};
 use crate::state::StateScope;
 use std::fmt;
 use std::future::Future;
@@ -48,6 +48,9 @@ pub(crate) struct Processed {
     pub(crate) outcome: Outcome,
     /// Messages emitted and held until the call succeeded (`emit = "on-success"`).
     pub(crate) held: Vec<Message>,
+    /// An output cap an `emit` broke: the message fails with it, whatever
+    /// the stage returned.
+    pub(crate) refused: Option<Breach>,
 }
 
 /// The budget of one call.
@@ -55,6 +58,15 @@ pub(crate) struct Processed {
 pub(super) struct Budget {
     pub(super) fuel: Option<u64>,
     pub(super) timeout: Option<Duration>,
+    /// Start-up (instantiation and `init`): its timeout is `limits.init_timeout`.
+    pub(super) init: bool,
+}
+
+impl Budget {
+    /// The breach of this budget's timeout.
+    fn timed_out(self, timeout: Duration) -> Breach {
+        if self.init { Breach::InitTimeout(timeout) } else { Breach::Timeout(timeout) }
+    }
 }
 
 pub(crate) struct StageInstance {
@@ -62,6 +74,8 @@ pub(crate) struct StageInstance {
     plugin: Plugin,
     limits: Limits,
     inst: Instrumentation,
+    /// Messages this instance has processed (retries included), for `recycle_after`.
+    messages: u64,
 }
 
 impl StageInstance {
@@ -76,9 +90,9 @@ impl StageInstance {
             // get to run even on a single thread.
             store.epoch_deadline_callback(|mut ctx| {
                 let data = ctx.data_mut();
-                if let Some((at, timeout)) = data.deadline {
-                    if Instant::now() >= at {
-                        data.limiter.breach = Some(Breach::Timeout(timeout));
+                if let Some((at, breach)) = &data.deadline {
+                    if Instant::now() >= *at {
+                        data.limiter.breach = Some(breach.clone());
                         return Ok(UpdateDeadline::Interrupt);
                     }
                 }
@@ -96,12 +110,12 @@ impl StageInstance {
         }
         if inst.epochs {
             store.set_epoch_deadline(1);
-            store.data_mut().deadline = budget.timeout.map(|t| (Instant::now() + t, t));
+            store.data_mut().deadline = budget.timeout.map(|t| (Instant::now() + t, budget.timed_out(t)));
         }
     }
 
     pub(super) fn new(store: Store<StoreData>, plugin: Plugin, limits: Limits, inst: Instrumentation) -> Self {
-        StageInstance { store, plugin, limits, inst }
+        StageInstance { store, plugin, limits, inst, messages: 0 }
     }
 
     /// Runs the guest's `init` within `budget`.
@@ -112,7 +126,7 @@ impl StageInstance {
         self.report_dropped_logs();
         match self.ended(result, mark, budget) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(refusal)) => Err(LoadError::InitRefused(refusal)),
+            Ok(Err(refusal)) => Err(LoadError::InitRefused(log_safe(&clamp_reason(refusal)).into_owned())),
             Err(trap) => Err(LoadError::InitTrapped(trap)),
         }
     }
@@ -136,8 +150,9 @@ impl StageInstance {
         &mut self,
         message: &Message,
         emit: Option<EmitTarget>,
-    ) -> (usize, Result<Processed, Trap>) {
-        let budget = Budget { fuel: self.limits.fuel, timeout: self.limits.timeout };
+    ) -> (Emitted, Result<Processed, Trap>) {
+        let budget = Budget { fuel: self.limits.fuel, timeout: self.limits.timeout, init: false };
+        self.messages += 1;
         let mark = self.arm(budget);
         let data = self.store.data_mut();
         data.emit.begin(emit);
@@ -146,10 +161,18 @@ impl StageInstance {
         }
         let call = self.plugin.sluice_pipeline_stage().call_process(&mut self.store, message);
         let result = guard(budget, call).await;
-        let (held, emitted) = self.store.data_mut().emit.end();
+        let CallEmits { held, emitted, breach } = self.store.data_mut().emit.end();
+        if let (Ok(Err(_)), Some(breach)) = (&result, &breach) {
+            // Ended for emitting past a cap: the trap is that cap.
+            self.store.data_mut().limiter.breach = Some(breach.clone());
+        }
         self.report_dropped_logs();
-        let processed = self.ended(result, mark, budget).map(|outcome| Processed { outcome, held });
-        let keep = matches!(&processed, Ok(p) if !matches!(p.outcome, Err(StageError::Transient(_))));
+        let processed = self.ended(result, mark, budget).map(|mut outcome| {
+            clamp_outcome(&mut outcome);
+            Processed { outcome, held, refused: breach }
+        });
+        let keep =
+            matches!(&processed, Ok(p) if p.refused.is_none() && !matches!(p.outcome, Err(StageError::Transient(_))));
         self.end_state(keep);
         (emitted, processed)
     }
@@ -159,6 +182,29 @@ impl StageInstance {
         if let Some(scope) = &mut self.store.data_mut().state.scope {
             if keep { scope.keep_writes() } else { scope.drop_writes() }
         }
+    }
+
+    /// Whether the instance should be replaced rather than given another
+    /// message: it has processed `recycle_after` messages, or holds more
+    /// resource handles than [`RECYCLE_AT_RESOURCES`], so that a guest that
+    /// leaks them is replaced before the table fills and fails a message.
+    pub(crate) fn worn_out(&mut self, recycle_after: Option<u64>) -> bool {
+        if recycle_after.is_some_and(|n| self.messages >= n) {
+            let stage = &*self.store.data().log.stage;
+            tracing::debug!(stage, "replacing an instance after {} messages (recycle_after)", self.messages);
+            return true;
+        }
+        let handles = self.store.data_mut().resources();
+        if handles > RECYCLE_AT_RESOURCES {
+            let stage = &*self.store.data().log.stage;
+            tracing::debug!(
+                stage,
+                "replacing an instance holding {handles} resource handles, of {MAX_RESOURCES} allowed, after {} messages",
+                self.messages
+            );
+            return true;
+        }
+        false
     }
 
     /// Gives the instance its stage's view of the state store.
@@ -173,9 +219,11 @@ impl StageInstance {
     /// trapped and must be dropped; which message caused it is unknown.
     pub(crate) async fn process_batch(&mut self, messages: &[Message]) -> Result<Option<Vec<Outcome>>, Trap> {
         let n = messages.len() as u32;
+        self.messages += u64::from(n);
         let budget = Budget {
             fuel: self.limits.fuel.map(|f| f.saturating_mul(u64::from(n))),
             timeout: self.limits.timeout.map(|t| t.saturating_mul(n)),
+            init: false,
         };
         // The previous call's drops were reported when it ended.
         self.store.data().log.budget.reset(self.limits.max_log_records.saturating_mul(n));
@@ -183,7 +231,10 @@ impl StageInstance {
         let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
         let result = guard(budget, call).await;
         self.report_dropped_logs();
-        let outcomes = self.ended(result, mark, budget).map(|o| (o.len() == messages.len()).then_some(o));
+        let outcomes = self.ended(result, mark, budget).map(|mut o| {
+            o.iter_mut().for_each(clamp_outcome);
+            (o.len() == messages.len()).then_some(o)
+        });
         // The batch's messages run again alone unless it answered for each.
         self.end_state(matches!(outcomes, Ok(Some(_))));
         outcomes
@@ -212,12 +263,22 @@ impl StageInstance {
     }
 }
 
+/// Cuts an error's reason to a bounded length: the host keeps it (dead
+/// letter, log) however long the stage made it.
+fn clamp_outcome(outcome: &mut Outcome) {
+    if let Err(StageError::Invalid(reason) | StageError::Transient(reason)) = outcome {
+        if reason.len() > crate::limits::MAX_REASON_BYTES {
+            *reason = clamp_reason(std::mem::take(reason));
+        }
+    }
+}
+
 /// Runs a call under the wall-clock limit. The epoch deadline stops guest
 /// code; this also stops a call waiting on the host (I/O), a little later so
 /// that the epoch, which leaves the store consistent, normally fires first.
 async fn guard<T>(budget: Budget, call: impl Future<Output = T>) -> Result<T, Breach> {
     match budget.timeout {
-        Some(t) => Deadline::new(call, t + 2 * EPOCH_TICK).await.map_err(|()| Breach::Timeout(t)),
+        Some(t) => Deadline::new(call, t + 2 * EPOCH_TICK).await.map_err(|()| budget.timed_out(t)),
         None => Ok(call.await),
     }
 }
@@ -263,7 +324,7 @@ pub(super) fn trap(e: &wasmtime::Error, store: &mut Store<StoreData>, stderr_mar
     let code = e.downcast_ref::<wasmtime::Trap>();
     let breach = store.data_mut().limiter.breach.take().or(match code {
         Some(wasmtime::Trap::OutOfFuel) => budget.fuel.map(Breach::Fuel),
-        Some(wasmtime::Trap::Interrupt) => budget.timeout.map(Breach::Timeout),
+        Some(wasmtime::Trap::Interrupt) => budget.timeout.map(|t| budget.timed_out(t)),
         Some(wasmtime::Trap::StackOverflow) => Some(Breach::StackOverflow),
         // wasmtime's (private) error for its per-call copy cap.
         None if e.chain().any(|c| c.to_string().starts_with("too much data is being copied")) => Some(Breach::CallData),

@@ -3,7 +3,7 @@
 
 use crate::bindings::sluice::pipeline::types;
 use crate::capabilities::emit::EmitCtx;
-use crate::capabilities::http::HttpCtx;
+use crate::capabilities::http::{HttpCtx, StageHttp};
 use crate::capabilities::log::{LogBudget, LogCtx};
 use crate::capabilities::state::StateCtx;
 use crate::capabilities::stdio::{GuestOutput, Stream};
@@ -21,8 +21,8 @@ pub(crate) struct StoreData {
     /// The guest's stderr, kept to explain traps.
     pub(crate) stderr: GuestOutput,
     pub(crate) limiter: StageLimiter,
-    /// When the current call must end, and its timeout, for the epoch callback.
-    pub(crate) deadline: Option<(std::time::Instant, std::time::Duration)>,
+    /// When the current call must end, and the limit it then breaks, for the epoch callback.
+    pub(crate) deadline: Option<(std::time::Instant, crate::limits::Breach)>,
     pub(crate) emit: EmitCtx,
     pub(crate) state: StateCtx,
 }
@@ -30,8 +30,9 @@ pub(crate) struct StoreData {
 impl StoreData {
     /// A store for one instance of `stage`. It has no ambient authority: no
     /// directories, environment, arguments or network, unless `grants` says
-    /// so. Clocks and randomness are available.
-    pub(crate) fn new(stage: &Arc<str>, limits: &Limits, grants: &Grants) -> wasmtime::Result<Self> {
+    /// so. Clocks and randomness are available. `http` is what the stage's
+    /// instances share of outbound HTTP.
+    pub(crate) fn new(stage: &Arc<str>, limits: &Limits, grants: &Grants, http: &StageHttp) -> wasmtime::Result<Self> {
         let budget = LogBudget::new(limits.max_log_records);
         let stderr = GuestOutput::new(stage.clone(), Stream::Stderr, budget.clone());
         let mut wasi = WasiCtx::builder();
@@ -52,17 +53,26 @@ impl StoreData {
             wasi: wasi.build(),
             table,
             log: LogCtx { stage: stage.clone(), budget },
-            http: HttpCtx::new(grants.allow_http.iter().cloned().collect()),
+            http: HttpCtx::new(http),
             stderr,
             limiter: StageLimiter::new(limits),
             deadline: None,
             emit: EmitCtx {
                 max_outputs: limits.max_outputs,
                 max_output_bytes: limits.max_output_bytes,
+                max_total_output_bytes: limits.max_total_output_bytes,
                 ..Default::default()
             },
             state: StateCtx::default(),
         })
+    }
+}
+
+impl StoreData {
+    /// Resource handles the guest holds, of [`MAX_RESOURCES`]. It counts the
+    /// table's slots (a freed slot is reused before the table grows).
+    pub(crate) fn resources(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 }
 

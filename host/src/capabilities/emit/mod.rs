@@ -18,10 +18,22 @@ pub(crate) struct EmitCtx {
     pub(crate) target: Option<EmitTarget>,
     /// Held messages (for [`EmitTarget::Held`]), taken after the call.
     pub(crate) held: Vec<Message>,
-    /// Messages emitted during the current call.
-    pub(crate) emitted: usize,
+    /// What the current call emitted so far.
+    pub(crate) emitted: Emitted,
+    /// The cap an `emit` of the current call broke: the message then fails
+    /// with it, even if the stage ignores the error it was given.
+    pub(crate) breach: Option<Breach>,
     pub(crate) max_outputs: usize,
     pub(crate) max_output_bytes: usize,
+    pub(crate) max_total_output_bytes: usize,
+}
+
+/// How much one call emitted: messages, and their bytes as the output caps
+/// count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Emitted {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
 }
 
 /// Where emitted messages go.
@@ -38,44 +50,78 @@ impl EmitCtx {
     pub(crate) fn begin(&mut self, target: Option<EmitTarget>) {
         self.target = target;
         self.held.clear();
-        self.emitted = 0;
+        self.emitted = Emitted::default();
+        self.breach = None;
     }
 
-    /// Ends a call: the held messages, and how many were emitted in all.
-    pub(crate) fn end(&mut self) -> (Vec<Message>, usize) {
+    /// Ends a call: what it emitted.
+    pub(crate) fn end(&mut self) -> CallEmits {
         self.target = None;
-        (std::mem::take(&mut self.held), std::mem::take(&mut self.emitted))
+        CallEmits {
+            held: std::mem::take(&mut self.held),
+            emitted: std::mem::take(&mut self.emitted),
+            breach: self.breach.take(),
+        }
+    }
+
+    /// Refuses an `emit`: the stage is told why, and the message will fail with it.
+    fn refuse(&mut self, breach: Breach) -> wasmtime::Result<Result<(), String>> {
+        let reason = breach.to_string();
+        self.breach = Some(breach);
+        Ok(Err(reason))
     }
 }
 
+/// What one call emitted.
+pub(crate) struct CallEmits {
+    /// Messages held until the call succeeds.
+    pub(crate) held: Vec<Message>,
+    /// Everything emitted, held or sent.
+    pub(crate) emitted: Emitted,
+    /// The first cap an `emit` broke.
+    pub(crate) breach: Option<Breach>,
+}
+
 impl Host for EmitCtx {
-    async fn emit(&mut self, message: Message) -> Result<(), String> {
+    async fn emit(&mut self, message: Message) -> wasmtime::Result<Result<(), String>> {
         let Some(target) = &self.target else {
-            return Err("emit works only while `process` runs (with `batch = 1`)".into());
+            return Ok(Err("emit works only while `process` runs (with `batch = 1`)".into()));
         };
-        if self.emitted >= self.max_outputs {
-            return Err(Breach::Outputs { limit: self.max_outputs, produced: self.emitted + 1 }.to_string());
+        // A stage told it is past a cap that goes on emitting only burns
+        // time and host copies: the call ends (the message fails with the cap).
+        if self.breach.is_some() {
+            return Err(wasmtime::Error::msg("emitted again after an output cap refused it"));
+        }
+        // Refused before it is kept or sent: what the host holds for one
+        // input (held messages, the copies in flight) stays within the caps.
+        let Emitted { messages, bytes } = self.emitted;
+        if messages >= self.max_outputs {
+            return self.refuse(Breach::Outputs { limit: self.max_outputs, produced: messages + 1 });
         }
         let size = crate::limits::message_bytes(&message);
         if size > self.max_output_bytes {
-            let index = self.emitted + 1;
-            return Err(Breach::OutputBytes { limit: self.max_output_bytes, produced: size, index }.to_string());
+            let index = messages + 1;
+            return self.refuse(Breach::OutputBytes { limit: self.max_output_bytes, produced: size, index });
         }
-        self.emitted += 1;
+        let total = bytes.saturating_add(size);
+        if total > self.max_total_output_bytes {
+            return self.refuse(Breach::TotalOutputBytes { limit: self.max_total_output_bytes, produced: total });
+        }
+        self.emitted = Emitted { messages: messages + 1, bytes: total };
         match target {
             EmitTarget::Now { tx, origin, settle } => {
                 // Counted in only once it has room: a call stopped while
                 // waiting (a timeout) leaves the count as it was.
-                let permit = tx.reserve().await.map_err(|_| "the pipeline is stopping".to_string())?;
+                let Ok(permit) = tx.reserve().await else { return Ok(Err("the pipeline is stopping".into())) };
                 if let Some(settle) = settle {
                     settle.change(1);
                 }
                 permit.send(Envelope { message, origin: *origin });
-                Ok(())
+                Ok(Ok(()))
             }
             EmitTarget::Held => {
                 self.held.push(message);
-                Ok(())
+                Ok(Ok(()))
             }
         }
     }

@@ -1,5 +1,6 @@
 use super::{LogCtx, MAX_RECORD_BYTES, truncate};
 use crate::bindings::sluice::pipeline::log::{Host, Level};
+use crate::limits::log_safe;
 
 impl Host for LogCtx {
     async fn log(&mut self, level: Level, message: String) {
@@ -8,7 +9,8 @@ impl Host for LogCtx {
         }
         let stage = &*self.stage;
         let cut = if message.len() > MAX_RECORD_BYTES { " [truncated]" } else { "" };
-        let text = truncate(&message, MAX_RECORD_BYTES);
+        // One line of the host's log per record: a stage cannot forge others.
+        let text = log_safe(truncate(&message, MAX_RECORD_BYTES));
         match level {
             Level::Trace => tracing::trace!(target: "sluice::stage", stage, "{text}{cut}"),
             Level::Debug => tracing::debug!(target: "sluice::stage", stage, "{text}{cut}"),

@@ -90,16 +90,18 @@ impl GuestOutput {
         let raw = std::mem::take(&mut lines.partial);
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim_end_matches('\r');
+        // One line of the host's log per line of output: a stage cannot forge others.
+        let logged = crate::limits::log_safe(text);
         let stage = &*self.stage;
         // Over budget, lines are not logged, but stderr still feeds the tail
         // that explains a trap.
         let log = self.budget.take();
         match self.stream {
-            Stream::Stdout if log => tracing::info!(target: "sluice::stage", stage, stream = "stdout", "{text}"),
+            Stream::Stdout if log => tracing::info!(target: "sluice::stage", stage, stream = "stdout", "{logged}"),
             Stream::Stdout => {}
             Stream::Stderr => {
                 if log {
-                    tracing::warn!(target: "sluice::stage", stage, stream = "stderr", "{text}");
+                    tracing::warn!(target: "sluice::stage", stage, stream = "stderr", "{logged}");
                 }
                 lines.tail_bytes += text.len() + 1; // with the newline that joins it
                 let n = lines.next_line - 1;
