@@ -27,3 +27,67 @@ fn state_of_a_memory_backend_is_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the state backend is `memory`: nothing is kept after a run"), "{err}");
 }
+
+/// `sluice check` on `pipeline` (TOML, written as `<dir>/p.toml` beside an
+/// empty `s.wasm`): its stderr, with the directory written as `<dir>`.
+fn check(dir: &std::path::Path, pipeline: &str) -> String {
+    let file = dir.join("p.toml");
+    std::fs::write(&file, pipeline).unwrap();
+    let out = sluice(&["check", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).replace(&dir.display().to_string(), "<dir>")
+}
+
+#[test]
+fn a_plugin_path_that_is_a_directory_or_a_fifo_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let made = Command::new("mkfifo").arg(dir.path().join("pipe.wasm")).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let stage = |name: &str, plugin: &str| format!("[[stages]]\nname = \"{name}\"\nplugin = \"{plugin}\"\n");
+    let err = check(dir.path(), &format!("version = 1\n{}{}", stage("d", "plugins"), stage("f", "pipe.wasm")));
+    // Both stages, at once; the FIFO is not opened (that would wait for a writer forever).
+    assert!(
+        err.contains("stage `d`: <dir>/plugins is a directory: give the path of the stage's component (.wasm) file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stage `f`: <dir>/pipe.wasm is a FIFO, not a file: give the path of the stage's component"),
+        "{err}"
+    );
+    assert!(!err.contains("not found"), "{err}");
+}
+
+/// A directory this process cannot create files in: a read-only one, or, for
+/// root (who can write anywhere), sysfs.
+fn unwritable_dir(parent: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent.join("read-only");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if tempfile::tempfile_in(&dir).is_ok() { "/sys".into() } else { dir }
+}
+
+#[test]
+fn check_names_a_missing_source_and_output_directories_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.wasm"), "").unwrap();
+    let read_only = unwritable_dir(dir.path());
+    let pipeline = format!(
+        "version = 1\n[source]\npath = \"no-such-input.jsonl\"\n[sink]\npath = \"{}/out.jsonl\"\n\
+         [dead_letter]\npath = \"missing/dead.jsonl\"\n[[stages]]\nname = \"s\"\nplugin = \"s.wasm\"\n",
+        read_only.display()
+    );
+    let err = check(dir.path(), &pipeline);
+    let read_only = read_only.display().to_string().replace(&dir.path().display().to_string(), "<dir>");
+    for expected in [
+        "<dir>/p.toml: [source] path: cannot read <dir>/no-such-input.jsonl: it does not exist".to_string(),
+        format!("<dir>/p.toml: [sink] path: cannot write {read_only}/out.jsonl: cannot create a file in directory {read_only}: "),
+        "<dir>/p.toml: [dead_letter] path: cannot write <dir>/missing/dead.jsonl: directory <dir>/missing does not exist"
+            .to_string(),
+        // The stage is still loaded and its problem reported with the rest.
+        "stage `s`: <dir>/s.wasm is not a WebAssembly component: the file is empty".to_string(),
+    ] {
+        assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
+    }
+}

@@ -8,6 +8,7 @@ mod http;
 mod languages;
 mod load_errors;
 mod quickstart;
+mod resume;
 mod sandbox;
 mod server;
 mod stages;

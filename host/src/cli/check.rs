@@ -1,8 +1,10 @@
 use anyhow::Result;
 use sluice::{Pipeline, PipelineConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Check a pipeline file and load every stage, without reading any input.
+/// Check a pipeline file, load every stage, and check the files a run opens:
+/// the source can be read, and the output, dead-letter and state files can be
+/// created. Reads no input.
 #[derive(clap::Args)]
 pub(crate) struct CheckCommand {
     /// The pipeline file (TOML).
@@ -12,9 +14,55 @@ pub(crate) struct CheckCommand {
 impl CheckCommand {
     pub(crate) async fn execute(self) -> Result<()> {
         let config = PipelineConfig::from_file(&self.pipeline)?;
-        let pipeline = Pipeline::build(config).await?;
-        let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
-        eprintln!("{}: ok ({} stages: {})", self.pipeline.display(), names.len(), names.join(" → "));
-        Ok(())
+        // Every problem at once: the files' and the stages'.
+        let mut problems = check_files(&config);
+        match Pipeline::build(config).await {
+            Ok(pipeline) if problems.is_empty() => {
+                let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
+                eprintln!("{}: ok ({} stages: {})", self.pipeline.display(), names.len(), names.join(" → "));
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+        anyhow::bail!("{}", problems.join("\n"))
     }
+}
+
+/// What `sluice run` would fail to open, each named with its file and the
+/// pipeline key that sets it. (The state file's directory is checked when the
+/// pipeline is built, and only if a stage keeps state.)
+fn check_files(config: &PipelineConfig) -> Vec<String> {
+    let file = config.file().map_or_else(String::new, |f| format!("{}: ", f.display()));
+    let mut problems = Vec::new();
+    if let Some(input) = config.input_path() {
+        if let Some(reason) = cannot_read(&input) {
+            problems.push(format!("{file}[source] path: cannot read {}: {reason}", input.display()));
+        }
+    }
+    let outputs = [("[sink] path", config.output_path()), ("[dead_letter] path", Some(config.dead_letter_path()))];
+    for (key, path) in outputs {
+        let Some(path) = path else { continue };
+        if let Some(reason) = super::cannot_create(&path) {
+            problems.push(format!("{file}{key}: cannot write {}: {reason}", path.display()));
+        }
+    }
+    problems
+}
+
+/// Why the source at `path` could not be read. A FIFO or device is not
+/// opened: that could wait for a writer.
+fn cannot_read(path: &Path) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("it does not exist".into()),
+        Err(e) => return Some(e.to_string()),
+    };
+    if meta.is_dir() {
+        return Some("it is a directory".into());
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    std::fs::File::open(path).err().map(|e| e.to_string())
 }

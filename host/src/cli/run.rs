@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 /// Run a pipeline over its input.
 ///
 /// Output and dead-letter files are written whole when the run completes; a
-/// failed run leaves them untouched.
+/// failed run leaves them untouched. After an interrupt, resume with the
+/// command the run prints: `--skip-lines N --append`.
 #[derive(clap::Args)]
 pub(crate) struct RunCommand {
     /// The pipeline file (TOML).
@@ -34,10 +35,18 @@ pub(crate) struct RunCommand {
     #[arg(long, default_value_t = 10)]
     progress: u64,
 
-    /// Skip this many input lines first: resumes a run that was interrupted
-    /// after that line.
+    /// Skip this many input lines first (they still count in line numbers).
+    /// With --append, resumes a run that was interrupted after line N; alone,
+    /// e.g. to skip a header, the output files are replaced as usual.
     #[arg(long, value_name = "N")]
     skip_lines: Option<u64>,
+
+    /// Keep what the output and dead-letter files already hold and add this
+    /// run's lines after it, as when resuming an interrupted run. The files
+    /// still change only when the run succeeds: a failed run leaves them as
+    /// they were.
+    #[arg(long)]
+    append: bool,
 }
 
 impl RunCommand {
@@ -55,9 +64,16 @@ impl RunCommand {
         }
         if let Some(n) = self.skip_lines {
             config.source_mut().skip_lines = n;
+            if !self.append {
+                warn_if_replaced(&config);
+            }
         }
+        config.set_append(self.append);
         let dead_letter_path = config.dead_letter_path();
         let drain = humantime::format_duration(config.shutdown_timeout()).to_string();
+        // The report is written last, after the outputs are committed: a
+        // path it cannot be written to must fail the run before it starts.
+        let report_file = self.report_json.as_deref().map(ReportFile::create).transpose()?;
 
         let pipeline = Pipeline::build(config).await?;
         let helpers = [
@@ -75,19 +91,89 @@ impl RunCommand {
 
         eprint!("{report}");
         if let Some(line) = report.stopped_after_line {
-            eprintln!(
-                "interrupted: stopped reading after input line {line}; everything read was processed and written. \
-                 To resume: sluice run {} --skip-lines {line}",
-                self.pipeline.display()
-            );
+            let resume = self.resume_command(line);
+            match &report.stop_reason {
+                Some(reason) => eprintln!(
+                    "stopped early: {reason}. Everything up to input line {line} was written. To resume: {resume}"
+                ),
+                None => eprintln!(
+                    "interrupted: stopped reading after input line {line}; everything read was processed and \
+                     written. To resume: {resume}"
+                ),
+            }
         }
         if report.dead_lettered > 0 {
             eprintln!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display());
         }
-        if let Some(path) = &self.report_json {
-            let json = serde_json::to_vec_pretty(&report)?;
-            std::fs::write(path, json).with_context(|| format!("writing the report to {}", path.display()))?;
+        if let Some(file) = report_file {
+            file.write(&report)?;
         }
+        Ok(())
+    }
+
+    /// The command that resumes this run after input line `line`: the same
+    /// files, the lines already read skipped, and the output files kept and
+    /// added to. Quoted for a POSIX shell.
+    fn resume_command(&self, line: u64) -> String {
+        let mut words = vec!["sluice".to_string(), "run".to_string(), quote(&self.pipeline)];
+        let files = [("-i", &self.input), ("-o", &self.output), ("--dead-letter", &self.dead_letter)];
+        for (flag, path) in files {
+            if let Some(path) = path {
+                words.extend([flag.to_string(), quote(path)]);
+            }
+        }
+        words.extend(["--skip-lines".to_string(), line.to_string(), "--append".to_string()]);
+        words.join(" ")
+    }
+}
+
+fn quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    // Only a NUL byte cannot be quoted, and a path cannot hold one.
+    shlex::try_quote(&text).map_or_else(|_| text.to_string(), |q| q.into_owned())
+}
+
+/// `--skip-lines` without `--append` replaces the output files, as it should
+/// when skipping a header; but someone resuming by hand may have meant to keep them.
+fn warn_if_replaced(config: &PipelineConfig) {
+    let files = config.output_path().into_iter().chain([config.dead_letter_path()]);
+    let existing: Vec<String> =
+        files.filter(|p| p.metadata().is_ok_and(|m| m.len() > 0)).map(|p| p.display().to_string()).collect();
+    if !existing.is_empty() {
+        tracing::warn!(
+            "--skip-lines without --append: {} will be replaced when this run ends. To resume an interrupted run \
+             and keep what it wrote, add --append",
+            existing.join(" and ")
+        );
+    }
+}
+
+/// The `--report-json` file, opened before the run as a temporary file beside
+/// it, and moved into place whole once the report is written.
+struct ReportFile {
+    temp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl ReportFile {
+    fn create(path: &Path) -> Result<Self> {
+        if let Some(reason) = super::cannot_create(path) {
+            anyhow::bail!("--report-json {}: {reason}", path.display());
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let temp = tempfile::Builder::new()
+            .prefix(".sluice-report.")
+            .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
+            .with_context(|| format!("--report-json {}: cannot create a file in {}", path.display(), dir.display()))?;
+        Ok(ReportFile { temp, path: path.to_path_buf() })
+    }
+
+    fn write(mut self, report: &sluice::RunReport) -> Result<()> {
+        let context = || format!("writing the report to {}", self.path.display());
+        serde_json::to_writer_pretty(&mut self.temp, report).with_context(context)?;
+        self.temp.persist(&self.path).map_err(|e| e.error).with_context(context)?;
         Ok(())
     }
 }

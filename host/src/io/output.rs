@@ -1,5 +1,7 @@
 //! Output files appear whole or not at all: bytes go to a temporary file in
 //! the same directory, renamed over the destination when the run completes.
+//! A run that appends (resuming an interrupted one) starts that file as a copy
+//! of the destination, so the destination changes only if the run succeeds.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -50,24 +52,28 @@ impl Output {
     }
 
     /// A file that appears at `path` when committed. It keeps the mode of the
-    /// file it replaces, else gets `mode`.
-    pub(crate) fn file(path: &Path, mode: u32) -> std::io::Result<Self> {
+    /// file it replaces, else gets `mode`. With `append`, it starts with what
+    /// `path` holds now.
+    pub(crate) fn file(path: &Path, mode: u32, append: bool) -> std::io::Result<Self> {
         let (dir, name, mode) = Self::place(path, mode);
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
-        let (file, temp_path) = temp.into_parts();
-        Self::writing(file, Partial::Temp(temp_path), path, 0)
+        let (mut file, temp_path) = temp.into_parts();
+        let kept = if append { copy_existing(path, &mut file)? } else { 0 };
+        Self::writing(file, Partial::Temp(temp_path), path, kept)
     }
 
     /// Like [`Output::file`], but the file being written is
     /// `.<name>.partial` beside `path`, and survives a failed run or a crash.
     /// `resume_at`: the bytes an earlier run committed at its last
     /// checkpoint; the file is cut to them and written on from there.
-    /// Without it the file starts empty.
-    pub(crate) fn resumable(path: &Path, mode: u32, resume_at: Option<u64>) -> std::io::Result<Self> {
+    /// Without it the file starts empty, or with `append` as a copy of what
+    /// `path` holds now. (When resuming from a checkpoint, `append` is moot:
+    /// the `.partial` file already holds whatever the earlier run started with.)
+    pub(crate) fn resumable(path: &Path, mode: u32, resume_at: Option<u64>, append: bool) -> std::io::Result<Self> {
         let (_, _, mode) = Self::place(path, mode);
         let partial = partial_path(path);
         let mut file = match resume_at {
@@ -89,8 +95,13 @@ impl Output {
             }
             None => std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&partial)?,
         };
+        let kept = match resume_at {
+            None if append => copy_existing(path, &mut file)?,
+            _ => resume_at.unwrap_or(0),
+        };
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
-        let mut output = Self::writing(file, Partial::Kept(partial), path, resume_at.unwrap_or(0))?;
+        // Until a checkpoint depends on it, the copy is removed if the run fails.
+        let mut output = Self::writing(file, Partial::Kept(partial), path, kept)?;
         output.keep = resume_at.is_some();
         Ok(output)
     }
@@ -150,6 +161,55 @@ impl Output {
             }
         }
     }
+}
+
+/// Copies what `dest` holds into `file`, the file that will replace it: the
+/// run's lines then go after the earlier run's, and `dest` itself is untouched
+/// until the commit. Returns the bytes now in `file` (0 if `dest` does not
+/// exist yet).
+fn copy_existing(dest: &Path, file: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let with_path = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot copy {} to append to it: {e}", dest.display()))
+    };
+    let mut existing = match std::fs::File::open(dest) {
+        Ok(existing) => existing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(with_path(e)),
+    };
+    // Between two files, `io::copy` uses copy_file_range on Linux: no pass
+    // through user space, and a reflink where the filesystem can.
+    let mut copied = std::io::copy(&mut existing, file).map_err(with_path)?;
+    // A file edited by hand may lack its last line break: the next line must
+    // not be glued to it.
+    let mut last = [0];
+    if copied > 0 && existing.read_exact_at(&mut last, copied - 1).is_ok() && last[0] != b'\n' {
+        std::io::Write::write_all(file, b"\n").map_err(with_path)?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Why a file could not be created at `path`, checked before anything is
+/// written: its directory must exist and be writable (tried with an unnamed
+/// temporary file, which leaves nothing behind), and `path` must not be a
+/// directory.
+pub(crate) fn cannot_create(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        return Some(format!("{} is a directory: give a file path", path.display()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("directory {} does not exist", dir.display()));
+        }
+        Ok(m) if !m.is_dir() => return Some(format!("{} is not a directory", dir.display())),
+        _ => {}
+    }
+    tempfile::tempfile_in(dir).err().map(|e| format!("cannot create a file in directory {}: {e}", dir.display()))
 }
 
 impl Drop for Output {

@@ -24,6 +24,14 @@ pub enum LoadError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// The path is not a regular file: a directory, a FIFO, a device.
+    #[error("{} {what}: give the path of the stage's component (.wasm) file", path.display())]
+    NotAFile {
+        /// The plugin path.
+        path: PathBuf,
+        /// What it is instead, e.g. "is a directory".
+        what: &'static str,
+    },
     /// The file is not WebAssembly at all.
     #[error("{} is not a WebAssembly component: {what}", path.display())]
     NotWasm {
@@ -132,6 +140,7 @@ impl StagePre {
         path: &Path,
         spec: StageSpec,
     ) -> Result<Self, LoadError> {
+        check_file_type(path)?;
         let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path.into(), error })?;
         check_header(path, &bytes)?;
         let (component, from_cache) = CompileCache::from_env()
@@ -209,6 +218,32 @@ impl StagePre {
         instance.init(&self.config, budget).await?;
         Ok(instance)
     }
+}
+
+/// A plugin path that is not a regular file is named for what it is: reading
+/// a directory fails with a bare "Is a directory", and reading a FIFO would
+/// wait for a writer forever.
+fn check_file_type(path: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileTypeExt;
+    // A path that cannot be looked up is reported by the read that follows.
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let ty = meta.file_type();
+    let what = if ty.is_file() {
+        return Ok(());
+    } else if ty.is_dir() {
+        "is a directory"
+    } else if ty.is_fifo() {
+        "is a FIFO, not a file"
+    } else if ty.is_char_device() {
+        "is a character device, not a file"
+    } else if ty.is_block_device() {
+        "is a block device, not a file"
+    } else if ty.is_socket() {
+        "is a socket, not a file"
+    } else {
+        "is not a regular file"
+    };
+    Err(LoadError::NotAFile { path: path.into(), what })
 }
 
 /// Tells apart "not wasm", "core module" and "component" from the preamble,
