@@ -4,7 +4,9 @@
 mod batching;
 mod config_errors;
 mod engine;
+mod hostile;
 mod http;
+mod http_limits;
 mod languages;
 mod load_errors;
 mod quickstart;

@@ -4,6 +4,7 @@
 use super::instance::{Budget, StageInstance, Trap, trap};
 use super::store::StoreData;
 use crate::bindings::{PluginPre, STAGE_EXPORT};
+use crate::capabilities::http::StageHttp;
 use crate::config::Grants;
 use crate::engine::{CompileCache, Instrumentation};
 use crate::limits::Limits;
@@ -119,6 +120,9 @@ pub(crate) struct StagePre {
     uses_state: bool,
     /// The stage's view of the state store, given to every instance.
     state: Option<StateScope>,
+    /// What the stage's instances share of outbound HTTP (its count of
+    /// requests in flight).
+    http: StageHttp,
 }
 
 /// What a stage is made of, besides its component file.
@@ -154,6 +158,7 @@ impl StagePre {
         let pre =
             PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
         let StageSpec { name, config, limits, grants, inst } = spec;
+        let http = StageHttp::new(grants.allow_http.iter().cloned(), &limits);
         Ok(StagePre {
             name,
             engine: engine.clone(),
@@ -166,6 +171,7 @@ impl StagePre {
             uses_emit,
             uses_state,
             state: None,
+            http,
         })
     }
 
@@ -202,10 +208,10 @@ impl StagePre {
     /// A fresh, initialised instance. Instantiation and `init` run guest code,
     /// under the (larger) start-up budget.
     pub(crate) async fn instantiate(&self) -> Result<StageInstance, LoadError> {
-        let data =
-            StoreData::new(&self.name, &self.limits, &self.grants).map_err(|e| LoadError::Grant(root_cause(&e)))?;
+        let data = StoreData::new(&self.name, &self.limits, &self.grants, &self.http)
+            .map_err(|e| LoadError::Grant(root_cause(&e)))?;
         let mut store = Store::new(&self.engine, data);
-        let budget = Budget { fuel: self.limits.init_fuel(), timeout: self.limits.init_timeout() };
+        let budget = Budget { fuel: self.limits.init_fuel(), timeout: self.limits.init_timeout(), init: true };
         StageInstance::arm_store(&mut store, self.inst, budget);
         let plugin = match self.pre.instantiate_async(&mut store).await {
             Ok(plugin) => plugin,
