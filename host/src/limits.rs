@@ -60,6 +60,10 @@ pub(crate) const MAX_INSTANCES: usize = 100;
 pub(crate) const MAX_TABLES: usize = 100;
 pub(crate) const MAX_MEMORIES: usize = 20;
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// Bytes the host holds for one set of HTTP header fields (wasi:http
+/// `fields`, a request's or a response's headers), in memory; wasmtime's
+/// default is 128 KiB, which over thousands of handles is too much.
+pub(crate) const MAX_HTTP_FIELDS_BYTES: usize = 32 * 1024;
 /// Resource handles (streams, pollables, ...) a stage may hold at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
 /// An instance holding more handles than this after a call is replaced

@@ -108,6 +108,12 @@ impl RunCommand {
         if let Some(file) = report_file {
             file.write(&report)?;
         }
+        if report.stop_reason.is_some() {
+            // What finished is written, but the input is not done: not a success.
+            anyhow::bail!(
+                "the run did not finish: a stage could no longer start (see above for why and how to resume)"
+            );
+        }
         Ok(())
     }
 

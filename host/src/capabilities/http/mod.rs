@@ -43,10 +43,9 @@ pub(crate) struct HttpCtx {
 impl HttpCtx {
     /// The HTTP capability of one instance of the stage that owns `stage`.
     pub(crate) fn new(stage: &StageHttp) -> Self {
-        HttpCtx {
-            ctx: WasiHttpCtx::new(),
-            hooks: Hooks { stage: stage.clone(), instance: Arc::new(Semaphore::new(stage.per_instance)) },
-        }
+        let mut ctx = WasiHttpCtx::new();
+        ctx.set_field_size_limit(crate::limits::MAX_HTTP_FIELDS_BYTES);
+        HttpCtx { ctx, hooks: Hooks { stage: stage.clone(), instance: Arc::new(Semaphore::new(stage.per_instance)) } }
     }
 }
 
