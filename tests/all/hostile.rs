@@ -192,3 +192,31 @@ fn a_flood_of_held_emits_does_not_raise_host_memory() {
     let bound = 384 << 20;
     assert!(peak < bound, "peak RSS {} MiB, over the {} MiB bound", peak >> 20, bound >> 20);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_checkpoints_a_stage_that_cannot_start_fails_the_run_and_says_how_to_clear_its_state() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines") + "[state]\npath = \"state.redb\"\ncheckpoint_every = 1\n" + &hostile("");
+    // Enough lines after `poison` that a checkpoint commits it before `panic`.
+    let input = format!("a\npoison\n{}panic\nc\nd\n", "b\n".repeat(500));
+    let run = scratch.run(&pipeline, &input).await;
+    let err = run.report.unwrap_err();
+    assert!(err.starts_with("stage `h` cannot make a new instance: "), "{err}");
+    assert!(err.contains("init found the poison"), "{err}");
+    assert!(err.contains("running it again resumes from there"), "{err}");
+    assert!(run.output.is_empty(), "a failed run publishes nothing");
+
+    // The poison was committed: the next run cannot even start, and says what to do.
+    let err = scratch.build(&pipeline).await.err().expect("init fails on the committed state");
+    assert!(
+        err.contains("`sluice state --clear --stage h <dir>/pipeline.toml` removes it"),
+        "the error says how to clear the state: {err}"
+    );
+
+    // Doing what it says (with the input fixed) lets the pipeline run again.
+    let cleared = sluice::state::clear_state(&scratch.path("state.redb"), Some("h")).unwrap();
+    assert!(cleared.entries >= 1, "the poison was removed");
+    let run = scratch.run(&pipeline, "a\nb\nc\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["a", "b", "c"]);
+}

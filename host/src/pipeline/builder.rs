@@ -42,6 +42,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         // input is read.
         match pre.instantiate().await {
             Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first) }),
+            Err(error) if pre.uses_state() => errors.push(StageLoadError::init_with_state(&config, index, error)),
             Err(error) => errors.push(StageLoadError::new(&config, index, error)),
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// A stage that could not be loaded, with where it is declared.
 #[derive(Debug, thiserror::Error)]
-#[error("{location}: stage `{stage}`: {error}")]
+#[error("{location}: stage `{stage}`: {error}{}", hint.as_ref().map(|h| format!(". {h}")).unwrap_or_default())]
 pub struct StageLoadError {
     /// The stage's name.
     pub stage: String,
@@ -12,6 +12,8 @@ pub struct StageLoadError {
     pub location: String,
     /// What went wrong.
     pub error: LoadError,
+    /// What to try, when there is more to say than the error.
+    pub hint: Option<String>,
 }
 
 impl StageLoadError {
@@ -21,7 +23,18 @@ impl StageLoadError {
             stage: config.stages()[index].name().to_string(),
             location: config.stage_location(index),
             error,
+            hint: None,
         }
+    }
+
+    /// Stage `index` of `config`, which keeps state, failed in `init`: its
+    /// state may be what makes it fail.
+    pub(crate) fn init_with_state(config: &crate::config::PipelineConfig, index: usize, error: LoadError) -> Self {
+        let mut e = Self::new(config, index, error);
+        if matches!(e.error, LoadError::InitRefused(_) | LoadError::InitTrapped(_)) {
+            e.hint = Some(restart_hint(&e.stage, config.file()));
+        }
+        e
     }
 }
 
@@ -69,7 +82,7 @@ pub enum RunError {
     #[error(
         "stage `{stage}` cannot make a new instance: {error}. The run stopped; its last checkpoint is kept, and \
          running it again resumes from there. {}",
-        restart_hint(stage)
+        restart_hint(stage, None)
     )]
     Restart {
         /// The stage's name.
@@ -118,9 +131,10 @@ pub enum RunError {
 }
 
 /// What to try when a stage can no longer start an instance.
-pub(crate) fn restart_hint(stage: &str) -> String {
+pub(crate) fn restart_hint(stage: &str, pipeline: Option<&std::path::Path>) -> String {
+    let pipeline = pipeline.map_or_else(|| "PIPELINE".to_string(), |p| p.display().to_string());
     format!(
-        "If the stage's state makes `init` fail, `sluice state PIPELINE --stage {stage}` shows it and \
-         `sluice state --clear --stage {stage} PIPELINE` removes it; `limits.init_timeout` bounds `init`"
+        "If the stage's state makes `init` fail, `sluice state {pipeline} --stage {stage}` shows it and \
+         `sluice state --clear --stage {stage} {pipeline}` removes it; `limits.init_timeout` bounds `init`"
     )
 }

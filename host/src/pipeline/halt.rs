@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::Notify;
 
 /// Shared by the stage tasks, the source and the writers of one run.
-#[derive(Default)]
 pub(crate) struct Halt {
     /// Wakes the source.
     stop: Notify,
@@ -20,6 +19,8 @@ pub(crate) struct Halt {
     /// dropped. `u64::MAX` until a stage halts.
     cut: AtomicU64,
     why: Mutex<Option<Halted>>,
+    /// The pipeline file, for the hint.
+    pub(crate) pipeline: Option<std::path::PathBuf>,
 }
 
 /// Why a run stopped early, and how much it left undone.
@@ -32,8 +33,13 @@ pub(crate) struct Halted {
 }
 
 impl Halt {
-    pub(crate) fn new() -> Self {
-        Halt { stop: Notify::new(), cut: AtomicU64::new(u64::MAX), why: Mutex::default() }
+    pub(crate) fn new(pipeline: Option<&std::path::Path>) -> Self {
+        Halt {
+            stop: Notify::new(),
+            cut: AtomicU64::new(u64::MAX),
+            why: Mutex::default(),
+            pipeline: pipeline.map(Into::into),
+        }
     }
 
     /// Whether records of input line `line` are kept.
@@ -81,7 +87,7 @@ mod tests {
 
     #[test]
     fn the_cut_is_before_the_first_unfinished_line() {
-        let halt = Halt::new();
+        let halt = Halt::new(None);
         assert!(halt.keeps(1_000_000) && halt.cut().is_none(), "nothing is cut until a stage halts");
         halt.stop(|| "stage `s` cannot start".into(), 10);
         halt.unfinished(10, 1);

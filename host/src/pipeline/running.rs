@@ -100,7 +100,7 @@ pub(super) async fn run(
     let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
-    let halt = durable.is_none().then(|| Arc::new(Halt::new()));
+    let halt = durable.is_none().then(|| Arc::new(Halt::new(config.file())));
     let shutdown = {
         let halt = halt.clone();
         async move {

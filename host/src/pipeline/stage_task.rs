@@ -271,7 +271,15 @@ impl StageTask {
             return Err(RunError::Restart { stage, error });
         };
         let first = messages.iter().map(|e| e.origin.line).min().unwrap_or(u64::MAX);
-        halt.stop(|| format!("stage `{stage}` cannot start a new instance: {error}. {}", restart_hint(&stage)), first);
+        halt.stop(
+            || {
+                format!(
+                    "stage `{stage}` cannot start a new instance: {error}. {}",
+                    restart_hint(&stage, halt.pipeline.as_deref())
+                )
+            },
+            first,
+        );
         tracing::error!(stage, "cannot start a new instance, stopping the run: {}", log_safe(&error.to_string()));
         self.stuck = true;
         self.leave(messages);
