@@ -91,3 +91,38 @@ fn check_names_a_missing_source_and_output_directories_that_cannot_be_written() 
         assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn an_error_found_at_build_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.wasm"), "").unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "version = 1\n[[stages]]\nname = \"s\"\nplugin = \"s.wasm\"\n").unwrap();
+    let same = dir.path().join("x.jsonl");
+    let same = same.to_str().unwrap();
+    let out = sluice(&["run", file.to_str().unwrap(), "-o", same, "--dead-letter", same]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "<dir>");
+    assert_eq!(
+        err,
+        "error: <dir>/p.toml: the sink and the dead-letter file are both <dir>/x.jsonl: give them different paths\n"
+    );
+}
+
+#[test]
+fn state_without_a_state_file_says_no_stage_has_committed_state() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.wasm"), "").unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "version = 1\n[[stages]]\nname = \"s\"\nplugin = \"s.wasm\"\n").unwrap();
+    for args in [&["state"][..], &["state", "--clear"]] {
+        let out = sluice(&[args, &[file.to_str().unwrap()]].concat());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "<dir>");
+        assert_eq!(
+            err,
+            "error: state store <dir>/p.state.redb: no such file: no stage has committed state (the file is created \
+             when a stage first writes state)\n"
+        );
+    }
+}

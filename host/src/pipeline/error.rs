@@ -42,16 +42,16 @@ impl StageLoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The pipeline file is wrong.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// The WebAssembly engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
     /// The state store could not be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// The stages' instances together could use more memory than the budget.
-    #[error("{0}")]
+    #[error(transparent)]
     MemoryBudget(#[from] crate::engine::memory::OverBudget),
     /// One or more stages could not be loaded.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -123,7 +123,7 @@ pub enum RunError {
         error: std::io::Error,
     },
     /// The state store failed (e.g. committing a checkpoint).
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// A pipeline task ended abnormally (a bug in sluice).
     #[error("internal error: {0}")]
@@ -137,4 +137,25 @@ pub(crate) fn restart_hint(stage: &str, pipeline: Option<&std::path::Path>) -> S
         "If the stage's state makes `init` fail, `sluice state {pipeline} --stage {stage}` shows it and \
          `sluice state --clear --stage {stage} {pipeline}` removes it; `limits.init_timeout` bounds `init`"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI prints errors with `{:#}`, which appends each `source()`: a
+    /// wrapper that also formats what it wraps would print it twice.
+    #[test]
+    fn a_wrapped_error_is_printed_once_with_its_causes() {
+        let state = || crate::state::StateError { path: "s.redb".into(), reason: "No space left on device".into() };
+        let config = ConfigErrors(vec![crate::config::ConfigError::new(None, None, None, "bad")]);
+        let cases = [
+            (anyhow::Error::from(BuildError::State(state())), "state store s.redb: No space left on device"),
+            (anyhow::Error::from(RunError::State(state())), "state store s.redb: No space left on device"),
+            (anyhow::Error::from(crate::Error::Build(BuildError::Config(config))), "bad"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(format!("{error:#}"), text);
+        }
+    }
 }

@@ -26,7 +26,7 @@ pub struct Cleared {
 pub fn clear_state(path: &Path, stage: Option<&str>) -> Result<Cleared, StateError> {
     let error = |e: &dyn std::fmt::Display| StateError { path: path.into(), reason: e.to_string() };
     if !path.exists() {
-        return Err(error(&"no such file: the pipeline has not committed any state"));
+        return Err(error(&super::NO_STATE_FILE));
     }
     let db = redb::Database::open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => {

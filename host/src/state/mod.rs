@@ -594,12 +594,17 @@ pub struct StateEntry {
     pub value: Vec<u8>,
 }
 
+/// Why there is no store file: it is created at the first state write, so a
+/// pipeline that ran but whose stages keep no state has none either.
+pub(crate) const NO_STATE_FILE: &str =
+    "no such file: no stage has committed state (the file is created when a stage first writes state)";
+
 /// Reads the committed state of `stage` from the store file at `path`:
 /// what the last checkpoint (or finished run) left. `keyed` says how the
 /// stage's keys are laid out (`partition_by = "key"`).
 pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntry>, StateError> {
     if !path.exists() {
-        return Err(StateError { path: path.into(), reason: "no such file: the pipeline has not run yet".into() });
+        return Err(StateError { path: path.into(), reason: NO_STATE_FILE.into() });
     }
     let store = StateStore::open(path, DEFAULT_MAX_PENDING);
     let prefix = namespace(stage, None);
