@@ -7,6 +7,7 @@ mod engine;
 mod hostile;
 mod http;
 mod http_limits;
+mod input;
 mod languages;
 mod load_errors;
 mod quickstart;

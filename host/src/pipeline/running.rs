@@ -332,9 +332,16 @@ async fn read_source(
         };
         if source.format == Format::Jsonl {
             if bytes.iter().all(u8::is_ascii_whitespace) {
+                stats.skipped.fetch_add(1, Relaxed);
                 continue;
             }
-            if let Err(e) = serde_json::from_slice::<IgnoredAny>(&bytes) {
+            // JSON text is UTF-8 (RFC 8259), but `from_slice` does not check
+            // the strings it skips: without this, the first stage would get
+            // the blame (as `invalid`) for bad input.
+            let json = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not UTF-8 ({e})"))
+                .and_then(|text| serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string()));
+            if let Err(e) = json {
                 stats.read.fetch_add(1, Relaxed);
                 enter();
                 send_dead(&dead, "source", Kind::Input, format!("not JSON: {e}"), origin, message(bytes)).await?;

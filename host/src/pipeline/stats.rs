@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Stats {
     /// Messages read from the source.
     pub read: AtomicU64,
+    /// Blank lines of a `jsonl` source: no document, so no message.
+    pub skipped: AtomicU64,
     /// Messages written to the sink.
     pub written: AtomicU64,
     /// Messages written to the dead-letter file.
@@ -84,6 +86,7 @@ impl Stats {
     pub fn report(&self, elapsed: Duration) -> RunReport {
         RunReport {
             read: self.read.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
             written: self.written.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             elapsed,
@@ -114,6 +117,9 @@ impl Stats {
 pub struct RunReport {
     /// Messages read from the source.
     pub read: u64,
+    /// Blank (empty or whitespace-only) lines of a `jsonl` source, skipped:
+    /// not messages, so in no other count.
+    pub skipped: u64,
     /// Messages written to the sink.
     pub written: u64,
     /// Messages written to the dead-letter file, from every stage, the source and the sink.
@@ -163,9 +169,14 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 impl std::fmt::Display for RunReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
+        let skipped = match self.skipped {
+            0 => String::new(),
+            1 => ", 1 blank line skipped".to_string(),
+            n => format!(", {n} blank lines skipped"),
+        };
         writeln!(
             f,
-            "{} read, {} written, {} dead-lettered in {secs:.2} s ({:.0} messages/s)",
+            "{} read, {} written, {} dead-lettered{skipped} in {secs:.2} s ({:.0} messages/s)",
             self.read,
             self.written,
             self.dead_lettered,
