@@ -126,3 +126,25 @@ fn state_without_a_state_file_says_no_stage_has_committed_state() {
         );
     }
 }
+
+#[test]
+fn plugin_paths_are_printed_as_written_resolved_against_the_pipeline_directory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.wasm"), "").unwrap();
+    let stage = |name: &str, plugin: &str| format!("[[stages]]\nname = \"{name}\"\nplugin = \"{plugin}\"\n");
+    std::fs::write(dir.path().join("p.toml"), format!("version = 1\n{}", stage("s", "./s.wasm"))).unwrap();
+    std::fs::write(dir.path().join("q.toml"), format!("version = 1\n{}", stage("t", "t.wasm"))).unwrap();
+    let check = |pipeline: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check", pipeline])
+            .current_dir(dir.path())
+            .output()
+            .expect("the sluice binary runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check("./p.toml");
+    assert_eq!(err, "error: ./p.toml:3:8: stage `s`: ./s.wasm is not a WebAssembly component: the file is empty\n");
+    let err = check("q.toml");
+    assert_eq!(err, "error: q.toml:4:10: stage `t`: plugin file t.wasm not found\n");
+}

@@ -692,9 +692,13 @@ impl PipelineConfig {
         }
     }
 
-    /// `path` resolved against [`Self::base_dir`].
+    /// `path` resolved against the pipeline file's directory, once: `x.wasm`
+    /// beside `p.toml` stays `x.wasm`, and `./x.wasm` beside `./p.toml` is
+    /// `./x.wasm`, not `././x.wasm` (messages show paths as the user wrote them).
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir().join(path) }
+        let dir = self.file.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        // `components` drops every `.` but a leading one.
+        dir.join(path).components().collect()
     }
 
     /// The input file, or `None` for standard input.

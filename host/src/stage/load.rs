@@ -73,9 +73,10 @@ pub enum LoadError {
     },
     /// The component imports something sluice does not provide.
     #[error(
-        "{} imports `{import}`, which sluice does not provide. Stages may import \
-         `sluice:pipeline/*` and WASI 0.2 (`wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, \
-         `wasi:filesystem`, `wasi:sockets`, `wasi:http/outgoing-handler`)",
+        "{} imports `{import}`, which sluice does not provide. Stages may import `sluice:pipeline/*` and \
+         WASI 0.2: `wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, `wasi:filesystem` (only \
+         `grants.read_dirs`), `wasi:http` (only `grants.allow_http`) and `wasi:sockets` (so that components \
+         from standard toolchains load; every socket call fails)",
         path.display()
     )]
     UnknownImport {
