@@ -198,6 +198,23 @@ async fn guest_logs_and_stdio_reach_the_host_log_tagged_with_the_stage() {
     assert_eq!(run.output, ["log:hello from the guest", "print:to stdio"], "guest stdio never mixes with the sink");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_message_is_logged_once_and_kept_in_the_dead_letter() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+
+    let scratch = Scratch::new();
+    let run = scratch.run(&test_stage(""), "panic:boom at 42\n").await;
+    run.report.unwrap();
+    let log = captured.text();
+    // Once as the guest's stderr line, and the trap's own line without it.
+    assert_eq!(log.lines().filter(|l| l.contains("boom at 42")).count(), 1, "{log}");
+    assert!(log.lines().any(|l| l.contains("stream=\"stderr\"") && l.contains("boom at 42")), "{log}");
+    assert!(log.lines().any(|l| l.contains("line=1") && l.contains("wasm trap")), "{log}");
+    let reason = run.dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("wasm trap") && reason.contains("boom at 42"), "{reason}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multi_line_json_output_is_written_on_one_line_as_it_was() {
     let scratch = Scratch::new();

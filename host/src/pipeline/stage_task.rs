@@ -456,7 +456,14 @@ impl StageTask {
             Err(Failure::Trapped(trap)) => {
                 counters.trapped.fetch_add(1, Relaxed);
                 let (kind, reason) = (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string());
-                tracing::warn!(stage = &**self.runner.name(), line = envelope.origin.line, "{}", log_safe(&reason));
+                // Not `reason`: the guest's stderr in it is in the log already, line
+                // by line as the guest wrote it (capabilities/stdio); the dead letter keeps both.
+                tracing::warn!(
+                    stage = &**self.runner.name(),
+                    line = envelope.origin.line,
+                    "{}",
+                    log_safe(&trap.reason)
+                );
                 (kind, reason)
             }
         };
