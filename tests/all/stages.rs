@@ -216,6 +216,27 @@ async fn a_panic_message_is_logged_once_and_kept_in_the_dead_letter() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_private_and_a_replaced_file_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |scratch: &Scratch, name: &str| std::fs::metadata(scratch.path(name)).unwrap().permissions().mode() & 0o777;
+    let input = "x\ninvalid:no\n";
+    // New files: dead letters hold the input unredacted, so no one else may read them.
+    let scratch = Scratch::new();
+    scratch.run(&test_stage(""), input).await.report.unwrap();
+    assert_eq!(mode(&scratch, "dead.jsonl") & 0o077, 0);
+    assert_eq!(mode(&scratch, "out") & 0o600, 0o600);
+    // A file that is replaced keeps the mode its owner gave it.
+    let scratch = Scratch::new();
+    for (name, mode) in [("out", 0o640), ("dead.jsonl", 0o644)] {
+        let path = scratch.write(name, "old\n");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    scratch.run(&test_stage(""), input).await.report.unwrap();
+    assert_eq!((mode(&scratch, "out"), mode(&scratch, "dead.jsonl")), (0o640, 0o644));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_multi_line_json_output_is_written_on_one_line_as_it_was() {
     let scratch = Scratch::new();
     let pipeline = header("lines")
