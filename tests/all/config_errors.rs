@@ -18,7 +18,7 @@ async fn unknown_keys_name_the_allowed_ones() {
     assert_eq!(
         err,
         "<dir>/pipeline.toml:5:1: unknown field `settings`, expected one of `name`, `plugin`, `config`, `limits`, \
-         `grants`, `concurrency`, `order`, `partition_by`, `buffer`, `retries`, `batch`, `isolate`, `recycle_after`, `emit`"
+         `grants`, `concurrency`, `order`, `partition_by`, `buffer`, `retries`, `batch`, `isolate`, `recycle_after`, `batch_window`, `emit`"
     );
 }
 

@@ -205,7 +205,8 @@ async fn a_shutdown_drains_what_was_read_and_says_where_to_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_that_overruns_shutdown_timeout_writes_nothing() {
     let scratch = Scratch::new();
-    // The first message takes 5 s; behind it, the source waits for room.
+    // The first message takes 5 s; behind it the stage holds the next (taken
+    // for the next job, waiting for a slot), and the source waits for room.
     scratch.write("input", "sleep:5000:x\n".to_string() + &"y\n".repeat(10));
     let pipeline =
         header("lines").replace("[source]", "shutdown_timeout = \"100ms\"\n[source]") + &test_stage("t", "buffer = 1");
@@ -213,7 +214,7 @@ async fn a_drain_that_overruns_shutdown_timeout_writes_nothing() {
     let err = built.run_until(tokio::time::sleep(std::time::Duration::from_millis(50))).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "stopped reading after input line 2, but the messages already read did not finish within shutdown_timeout \
+        "stopped reading after input line 3, but the messages already read did not finish within shutdown_timeout \
          (100ms); no output was written. Rerun, or raise shutdown_timeout"
     );
     assert!(!scratch.path("out").exists());

@@ -109,22 +109,85 @@ async fn a_stage_cannot_forge_host_log_lines() {
     assert!(forged[0].contains("ok\\n2026-12-01"), "a log record stays on one line: {}", forged[0]);
 }
 
+/// Runs `pipeline` (in `scratch`) from input line `skip + 1`, appending to
+/// the first run's files, as the interrupt hint says.
+async fn resume(scratch: &Scratch, skip: u64) -> sluice::RunReport {
+    let mut config = sluice::PipelineConfig::from_file(scratch.path("pipeline.toml")).unwrap();
+    config.source_mut().skip_lines = skip;
+    config.set_append(true);
+    sluice::Pipeline::build(config).await.unwrap().run().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stage_that_can_no_longer_start_stops_the_run_keeping_what_finished() {
-    // `poison` stores state that makes `init` trap; `panic` then forces a
-    // fresh instance, which cannot start.
+async fn a_stage_that_can_no_longer_start_stops_the_run_losing_and_repeating_nothing() {
+    // `poison` stores state that makes `init` trap; with `isolate` every
+    // later message needs a fresh instance, which cannot start. Two at a
+    // time, unordered: messages finish out of order around the failure.
+    const N: u64 = 3000;
     let scratch = Scratch::new();
-    let pipeline = header("lines") + "[state]\nbackend = \"memory\"\n" + &hostile("");
-    let run = scratch.run(&pipeline, "a\npoison\nb\npanic\nc\nd\n").await;
+    let pipeline = header("lines")
+        + "[state]\nbackend = \"memory\"\n"
+        + &hostile("isolate = true\nconcurrency = 2\norder = \"unordered\"");
+    let input: String = ["a".to_string(), "poison".into()]
+        .into_iter()
+        .chain((3..=N).map(|i| i.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let run = scratch.run(&pipeline, &input).await;
     let report = run.report.clone().unwrap();
-    assert_eq!(run.output, ["a", "poison", "b"], "everything finished was written");
-    let (kind, _) = only_dead_letter(&run);
-    assert_eq!(kind, "trap");
-    assert_eq!(report.stopped_after_line, Some(4), "c (line 5) is where a resumed run starts");
-    let reason = report.stop_reason.unwrap();
+    let reason = report.stop_reason.clone().expect("the run stopped early");
     assert!(reason.starts_with("stage `h` cannot start a new instance: "), "{reason}");
     assert!(reason.contains("init found the poison"), "the guest's panic message: {reason}");
-    assert!(reason.contains("sluice state --clear --stage h"), "what to do: {reason}");
+    assert!(!reason.contains("sluice state"), "no state to clear in memory: {reason}");
+    let stopped = report.stopped_after_line.expect("the source stopped before the end");
+    assert!(stopped < N, "{stopped}");
+    // Every line read ended as an output or a dead letter naming why.
+    let lines_of = |dead: &[serde_json::Value]| -> Vec<u64> {
+        dead.iter().map(|d| d["input"]["line"].as_u64().unwrap()).collect()
+    };
+    for d in &run.dead {
+        assert_eq!(d["error"], "trap");
+        assert!(d["reason"].as_str().unwrap().starts_with("not processed: stage `h` cannot start"), "{d}");
+    }
+    let mut first: Vec<u64> = run
+        .output
+        .iter()
+        .map(|l| {
+            if l == "a" {
+                1
+            } else if l == "poison" {
+                2
+            } else {
+                l.parse().unwrap()
+            }
+        })
+        .collect();
+    first.extend(lines_of(&run.dead));
+    first.sort_unstable();
+    assert_eq!(first, (1..=stopped).collect::<Vec<_>>(), "each line read, once");
+
+    // Resuming where the hint says (the poison lived in memory) finishes the
+    // rest, and the files hold every line exactly once.
+    let resumed = resume(&scratch, stopped).await;
+    assert_eq!(resumed.stop_reason, None);
+    let output = crate::support::read_lines(&scratch.path("out"));
+    let dead = crate::support::read_json_lines(&scratch.path("dead.jsonl"));
+    let mut all: Vec<u64> = output
+        .iter()
+        .map(|l| {
+            if l == "a" {
+                1
+            } else if l == "poison" {
+                2
+            } else {
+                l.parse().unwrap()
+            }
+        })
+        .collect();
+    all.extend(lines_of(&dead));
+    all.sort_unstable();
+    assert_eq!(all, (1..=N).collect::<Vec<_>>(), "nothing lost, nothing repeated");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,12 +198,13 @@ async fn a_hanging_init_is_stopped_by_the_init_timeout_and_named() {
     let run = scratch.run(&pipeline, "a\npoison-slow\npanic\nc\n").await;
     let report = run.report.unwrap();
     let reason = report.stop_reason.expect("the run stopped");
-    assert!(
-        reason.contains("took longer than the 300ms allowed to start an instance and run `init` (limits.init_timeout)"),
-        "{reason}"
-    );
-    assert_eq!(run.output, ["a", "poison-slow"], "c was not processed: it is read again on resume");
-    assert_eq!(report.stopped_after_line, Some(3));
+    let timeout = "took longer than the 300ms allowed to start an instance and run `init` (limits.init_timeout)";
+    assert!(reason.contains(timeout), "{reason}");
+    assert_eq!(run.output, ["a", "poison-slow"]);
+    let dead: Vec<(&str, u64)> =
+        run.dead.iter().map(|d| (d["error"].as_str().unwrap(), d["input"]["line"].as_u64().unwrap())).collect();
+    assert_eq!(dead, [("trap", 3), ("trap", 4)], "the panic, then c, which could not run");
+    assert!(run.dead[1]["reason"].as_str().unwrap().contains(timeout));
 }
 
 #[tokio::test(flavor = "multi_thread")]

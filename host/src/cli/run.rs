@@ -90,17 +90,20 @@ impl RunCommand {
         let report = result?;
 
         eprint!("{report}");
-        if let Some(line) = report.stopped_after_line {
-            let resume = self.resume_command(line);
-            match &report.stop_reason {
-                Some(reason) => eprintln!(
-                    "stopped early: {reason}. Everything up to input line {line} was written. To resume: {resume}"
-                ),
-                None => eprintln!(
-                    "interrupted: stopped reading after input line {line}; everything read was processed and \
-                     written. To resume: {resume}"
-                ),
-            }
+        match (report.stopped_after_line, &report.stop_reason) {
+            (Some(line), Some(reason)) => eprintln!(
+                "stopped early: {reason}. Every line up to input line {line} was written or dead-lettered. To \
+                 resume: {}",
+                self.resume_command(line)
+            ),
+            // The whole input was read before the stage stopped.
+            (None, Some(reason)) => eprintln!("stopped early: {reason}"),
+            (Some(line), None) => eprintln!(
+                "interrupted: stopped reading after input line {line}; everything read was processed and \
+                 written. To resume: {}",
+                self.resume_command(line)
+            ),
+            (None, None) => {}
         }
         if report.dead_lettered > 0 {
             eprintln!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display());

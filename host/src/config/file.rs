@@ -218,6 +218,11 @@ pub struct StageConfig {
     /// A fresh instance after this many messages (e.g. a guest that leaks).
     #[serde(default)]
     recycle_after: Option<Spanned<u64>>,
+    /// How long one batch call may take: batches shrink until a call takes
+    /// about this long, so a finished message waits at most about this long
+    /// for its batch-mates.
+    #[serde(default = "default_batch_window", with = "humantime_serde_compat")]
+    batch_window: std::time::Duration,
     /// What happens to emitted messages if the stage then fails the input.
     #[serde(default)]
     emit: EmitMode,
@@ -229,6 +234,14 @@ pub struct StageConfig {
 /// The batch size of a stage that does not set one. Batches only take
 /// messages that are already waiting, so batching adds no latency.
 const DEFAULT_BATCH: usize = 64;
+
+/// A call's crossing into WebAssembly costs about a microsecond
+/// (docs/benchmarks.md): batching pays while messages take microseconds, and
+/// saves under 0.1% once a call takes a millisecond. So a batch grows until
+/// a call takes about 1 ms, and no finished output waits much longer.
+fn default_batch_window() -> std::time::Duration {
+    std::time::Duration::from_millis(1)
+}
 
 fn default_shutdown_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(30)
@@ -327,6 +340,8 @@ pub struct Execution {
     pub isolate: bool,
     /// A fresh instance after this many messages; `None`: only when needed.
     pub recycle_after: Option<u64>,
+    /// How long one batch call may take (batches adapt to it).
+    pub batch_window: std::time::Duration,
     /// When emitted messages go downstream.
     pub emit: EmitMode,
 }
@@ -385,6 +400,7 @@ impl StageConfig {
             batch: None,
             isolate: false,
             recycle_after: None,
+            batch_window: default_batch_window(),
             emit: EmitMode::default(),
             native: None,
         }
@@ -495,6 +511,7 @@ impl StageConfig {
             batch: self.batch.as_ref().map_or_else(|| self.default_batch(), |b| *b.get_ref()),
             isolate: self.isolate,
             recycle_after: self.recycle_after.as_ref().map(|n| *n.get_ref()),
+            batch_window: self.batch_window,
             emit: self.emit,
         }
     }

@@ -1,7 +1,7 @@
 //! Config in, ready stages out, or every problem found.
 
 use super::error::{BuildError, StageLoadError};
-use super::stage_task::{NativeRunner, Runner};
+use super::job::{NativeRunner, Runner};
 use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::capabilities;
@@ -42,7 +42,10 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         // input is read.
         match pre.instantiate().await {
             Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first) }),
-            Err(error) if pre.uses_state() => errors.push(StageLoadError::init_with_state(&config, index, error)),
+            // A durable store outlives runs: its state may be what makes `init` fail.
+            Err(error) if pre.uses_state() && state.as_ref().is_some_and(|s| s.has_committed()) => {
+                errors.push(StageLoadError::init_with_state(&config, index, error));
+            }
             Err(error) => errors.push(StageLoadError::new(&config, index, error)),
         }
     }

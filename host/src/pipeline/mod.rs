@@ -6,6 +6,7 @@ mod checkpoint;
 mod dead_letter;
 mod error;
 mod halt;
+mod job;
 mod running;
 mod stage_task;
 mod stats;
@@ -33,7 +34,7 @@ pub struct Pipeline {
 }
 
 struct BuiltStage {
-    runner: stage_task::Runner,
+    runner: job::Runner,
     exec: crate::config::Execution,
     /// The instance made at build time to check `init`; the run starts with it.
     first: Option<StageInstance>,

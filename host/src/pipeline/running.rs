@@ -7,7 +7,8 @@ use super::checkpoint::{Checkpoints, Flush, Settle, commit};
 use super::dead_letter::{DeadLetter, Kind, Origin};
 use super::error::RunError;
 use super::halt::Halt;
-use super::stage_task::{EmitPlan, StageTask};
+use super::job::{EmitPlan, Slots};
+use super::stage_task::StageTask;
 use super::stats::{RunReport, Stats};
 use crate::bindings::Message;
 use crate::config::{Format, SourceConfig};
@@ -100,7 +101,7 @@ pub(super) async fn run(
     let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
-    let halt = durable.is_none().then(|| Arc::new(Halt::new(config.file())));
+    let halt = durable.is_none().then(|| Arc::new(Halt::new()));
     let shutdown = {
         let halt = halt.clone();
         async move {
@@ -145,36 +146,30 @@ pub(super) async fn run(
     for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
         let (tx, next_rx) = channel::<Envelope>(buffer);
         let task = StageTask {
-            runner: built.runner,
-            exec: built.exec,
             stats: stats.clone(),
             index,
             dead: dead_tx.clone(),
-            idle: built.first.into_iter().collect(),
+            slots: Slots::new(built.exec.concurrency, built.first, built.exec.isolate, built.exec.recycle_after),
+            runner: built.runner,
+            exec: built.exec,
             failures_in_a_row: 0,
             emit: EmitPlan::Unused,
             settle: settle.clone(),
             halt: halt.clone(),
-            stuck: false,
+            stuck: None,
         };
         stage_tasks.push(tokio::spawn(task.run(rx, tx)));
         rx = next_rx;
     }
 
-    let sink = Sink {
-        format: config.sink().format,
-        dead: dead_tx,
-        stats: stats.clone(),
-        settle: settle.clone(),
-        halt: halt.clone(),
-    };
+    let sink = Sink { format: config.sink().format, dead: dead_tx, stats: stats.clone(), settle: settle.clone() };
     let sink_task: Task<Output> = tokio::spawn(write_sink(rx, output, output_path.clone(), sink, sink_flush));
     let dead_task: Task<Output> = tokio::spawn(write_dead_letters(
         dead_rx,
         dead_output,
         dead_path,
         input_label,
-        (stats.clone(), settle, halt.clone()),
+        (stats.clone(), settle),
         dead_flush,
     ));
 
@@ -247,15 +242,9 @@ pub(super) async fn run(
     let mut report = stats.report(started.elapsed());
     report.stopped_after_line = stopped_after_line;
     if let Some(halted) = halt.as_ref().and_then(|h| h.halted()) {
-        // Lines after the cut were read but not all finished: they are read
-        // again on resume, so nothing of theirs was written.
-        let cut = halt.as_ref().and_then(|h| h.cut()).unwrap_or(0);
-        report.stopped_after_line = Some(stopped_after_line.map_or(cut, |line| line.min(cut)));
         report.stop_reason = Some(format!(
-            "{} ({} messages it had not processed, from input line {}, are read again on resume)",
-            halted.reason,
-            halted.unfinished,
-            cut + 1
+            "{}; the {} messages it could not run were dead-lettered with that reason",
+            halted.reason, halted.unfinished
         ));
     }
     Ok(report)
@@ -382,8 +371,6 @@ struct Sink {
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
     settle: Option<Arc<Settle>>,
-    /// Outputs of input lines a halted run will read again are not written.
-    halt: Option<Arc<Halt>>,
 }
 
 async fn write_sink(
@@ -393,7 +380,7 @@ async fn write_sink(
     sink: Sink,
     mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
-    let Sink { format, dead, stats, settle, halt } = sink;
+    let Sink { format, dead, stats, settle } = sink;
     let mut batch = Vec::with_capacity(SINK_BATCH);
     loop {
         tokio::select! {
@@ -406,9 +393,6 @@ async fn write_sink(
         }
         let mut written = 0;
         for Envelope { message, origin } in batch.drain(..) {
-            if halt.as_ref().is_some_and(|h| !h.keeps(origin.line)) {
-                continue;
-            }
             if format == Format::Jsonl && message.value.iter().any(|&b| b == b'\n' || b == b'\r') {
                 // Keep one document per line. In valid JSON a raw line break can
                 // only be whitespace between tokens, so blanking it changes
@@ -446,7 +430,7 @@ async fn write_dead_letters(
     mut output: Output,
     path: PathBuf,
     input_label: String,
-    (stats, settle, halt): (Arc<Stats>, Option<Arc<Settle>>, Option<Arc<Halt>>),
+    (stats, settle): (Arc<Stats>, Option<Arc<Settle>>),
     mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
     loop {
@@ -461,9 +445,6 @@ async fn write_dead_letters(
                 continue;
             }
         };
-        if halt.as_ref().is_some_and(|h| !h.keeps(letter.origin.line)) {
-            continue;
-        }
         output
             .write_line(&letter.to_json_line(&input_label))
             .await

@@ -186,6 +186,11 @@ impl StateStore {
         matches!(self.backend, Backend::Redb(_))
     }
 
+    /// Whether an earlier run committed state to the store's file.
+    pub(crate) fn has_committed(&self) -> bool {
+        self.is_durable() && self.path.exists()
+    }
+
     fn error(&self, e: impl std::fmt::Display) -> StateError {
         StateError { path: self.path.clone(), reason: e.to_string() }
     }

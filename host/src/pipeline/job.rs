@@ -1,0 +1,499 @@
+//! A job: one message, or a batch of messages that were waiting, run
+//! through an instance of a stage, with retries.
+//!
+//! A job holds one of the stage's `concurrency` slots, and an instance, only
+//! while it runs the guest. A message waiting out its retry backoff gives
+//! both back (it is *parked*): the stage's other messages go on meanwhile,
+//! and an ordered stage's reorder buffer holds their outputs until the
+//! parked one is done.
+
+use super::dead_letter::{Kind, Origin};
+use super::running::Envelope;
+use crate::bindings::{Message, StageError};
+use crate::capabilities::emit::{EmitTarget, Emitted};
+use crate::config::RetryConfig;
+use crate::limits::Limits;
+use crate::pipeline::Settle;
+use crate::stage::{LoadError, NativeStage, StageInstance, StagePre, Trap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What runs a stage's messages.
+#[derive(Clone)]
+pub(super) enum Runner {
+    /// A WebAssembly component, in instances from `StagePre`.
+    Wasm(Arc<StagePre>),
+    /// A Rust function (`StageConfig::native`).
+    Native(NativeRunner),
+}
+
+#[derive(Clone)]
+pub(super) struct NativeRunner {
+    pub(super) name: Arc<str>,
+    pub(super) limits: Limits,
+    pub(super) stage: NativeStage,
+}
+
+impl Runner {
+    pub(super) fn name(&self) -> &Arc<str> {
+        match self {
+            Runner::Wasm(pre) => pre.name(),
+            Runner::Native(native) => &native.name,
+        }
+    }
+
+    pub(super) fn limits(&self) -> &Limits {
+        match self {
+            Runner::Wasm(pre) => pre.limits(),
+            Runner::Native(native) => &native.limits,
+        }
+    }
+}
+
+/// A stage's `concurrency` slots and its idle instances. At most
+/// `concurrency` instances exist at once: only a slot's holder makes one.
+pub(super) struct Slots {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<StageInstance>>,
+    /// A fresh instance for every message.
+    isolate: bool,
+    /// Replace an instance after this many messages.
+    recycle_after: Option<u64>,
+}
+
+impl Slots {
+    pub(super) fn new(
+        concurrency: usize,
+        first: Option<StageInstance>,
+        isolate: bool,
+        recycle_after: Option<u64>,
+    ) -> Arc<Self> {
+        Arc::new(Slots {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            idle: Mutex::new(first.into_iter().collect()),
+            isolate,
+            recycle_after,
+        })
+    }
+
+    /// A slot, once one is free.
+    pub(super) async fn acquire(self: &Arc<Self>) -> Slot {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        Slot { slots: self.clone(), _permit: permit, instance: None }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<StageInstance>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One of a stage's slots, and the instance its job runs in, if it has one.
+/// Dropping it frees the slot and gives the instance back, unless the stage
+/// isolates messages or the instance is worn out.
+pub(super) struct Slot {
+    slots: Arc<Slots>,
+    _permit: OwnedSemaphorePermit,
+    instance: Option<StageInstance>,
+}
+
+impl Slot {
+    /// The slot's instance: an idle one, else a fresh one.
+    async fn instance(&mut self, pre: &StagePre) -> Result<&mut StageInstance, LoadError> {
+        if self.instance.is_none() {
+            let idle = self.slots.idle().pop();
+            self.instance = match idle {
+                Some(instance) => Some(instance),
+                None => Some(pre.instantiate().await?),
+            };
+        }
+        Ok(self.instance.as_mut().expect("set above"))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(mut instance) = self.instance.take() {
+            if !self.slots.isolate && !instance.worn_out(self.slots.recycle_after) {
+                self.slots.idle().push(instance);
+            }
+        }
+    }
+}
+
+/// Where a job runs: its slot while it has one.
+pub(super) struct Seat {
+    slots: Arc<Slots>,
+    slot: Option<Slot>,
+    /// Whether a message waiting out its backoff gives the slot back. Not
+    /// when what it emits goes downstream at once in an ordered stage: a
+    /// later message would then emit ahead of it.
+    park: bool,
+    /// Time spent without a slot (backoff, waiting for one): not the guest's.
+    away: Duration,
+}
+
+impl Seat {
+    pub(super) fn new(slots: Arc<Slots>, slot: Option<Slot>, park: bool) -> Self {
+        Seat { slots, slot, park, away: Duration::ZERO }
+    }
+
+    async fn slot(&mut self) -> &mut Slot {
+        if self.slot.is_none() {
+            let since = Instant::now();
+            self.slot = Some(self.slots.acquire().await);
+            self.away += since.elapsed();
+        }
+        self.slot.as_mut().expect("set above")
+    }
+
+    async fn instance(&mut self, pre: &StagePre) -> Result<&mut StageInstance, LoadError> {
+        self.slot().await.instance(pre).await
+    }
+
+    /// The instance trapped: it cannot be entered again.
+    fn trapped(&mut self) {
+        if let Some(slot) = &mut self.slot {
+            slot.instance = None;
+        }
+    }
+
+    /// Waits `delay` (a retry's backoff), parked if it may.
+    async fn wait(&mut self, delay: Duration) {
+        if self.park {
+            self.slot = None;
+        }
+        let since = Instant::now();
+        tokio::time::sleep(delay).await;
+        self.away += since.elapsed();
+    }
+}
+
+/// How a stage's jobs run: its retries, and where emitted messages go.
+#[derive(Clone)]
+pub(super) struct JobPlan {
+    pub(super) retry: RetryConfig,
+    pub(super) emit: EmitPlan,
+}
+
+/// Where a stage's emitted messages go.
+#[derive(Clone)]
+pub(super) enum EmitPlan {
+    /// The stage does not emit.
+    Unused,
+    /// Downstream at once (counted into the pipeline, when it checkpoints).
+    Now(Sender<Envelope>, Option<Arc<Settle>>),
+    /// Held until the message succeeds.
+    Held,
+}
+
+impl EmitPlan {
+    fn target(&self, origin: Origin) -> Option<EmitTarget> {
+        match self {
+            EmitPlan::Unused => None,
+            EmitPlan::Now(tx, settle) => Some(EmitTarget::Now { tx: tx.clone(), origin, settle: settle.clone() }),
+            EmitPlan::Held => Some(EmitTarget::Held),
+        }
+    }
+}
+
+/// What came of a job.
+pub(super) struct Ran {
+    /// Its messages, in input order.
+    pub(super) done: Vec<Done>,
+    /// Set if a fresh instance was needed and could not be made: why, and
+    /// the job's messages that did not run.
+    pub(super) stuck: Option<Stuck>,
+    /// How long the job held a slot: what adapts the batch size.
+    pub(super) busy: Duration,
+    /// Messages of a batch left to run in a job of their own, right after
+    /// this one: the outputs it holds reached the stage's
+    /// `max_total_output_bytes` (a batch run again message by message must
+    /// not make the host hold a batch's worth of inputs' outputs).
+    pub(super) requeue: Vec<Envelope>,
+}
+
+/// A job that could not go on: no instance could be made for it.
+pub(super) struct Stuck {
+    pub(super) error: LoadError,
+    pub(super) messages: Vec<Envelope>,
+}
+
+/// A message through the stage: what came of it.
+pub(super) struct Done {
+    pub(super) envelope: Envelope,
+    /// Outputs the stage emitted and sent downstream at once, over every
+    /// attempt (for the counters), and in the last one (for the caps).
+    pub(super) sent: usize,
+    pub(super) sent_last: Emitted,
+    pub(super) result: Result<Vec<Message>, Failure>,
+    pub(super) retries: u32,
+    pub(super) latency: Duration,
+}
+
+pub(super) enum Failure {
+    Rejected(Kind, String),
+    Trapped(Trap),
+}
+
+/// Runs a job: a batch through one `process-batch` call, or one message
+/// through `process`. Messages the batch call did not settle (a transient
+/// error to retry, or all of them after a trap) run again alone.
+pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, plan: JobPlan) -> Ran {
+    let started = Instant::now();
+    let pre = match runner {
+        Runner::Wasm(pre) => pre,
+        Runner::Native(native) => {
+            let done = native_job(&native.stage, &mut seat, batch, plan.retry).await;
+            let busy = started.elapsed().saturating_sub(seat.away);
+            return Ran { done, stuck: None, busy, requeue: Vec::new() };
+        }
+    };
+    let messages = batch.len();
+    let mut done: Vec<Done> = Vec::with_capacity(messages);
+    let mut stuck = None;
+    if messages == 1 {
+        let envelope = batch.into_iter().next().expect("one message");
+        match single(&pre, &mut seat, envelope, plan.retry, 0, &plan.emit).await {
+            Ok(one) => done.push(one),
+            Err((error, envelope)) => stuck = Some(Stuck { error, messages: vec![envelope] }),
+        }
+        return Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue: Vec::new() };
+    }
+    let instance = match seat.instance(&pre).await {
+        Ok(instance) => instance,
+        Err(error) => {
+            let stuck = Some(Stuck { error, messages: batch });
+            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new() };
+        }
+    };
+    let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
+    let outcomes = match instance.process_batch(&messages).await {
+        Ok(Some(outcomes)) => outcomes.into_iter().map(Some).collect(),
+        Ok(None) => {
+            tracing::warn!(
+                stage = &**pre.name(),
+                "process-batch did not return one outcome per message; running them one by one"
+            );
+            vec![None; messages.len()]
+        }
+        Err(trap) => {
+            tracing::debug!(stage = &**pre.name(), "a batch trapped ({trap}); running its messages one by one");
+            seat.trapped();
+            vec![None; messages.len()]
+        }
+    };
+    let latency = started.elapsed();
+    // A message run again alone holds what it emits: sent now, it would
+    // overtake the outputs of its batch-mates, which leave with the job.
+    let emit = match plan.emit {
+        EmitPlan::Unused => EmitPlan::Unused,
+        _ => EmitPlan::Held,
+    };
+    let budget = pre.limits().max_total_output_bytes;
+    let mut held = 0usize;
+    let mut requeue = Vec::new();
+    let mut rest = messages.into_iter().zip(origins).zip(outcomes);
+    while let Some(((message, origin), outcome)) = rest.next() {
+        if held > budget {
+            // Run alone, each message's outputs could add up to many times
+            // the cap: the rest go in a job of their own, once these are sent.
+            requeue.push(Envelope { message, origin });
+            requeue.extend(rest.map(|((message, origin), _)| Envelope { message, origin }));
+            break;
+        }
+        let envelope = Envelope { message, origin };
+        let mut retries = 0;
+        let settled = match outcome {
+            Some(Ok(outputs)) => Some(Ok(outputs)),
+            Some(Err(StageError::Invalid(reason))) => Some(Err(Failure::Rejected(Kind::Invalid, reason))),
+            // The batch was its first attempt: retried alone, after its backoff.
+            Some(Err(StageError::Transient(reason))) => {
+                retry_after(&plan.retry, &mut retries, reason, &mut seat).await.map(Err)
+            }
+            // A trap or a wrong count: a first try alone.
+            None => None,
+        };
+        match settled {
+            Some(result) => {
+                done.push(Done { envelope, sent: 0, sent_last: Emitted::default(), result, retries, latency });
+            }
+            None => match single(&pre, &mut seat, envelope, plan.retry, retries, &emit).await {
+                Ok(one) => {
+                    if let Ok(outputs) = &one.result {
+                        held += outputs.iter().map(crate::limits::message_bytes).sum::<usize>();
+                    }
+                    done.push(one);
+                }
+                Err((error, envelope)) => {
+                    let left = rest.map(|((message, origin), _)| Envelope { message, origin });
+                    stuck = Some(Stuck { error, messages: std::iter::once(envelope).chain(left).collect() });
+                    break;
+                }
+            },
+        }
+    }
+    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue }
+}
+
+/// Runs a job through a native stage, message by message, with retries.
+async fn native_job(stage: &NativeStage, seat: &mut Seat, batch: Vec<Envelope>, retry: RetryConfig) -> Vec<Done> {
+    let mut done = Vec::with_capacity(batch.len());
+    for envelope in batch {
+        let started = Instant::now();
+        let mut retries = 0;
+        let result = loop {
+            seat.slot().await;
+            match stage.call(&envelope.message) {
+                Ok(Ok(outputs)) => break Ok(outputs),
+                Ok(Err(StageError::Transient(reason))) => match retry_after(&retry, &mut retries, reason, seat).await {
+                    None => continue,
+                    Some(failure) => break Err(failure),
+                },
+                Ok(Err(StageError::Invalid(reason))) => break Err(Failure::Rejected(Kind::Invalid, reason)),
+                Err(panic) => break Err(Failure::Trapped(Trap { limit: false, reason: panic, stderr: String::new() })),
+            }
+        };
+        let sent_last = Emitted::default();
+        done.push(Done { envelope, sent: 0, sent_last, result, retries, latency: started.elapsed() });
+    }
+    done
+}
+
+/// Runs one message in the seat's instance (a fresh one if need be),
+/// retrying transient errors with backoff. `retries` were already made (in a
+/// batch, its backoff already waited). Traps and timeouts are not retried.
+async fn single(
+    pre: &StagePre,
+    seat: &mut Seat,
+    envelope: Envelope,
+    retry: RetryConfig,
+    mut retries: u32,
+    emit: &EmitPlan,
+) -> Result<Done, (LoadError, Envelope)> {
+    let started = Instant::now();
+    // Emitted messages already sent downstream: in all, and in the last attempt.
+    let (mut sent, mut sent_last) = (0, Emitted::default());
+    let result = loop {
+        let instance = match seat.instance(pre).await {
+            Ok(instance) => instance,
+            Err(error) => return Err((error, envelope)),
+        };
+        let (emitted, processed) = instance.process(&envelope.message, emit.target(envelope.origin)).await;
+        if let EmitPlan::Now(..) = emit {
+            sent += emitted.messages;
+            sent_last = emitted;
+        }
+        match processed.map(|p| (p.outcome, p.held, p.refused)) {
+            // An `emit` broke a cap: the message fails with it, whatever the stage did with the error.
+            Ok((_, _, Some(breach))) => break Err(Failure::Rejected(Kind::Limit, breach.to_string())),
+            Ok((Ok(outputs), held, None)) if held.is_empty() => break Ok(outputs),
+            Ok((Ok(outputs), mut held, None)) => {
+                held.extend(outputs);
+                break Ok(held);
+            }
+            Ok((Err(StageError::Transient(reason)), _, None)) => {
+                match retry_after(&retry, &mut retries, reason, seat).await {
+                    None => continue,
+                    Some(failure) => break Err(failure),
+                }
+            }
+            Ok((Err(StageError::Invalid(reason)), _, None)) => break Err(Failure::Rejected(Kind::Invalid, reason)),
+            // A trapped instance cannot be entered again: drop it.
+            Err(trap) => {
+                seat.trapped();
+                break Err(Failure::Trapped(trap));
+            }
+        }
+    };
+    Ok(Done { envelope, sent, sent_last, result, retries, latency: started.elapsed() })
+}
+
+/// After a `transient` error: waits out the backoff (parked) and returns
+/// `None` to try again, or, once `retry.max` retries are spent, the failure
+/// to dead-letter.
+async fn retry_after(retry: &RetryConfig, retries: &mut u32, reason: String, seat: &mut Seat) -> Option<Failure> {
+    if *retries < retry.max {
+        seat.wait(backoff(retry, *retries)).await;
+        *retries += 1;
+        return None;
+    }
+    let reason = if *retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
+    Some(Failure::Rejected(Kind::Transient, reason))
+}
+
+/// Exponential backoff with "equal jitter": half the delay fixed, half random,
+/// so that retries of many messages spread out.
+fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
+    let exp = retry.backoff.saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX)).min(retry.max_backoff);
+    let half = exp / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// How many waiting messages a job takes: as many as fit in a call of about
+/// `window`, so that a finished message waits at most about that long for its
+/// batch-mates. It starts at one, doubles while calls are quick, and drops at
+/// once when one is slow (a stage waiting on I/O runs one message per call).
+pub(super) struct BatchSize {
+    size: usize,
+    max: usize,
+    window: Duration,
+}
+
+impl BatchSize {
+    pub(super) fn new(max: usize, window: Duration) -> Self {
+        BatchSize { size: 1, max: max.max(1), window }
+    }
+
+    pub(super) fn get(&self) -> usize {
+        self.size
+    }
+
+    /// A job of `messages` held its slot for `busy`.
+    pub(super) fn observe(&mut self, messages: usize, busy: Duration) {
+        if messages == 0 || self.max == 1 {
+            return;
+        }
+        let per_message = busy.as_nanos() / messages as u128;
+        let fit = if per_message == 0 { self.max } else { (self.window.as_nanos() / per_message) as usize };
+        let fit = fit.clamp(1, self.max);
+        self.size = if fit < self.size { fit } else { fit.min(self.size.saturating_mul(2)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        let retry = RetryConfig { max: 10, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1) };
+        for attempt in 0..4 {
+            let full = Duration::from_millis(100 << attempt);
+            let d = backoff(&retry, attempt);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(&retry, 30) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn batches_grow_while_calls_are_quick_and_shrink_when_one_is_slow() {
+        let mut size = BatchSize::new(64, Duration::from_millis(1));
+        assert_eq!(size.get(), 1, "the first call has one message");
+        let grown: Vec<usize> = (0..7)
+            .map(|_| {
+                size.observe(size.get(), Duration::from_micros(2) * size.get() as u32);
+                size.get()
+            })
+            .collect();
+        assert_eq!(grown, [2, 4, 8, 16, 32, 64, 64], "2 µs a message: the window holds the whole batch");
+        size.observe(64, Duration::from_millis(64 * 50));
+        assert_eq!(size.get(), 1, "50 ms a message (I/O): one per call at once");
+        size.observe(1, Duration::from_micros(250));
+        size.observe(2, Duration::from_micros(500));
+        assert_eq!(size.get(), 4, "250 µs a message: four fit in 1 ms");
+        size.observe(4, Duration::from_millis(1));
+        assert_eq!(size.get(), 4, "and it stays there");
+    }
+}
