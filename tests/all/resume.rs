@@ -226,8 +226,8 @@ fn a_state_file_in_a_missing_directory_is_refused_before_the_run_leaving_nothing
     // Paths are relative to the pipeline file, here given relative to the current directory.
     assert!(
         log.contains(
-            "error: pipeline.toml: [state] path: cannot create the state file ./no-such-dir/state.redb: \
-             directory ./no-such-dir does not exist. Create the directory, or set `path` under [state] to a \
+            "error: pipeline.toml: [state] path: cannot create the state file no-such-dir/state.redb: \
+             directory no-such-dir does not exist. Create the directory, or set `path` under [state] to a \
              file in a writable one"
         ),
         "{log}"
