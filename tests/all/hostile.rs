@@ -277,10 +277,14 @@ async fn with_checkpoints_a_stage_that_cannot_start_fails_the_run_and_says_how_t
         "the error says how to clear the state: {err}"
     );
 
-    // Doing what it says (with the input fixed) lets the pipeline run again.
+    // Doing what it says lets the run resume from its checkpoint (after
+    // `poison`, before `panic`) and finish: every line once.
     let cleared = sluice::state::clear_state(&scratch.path("state.redb"), Some("h")).unwrap();
     assert!(cleared.entries >= 1, "the poison was removed");
-    let run = scratch.run(&pipeline, "a\nb\nc\n").await;
+    assert_eq!(cleared.checkpoint, None, "clearing one stage keeps the checkpoint");
+    let run = scratch.run(&pipeline, &input).await;
     run.report.unwrap();
-    assert_eq!(run.output, ["a", "b", "c"]);
+    let expected: Vec<String> = input.lines().filter(|l| *l != "panic").map(str::to_string).collect();
+    assert_eq!(run.output, expected, "nothing lost or repeated across the two runs");
+    assert_eq!(run.dead.len(), 1, "the panic");
 }

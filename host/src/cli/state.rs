@@ -13,9 +13,10 @@ pub(crate) struct StateCommand {
     /// Only this stage.
     #[arg(long)]
     stage: Option<String>,
-    /// Remove the committed state (of `--stage` only, if given) and the
-    /// checkpoint of an unfinished run, whose position it belonged to. The
-    /// pipeline must not be running.
+    /// Remove the committed state. With `--stage`, that stage's only: an
+    /// unfinished run's checkpoint is kept and the stage resumes from it
+    /// empty. Without, every stage's and the checkpoint: the next run starts
+    /// from the beginning. The pipeline must not be running.
     #[arg(long)]
     clear: bool,
 }

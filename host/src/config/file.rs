@@ -595,6 +595,12 @@ impl PipelineConfig {
             }
             ConfigErrors(vec![ConfigError::new(file, Some(text), e.span(), message)])
         })?;
+        let arrays = super::tables::arrays_for_tables(text);
+        if !arrays.is_empty() {
+            let errors =
+                arrays.into_iter().map(|(span, message)| ConfigError::new(file, Some(text), Some(span), message));
+            return Err(ConfigErrors(errors.collect()));
+        }
         config.file = file.map(Path::to_path_buf);
         config.text = Some(text.to_string());
         config.validate()?;

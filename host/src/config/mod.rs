@@ -44,6 +44,7 @@ mod error;
 mod file;
 #[cfg(test)]
 mod props;
+mod tables;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{

@@ -37,7 +37,9 @@ impl fmt::Display for Trap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)?;
         if !self.stderr.is_empty() {
-            write!(f, "; guest stderr: {}", self.stderr)?;
+            // The guest's text, on one line wherever a trap is printed (the
+            // terminal, the log): its line breaks and escapes are shown, not sent.
+            write!(f, "; guest stderr: {}", crate::limits::log_safe(&self.stderr))?;
         }
         Ok(())
     }

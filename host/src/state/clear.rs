@@ -12,15 +12,17 @@ pub struct Cleared {
     pub entries: u64,
     /// Their bytes (keys as stored, and values).
     pub bytes: u64,
-    /// The checkpoint of an unfinished run that was removed with them: it
-    /// pointed at a position whose state is gone, so the next run starts
-    /// from the beginning of the input.
+    /// The checkpoint of an unfinished run, removed with every stage's state
+    /// (it pointed at a position whose state is gone, so the next run starts
+    /// from the beginning of the input). Clearing one stage keeps it: the
+    /// other stages' state belongs to that position, and the cleared stage
+    /// starts empty from there.
     pub checkpoint: Option<Checkpoint>,
 }
 
 /// Removes the committed state of `stage` (of every stage with `None`) from
-/// the store file at `path`, and the checkpoint of an unfinished run, in one
-/// transaction. A finished run's checkpoint (its outputs are being moved into
+/// the store file at `path` in one transaction; with every stage's, also the
+/// checkpoint of an unfinished run. A finished run's checkpoint (its outputs are being moved into
 /// place) does not depend on the state and is kept. Fails if the pipeline is
 /// running: the file is then open in its process.
 pub fn clear_state(path: &Path, stage: Option<&str>) -> Result<Cleared, StateError> {
@@ -56,7 +58,7 @@ pub fn clear_state(path: &Path, stage: Option<&str>) -> Result<Cleared, StateErr
             ),
             None => None,
         };
-        if let Some(checkpoint) = checkpoint.filter(|c| !c.complete) {
+        if let Some(checkpoint) = checkpoint.filter(|c| !c.complete && stage.is_none()) {
             meta.remove(CHECKPOINT).map_err(|e| error(&e))?;
             cleared.checkpoint = Some(checkpoint);
         }
