@@ -30,6 +30,7 @@ pub use config::{
     PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, StateBackend, StateConfig,
     VERSION,
 };
+pub use io::cannot_create;
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{
     BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,

@@ -135,37 +135,41 @@ impl<T: Copy> Limit<T> {
     }
 }
 
+/// A limit as written: a number, or text (`"unlimited"`, `"64MiB"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl NumberOrText {
+    /// The limit: `number` for a number, `text` parses anything but `"unlimited"`.
+    fn limit<T, E: serde::de::Error>(
+        self,
+        number: impl FnOnce(u64) -> T,
+        text: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Limit<T>, E> {
+        match self {
+            NumberOrText::Number(n) => Ok(Limit::Max(number(n))),
+            NumberOrText::Text(t) if t == "unlimited" => Ok(Limit::Unlimited),
+            NumberOrText::Text(t) => text(&t).map(Limit::Max).map_err(E::custom),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Limit<u64> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(Limit::Max(n)),
-            Raw::Text(t) if t == "unlimited" => Ok(Limit::Unlimited),
-            Raw::Text(t) => Err(serde::de::Error::custom(format!("expected a number or \"unlimited\", found \"{t}\""))),
-        }
+        NumberOrText::deserialize(d)?
+            .limit(|n| n, |t| Err(format!("expected a number or \"unlimited\", found \"{t}\"")))
     }
 }
 
 impl<'de> Deserialize<'de> for Limit<ByteSize> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(Limit::Max(ByteSize(n))),
-            Raw::Text(t) if t == "unlimited" => Ok(Limit::Unlimited),
-            Raw::Text(t) => t.parse().map(Limit::Max).map_err(|e| {
-                serde::de::Error::custom(format!("expected a size such as \"8GiB\", or \"unlimited\": {e}"))
-            }),
-        }
+        NumberOrText::deserialize(d)?.limit(ByteSize, |t| {
+            t.parse().map_err(|e| format!("expected a size such as \"8GiB\", or \"unlimited\": {e}"))
+        })
     }
 }
 

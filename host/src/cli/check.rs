@@ -43,7 +43,7 @@ fn check_files(config: &PipelineConfig) -> Vec<String> {
     let outputs = [("[sink] path", config.output_path()), ("[dead_letter] path", Some(config.dead_letter_path()))];
     for (key, path) in outputs {
         let Some(path) = path else { continue };
-        if let Some(reason) = super::cannot_create(&path) {
+        if let Some(reason) = sluice::cannot_create(&path) {
             problems.push(format!("{file}{key}: cannot write {}: {reason}", path.display()));
         }
     }

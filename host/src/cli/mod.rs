@@ -70,26 +70,3 @@ fn init_logging(filter: &str) {
         .without_time()
         .init();
 }
-
-/// Why a file could not be created at `path`, checked before a command writes
-/// anything: its directory must exist and be writable (tried with an unnamed
-/// temporary file, which leaves nothing behind), and `path` must not be a
-/// directory. (The library checks the state file's directory the same way.)
-fn cannot_create(path: &std::path::Path) -> Option<String> {
-    use std::path::Path;
-    if path.is_dir() {
-        return Some(format!("{} is a directory: give a file path", path.display()));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Some(format!("directory {} does not exist", dir.display()));
-        }
-        Ok(m) if !m.is_dir() => return Some(format!("{} is not a directory", dir.display())),
-        _ => {}
-    }
-    tempfile::tempfile_in(dir).err().map(|e| format!("cannot create a file in directory {}: {e}", dir.display()))
-}

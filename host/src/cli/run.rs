@@ -166,7 +166,7 @@ struct ReportFile {
 
 impl ReportFile {
     fn create(path: &Path) -> Result<Self> {
-        if let Some(reason) = super::cannot_create(path) {
+        if let Some(reason) = sluice::cannot_create(path) {
             anyhow::bail!("--report-json {}: {reason}", path.display());
         }
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -6,7 +6,8 @@ mod output;
 mod props;
 
 pub(crate) use lines::{Line, LineReader};
-pub(crate) use output::{Output, cannot_create, partial_path};
+pub use output::cannot_create;
+pub(crate) use output::{Output, partial_path};
 
 /// `json`, a valid JSON document, on one line: raw line breaks in valid JSON
 /// are whitespace between tokens (inside strings they must be escaped), so

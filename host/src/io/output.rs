@@ -194,7 +194,7 @@ fn copy_existing(dest: &Path, file: &mut std::fs::File) -> std::io::Result<u64> 
 /// written: its directory must exist and be writable (tried with an unnamed
 /// temporary file, which leaves nothing behind), and `path` must not be a
 /// directory.
-pub(crate) fn cannot_create(path: &Path) -> Option<String> {
+pub fn cannot_create(path: &Path) -> Option<String> {
     if path.is_dir() {
         return Some(format!("{} is a directory: give a file path", path.display()));
     }
