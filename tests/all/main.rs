@@ -9,6 +9,7 @@ mod http;
 mod http_limits;
 mod input;
 mod languages;
+mod latency;
 mod load_errors;
 mod quickstart;
 mod resume;

@@ -156,7 +156,7 @@ pub enum Allocator {
 }
 
 /// Where messages that pass every stage go.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// A file to write (atomically, when the run completes); standard output when absent or `-`.
@@ -164,6 +164,22 @@ pub struct SinkConfig {
     /// How messages are written.
     #[serde(default)]
     pub format: Format,
+    /// A sink whose writes are seen as they happen (standard output) hands
+    /// on what it holds whenever the pipeline has nothing more for it, and
+    /// at least this often while it is busy.
+    #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
+    pub flush_interval: std::time::Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { path: None, format: Format::default(), flush_interval: default_flush_interval() }
+    }
+}
+
+/// Flink's buffer timeout: a busy sink still delivers within this.
+fn default_flush_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
 }
 
 /// Where messages that a stage rejects, or that trap a stage, go.

@@ -129,6 +129,17 @@ impl Output {
         })
     }
 
+    /// Whether what is written is seen as it is written (standard output),
+    /// rather than when the run commits (a file).
+    pub(crate) fn is_live(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// Hands on what is buffered (no sync to disk).
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush().await
+    }
+
     pub(crate) async fn write_line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await?;
         self.writer.write_all(b"\n").await?;

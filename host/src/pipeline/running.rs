@@ -162,7 +162,13 @@ pub(super) async fn run(
         rx = next_rx;
     }
 
-    let sink = Sink { format: config.sink().format, dead: dead_tx, stats: stats.clone(), settle: settle.clone() };
+    let sink = Sink {
+        format: config.sink().format,
+        dead: dead_tx,
+        stats: stats.clone(),
+        settle: settle.clone(),
+        flush_interval: config.sink().flush_interval,
+    };
     let sink_task: Task<Output> = tokio::spawn(write_sink(rx, output, output_path.clone(), sink, sink_flush));
     let dead_task: Task<Output> = tokio::spawn(write_dead_letters(
         dead_rx,
@@ -371,6 +377,8 @@ struct Sink {
     dead: Sender<DeadLetter>,
     stats: Arc<Stats>,
     settle: Option<Arc<Settle>>,
+    /// How often a busy live sink hands on what it holds, at least.
+    flush_interval: std::time::Duration,
 }
 
 async fn write_sink(
@@ -380,8 +388,9 @@ async fn write_sink(
     sink: Sink,
     mut flush: Receiver<Flush>,
 ) -> Result<Output, TaskError> {
-    let Sink { format, dead, stats, settle } = sink;
+    let Sink { format, dead, stats, settle, flush_interval } = sink;
     let mut batch = Vec::with_capacity(SINK_BATCH);
+    let mut handed_on = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -420,6 +429,14 @@ async fn write_sink(
         stats.written.fetch_add(written, Relaxed);
         if let Some(settle) = &settle {
             settle.change(-(written as i64));
+        }
+        // Hand on what is buffered when nothing more is coming right now, or
+        // when the last hand-over is `flush_interval` old: a consumer of
+        // stdout sees each output as soon as it is done, and a busy sink
+        // still writes in large blocks.
+        if output.is_live() && (rx.is_empty() || handed_on.elapsed() >= flush_interval) {
+            output.flush().await.map_err(|error| RunError::Output { path: path.clone(), error })?;
+            handed_on = Instant::now();
         }
     }
     Ok(output)
