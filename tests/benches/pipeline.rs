@@ -175,8 +175,20 @@ fn main() {
         }
         return;
     }
-    std::fs::write(&out, report).unwrap();
+    std::fs::write(&out, report + &kept_latency_block(&out)).unwrap();
     eprintln!("wrote {} in {:.0} s", out.display(), started.elapsed().as_secs_f64());
+}
+
+/// The latency section (`--bench latency` writes it between its markers):
+/// kept when this bench rewrites the report, since this run did not measure it.
+fn kept_latency_block(out: &Path) -> String {
+    let old = std::fs::read_to_string(out).unwrap_or_default();
+    match (old.find("<!-- latency:begin -->"), old.find("<!-- latency:end -->")) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("\n{}\n", &old[begin..end + "<!-- latency:end -->".len()])
+        }
+        _ => String::new(),
+    }
 }
 
 /// `old` (a whole report) with the sections in `body` and the summary rows in
