@@ -244,6 +244,26 @@ fn peak_rss_of_run(pipeline: &Path) -> (u64, bool) {
 }
 
 #[test]
+fn an_ordered_stage_holds_a_bounded_amount_while_a_message_waits_to_be_retried() {
+    // The first message waits out a 2 s backoff; behind it, 24 inputs of 30
+    // MiB of outputs each finish and wait for their turn. Held by count
+    // alone (concurrency + buffer), that would be 720 MiB.
+    let scratch = Scratch::new();
+    scratch.write("input", "transient\n".to_string() + &"split:30:1048576\n".repeat(24));
+    let pipeline =
+        header("lines") + &hostile("concurrency = 2\nretries = { max = 1, backoff = \"2s\", max_backoff = \"2s\" }");
+    let pipeline = scratch.write("pipeline.toml", pipeline);
+    let (peak, ok) = peak_rss_of_run(&pipeline);
+    assert!(ok, "the run succeeds");
+    let dead = crate::support::read_json_lines(&scratch.path("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "the transient one, after its retry");
+    let lines = std::fs::read(scratch.path("out")).unwrap().iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(lines, 24 * 30, "every output, in order");
+    let bound = 450 << 20;
+    assert!(peak < bound, "peak RSS {} MiB, over the {} MiB bound", peak >> 20, bound >> 20);
+}
+
+#[test]
 fn a_flood_of_held_emits_does_not_raise_host_memory() {
     // Without a total cap, 1,000 held outputs of 1 MiB (within max_outputs
     // and max_output_bytes) would make the host hold 1 GiB for one input.

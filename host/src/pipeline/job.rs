@@ -212,6 +212,16 @@ pub(super) struct Ran {
     /// `max_total_output_bytes` (a batch run again message by message must
     /// not make the host hold a batch's worth of inputs' outputs).
     pub(super) requeue: Vec<Envelope>,
+    /// Bytes of its outputs, once counted as held in a reorder buffer.
+    pub(super) held: usize,
+}
+
+impl Ran {
+    /// Bytes of the outputs it carries, as the output caps count them.
+    pub(super) fn output_bytes(&self) -> usize {
+        let outputs = self.done.iter().filter_map(|d| d.result.as_ref().ok());
+        outputs.flatten().map(crate::limits::message_bytes).sum()
+    }
 }
 
 /// A job that could not go on: no instance could be made for it.
@@ -247,7 +257,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
         Runner::Native(native) => {
             let done = native_job(&native.stage, &mut seat, batch, plan.retry).await;
             let busy = started.elapsed().saturating_sub(seat.away);
-            return Ran { done, stuck: None, busy, requeue: Vec::new() };
+            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0 };
         }
     };
     let messages = batch.len();
@@ -259,13 +269,13 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             Ok(one) => done.push(one),
             Err((error, envelope)) => stuck = Some(Stuck { error, messages: vec![envelope] }),
         }
-        return Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue: Vec::new() };
+        return Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue: Vec::new(), held: 0 };
     }
     let instance = match seat.instance(&pre).await {
         Ok(instance) => instance,
         Err(error) => {
             let stuck = Some(Stuck { error, messages: batch });
-            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new() };
+            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new(), held: 0 };
         }
     };
     let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
@@ -334,7 +344,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             },
         }
     }
-    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue }
+    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0 }
 }
 
 /// Runs a job through a native stage, message by message, with retries.

@@ -157,6 +157,7 @@ pub(super) async fn run(
             settle: settle.clone(),
             halt: halt.clone(),
             stuck: None,
+            held: Arc::default(),
         };
         stage_tasks.push(tokio::spawn(task.run(rx, tx)));
         rx = next_rx;

@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::task::{JoinError, JoinHandle};
@@ -58,6 +58,9 @@ pub(super) struct StageTask {
     /// Why this stage can no longer start an instance, once it cannot: it
     /// runs nothing more, and dead-letters what it gets with this reason.
     pub(super) stuck: Option<String>,
+    /// Bytes of outputs of finished jobs an ordered stage holds until the
+    /// jobs before them finish (one waiting out a retry's backoff, say).
+    pub(super) held: Arc<AtomicUsize>,
 }
 
 /// A job, running on this task (`concurrency = 1`) or spawned.
@@ -160,6 +163,16 @@ impl StageTask {
     fn start(&self, seat: Seat, batch: Vec<Envelope>) -> Job {
         let plan = JobPlan { retry: self.exec.retries, emit: self.emit.clone() };
         let job = job(self.runner.clone(), seat, batch, plan);
+        // An ordered stage counts what its finished jobs hold until their turn.
+        let held = (self.exec.order == Order::Ordered && self.exec.partition_by.is_none()).then(|| self.held.clone());
+        let job = async move {
+            let mut ran = job.await;
+            if let Some(held) = held {
+                ran.held = ran.output_bytes();
+                held.fetch_add(ran.held, Relaxed);
+            }
+            ran
+        };
         if self.exec.concurrency == 1 {
             Box::pin(async move { Ok(job.await) })
         } else {
@@ -188,7 +201,11 @@ impl StageTask {
         let mut next: Vec<Envelope> = Vec::new();
         let reorder_room = self.exec.concurrency + self.exec.buffer;
         loop {
-            let room = in_flight.len() < reorder_room;
+            // The reorder buffer is bounded in messages, and in the bytes its
+            // finished jobs hold: no more than one input's output cap before
+            // the stage stops taking input.
+            let held = self.held.load(Relaxed) <= self.runner.limits().max_total_output_bytes;
+            let room = in_flight.len() < reorder_room && held;
             // Keyed jobs take their slot themselves, so admission counts them.
             let keyed_room = in_flight.len() < self.exec.concurrency && waiting < self.exec.buffer;
             tokio::select! {
@@ -335,7 +352,8 @@ impl StageTask {
     /// updated once per job, not per message. Returns the job's messages
     /// that did not run (to run next, in a job of their own).
     async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<Vec<Envelope>, TaskError> {
-        let Ran { done, stuck, busy: _, requeue } = ran;
+        let Ran { done, stuck, busy: _, requeue, held } = ran;
+        self.held.fetch_sub(held, Relaxed);
         let stats = self.stats.clone();
         let counters = &stats.stages[self.index];
         counters.in_flight.fetch_sub(done.len() as u64, Relaxed);

@@ -9,6 +9,7 @@
 //! - `poison`              -> stores a state key that makes every later `init` trap, then echoes
 //! - `poison-slow`         -> like `poison`, but later `init`s spin forever instead
 //! - `panic`               -> traps
+//! - `transient`           -> fails `transient` (retried, then dead-lettered)
 //! - `init-refuse:<bytes>` (config `{"refuse": <bytes>}`) -> `init` refuses with a reason that long
 //!
 //! Anything else is echoed.
@@ -88,6 +89,7 @@ impl Guest for Hostile {
                 Ok(vec![m])
             }
             "panic" => panic!("asked to"),
+            "transient" => Err(StageError::Transient("asked to".into())),
             _ => Ok(vec![m]),
         }
     }
