@@ -231,7 +231,11 @@ fn check_memory_budget(config: &PipelineConfig, limits: &[crate::limits::Limits]
 
 fn pool_size(config: &PipelineConfig, limits: &[crate::limits::Limits]) -> Pool {
     let wasm = config.stages().iter().filter(|s| s.native_stage().is_none());
-    let instances: usize = wasm.map(|s| s.execution().concurrency + 1).sum::<usize>().max(1);
+    // One more than `concurrency` covers a replacement made while a trapped
+    // instance is still being dropped; an isolating stage also has the next
+    // message's instance made ahead (`Slots`).
+    let instances: usize =
+        wasm.map(|s| s.execution()).map(|e| e.concurrency + 1 + usize::from(e.isolate)).sum::<usize>().max(1);
     Pool {
         instances: u32::try_from(instances).unwrap_or(u32::MAX),
         max_memory: limits.iter().map(|l| l.memory).max().unwrap_or(0),

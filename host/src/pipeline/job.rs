@@ -15,6 +15,7 @@ use crate::config::RetryConfig;
 use crate::limits::Limits;
 use crate::pipeline::Settle;
 use crate::stage::{LoadError, NativeStage, StageInstance, StagePre, Trap};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
@@ -53,7 +54,10 @@ impl Runner {
 }
 
 /// A stage's `concurrency` slots and its idle instances. At most
-/// `concurrency` instances exist at once: only a slot's holder makes one.
+/// `concurrency` instances are in use at once: only a slot's holder takes
+/// one. A stage that isolates messages also has one made ahead, on another
+/// task, while the current message runs: making an instance then costs the
+/// message nothing where a core is free.
 pub(super) struct Slots {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<StageInstance>>,
@@ -61,21 +65,49 @@ pub(super) struct Slots {
     isolate: bool,
     /// Replace an instance after this many messages.
     recycle_after: Option<u64>,
+    /// Isolating wasm stages: what makes the next instance ahead, and
+    /// whether it is being made.
+    ahead: Option<(Arc<StagePre>, AtomicBool)>,
 }
 
 impl Slots {
     pub(super) fn new(
+        runner: &Runner,
         concurrency: usize,
         first: Option<StageInstance>,
         isolate: bool,
         recycle_after: Option<u64>,
     ) -> Arc<Self> {
+        let ahead = match runner {
+            Runner::Wasm(pre) if isolate => Some((pre.clone(), AtomicBool::new(false))),
+            _ => None,
+        };
         Arc::new(Slots {
             permits: Arc::new(Semaphore::new(concurrency)),
             idle: Mutex::new(first.into_iter().collect()),
             isolate,
             recycle_after,
+            ahead,
         })
+    }
+
+    /// Starts making the next instance, if this stage makes them ahead and
+    /// none is idle or being made. A failure is left for the message that
+    /// needs the instance to meet (and report) again.
+    fn make_ahead(self: &Arc<Self>) {
+        let Some((pre, making)) = &self.ahead else { return };
+        if !self.idle().is_empty() || making.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let (slots, pre) = (self.clone(), pre.clone());
+        tokio::spawn(async move {
+            if let Ok(instance) = pre.instantiate().await {
+                slots.idle().push(instance);
+            }
+            if let Some((_, making)) = &slots.ahead {
+                making.store(false, AtomicOrdering::Release);
+            }
+        });
     }
 
     /// A slot, once one is free.
@@ -107,6 +139,7 @@ impl Slot {
                 Some(instance) => Some(instance),
                 None => Some(pre.instantiate().await?),
             };
+            self.slots.make_ahead();
         }
         Ok(self.instance.as_mut().expect("set above"))
     }
