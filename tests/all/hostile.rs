@@ -231,7 +231,13 @@ async fn a_pipeline_that_could_use_more_memory_than_its_budget_is_refused() {
 fn peak_rss_of_run(pipeline: &Path) -> (u64, bool) {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
-    let child = Command::new(bin).arg("run").arg(pipeline).arg("--progress=0").spawn().unwrap();
+    let child = Command::new(bin)
+        .arg("run")
+        .arg(pipeline)
+        .arg("--progress=0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut status = 0;
     // SAFETY: an all-zero `rusage` is valid, and `wait4` fills it for our own child.
     #[allow(unsafe_code)]

@@ -27,8 +27,8 @@ use crate::bindings::Message;
 use crate::capabilities::emit::Emitted;
 use crate::config::{EmitMode, Execution, Order, PartitionBy};
 use crate::limits::{Breach, Limits, log_safe};
-use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use futures_util::{FutureExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -260,11 +260,11 @@ impl StageTask {
                         self.refuse(batch).await?;
                         continue;
                     }
-                    while next.len() < size.get() {
-                        match rx.try_recv() {
-                            Ok(envelope) => next.push(envelope),
-                            Err(_) => break,
-                        }
+                    // Taken in one go, as `recv_many` does (one lock, one
+                    // wake-up of the sender), if any is there; never waiting.
+                    let more = size.get().saturating_sub(next.len());
+                    if more > 0 {
+                        let _ = rx.recv_many(&mut next, more).now_or_never();
                     }
                     let batch = std::mem::take(&mut next);
                     self.count_in(batch.len());
