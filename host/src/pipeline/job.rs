@@ -116,6 +116,12 @@ impl Slots {
         Slot { slots: self.clone(), _permit: permit, instance: None }
     }
 
+    /// A slot, if one is free now.
+    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Slot { slots: self.clone(), _permit: permit, instance: None })
+    }
+
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<StageInstance>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }

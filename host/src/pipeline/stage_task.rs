@@ -20,7 +20,7 @@ use super::checkpoint::Settle;
 use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
 use super::halt::Halt;
-use super::job::{BatchSize, Done, EmitPlan, Failure, JobPlan, Ran, Runner, Seat, Slots, Stuck, job};
+use super::job::{BatchSize, Done, EmitPlan, Failure, JobPlan, Ran, Runner, Seat, Slot, Slots, Stuck, job};
 use super::running::{Envelope, TaskError, send_dead};
 use super::stats::{StageCounters, Stats};
 use crate::bindings::Message;
@@ -180,7 +180,7 @@ impl StageTask {
         }
     }
 
-    fn seat(&self, slot: Option<super::job::Slot>) -> Seat {
+    fn seat(&self, slot: Option<Slot>) -> Seat {
         Seat::new(self.slots.clone(), slot, self.parks())
     }
 
@@ -260,16 +260,8 @@ impl StageTask {
                         self.refuse(batch).await?;
                         continue;
                     }
-                    // Taken in one go, as `recv_many` does (one lock, one
-                    // wake-up of the sender), if any is there; never waiting.
-                    let more = size.get().saturating_sub(next.len());
-                    if more > 0 {
-                        let _ = rx.recv_many(&mut next, more).now_or_never();
-                    }
-                    let batch = std::mem::take(&mut next);
-                    self.count_in(batch.len());
-                    let seat = self.seat(Some(slot));
-                    in_flight.push(self.start(seat, batch));
+                    let job = self.start_batch(slot, &mut next, &mut rx, size.get());
+                    in_flight.push(job);
                 }
                 received = rx.recv_many(&mut next, if keyed { 1 } else { size.get() }),
                     if input_open && next.is_empty() && if keyed { keyed_room } else { room } =>
@@ -297,7 +289,14 @@ impl StageTask {
                                 }
                             }
                         }
-                        _ => {}
+                        // A free slot: start at once (the common case), else
+                        // the messages wait for one in `next`.
+                        _ => {
+                            if let Some(slot) = self.slots.try_acquire() {
+                                let job = self.start_batch(slot, &mut next, &mut rx, size.get());
+                                in_flight.push(job);
+                            }
+                        }
                     }
                 }
                 // A failure downstream stops this stage now, not at its next output.
@@ -306,6 +305,20 @@ impl StageTask {
             }
         }
         Ok(())
+    }
+
+    /// Starts a job in `slot` with the messages taken in `next` and whatever
+    /// else is waiting, up to `size`: taken in one go, as `recv_many` does
+    /// (one lock, one wake-up of the sender), never waiting.
+    fn start_batch(&self, slot: Slot, next: &mut Vec<Envelope>, rx: &mut Receiver<Envelope>, size: usize) -> Job {
+        let more = size.saturating_sub(next.len());
+        if more > 0 {
+            let _ = rx.recv_many(next, more).now_or_never();
+        }
+        let batch = std::mem::take(next);
+        self.count_in(batch.len());
+        let seat = self.seat(Some(slot));
+        self.start(seat, batch)
     }
 
     /// Messages queued behind a busy key enter the flight count when they
