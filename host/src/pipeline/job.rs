@@ -2,24 +2,23 @@
 //! through an instance of a stage, with retries.
 //!
 //! A job holds one of the stage's `concurrency` slots, and an instance, only
-//! while it runs the guest. A message waiting out its retry backoff gives
-//! both back (it is *parked*): the stage's other messages go on meanwhile,
-//! and an ordered stage's reorder buffer holds their outputs until the
-//! parked one is done.
+//! while it runs the guest (`super::slots`). A message waiting out its retry
+//! backoff gives both back (it is *parked*): the stage's other messages go
+//! on meanwhile, and an ordered stage's reorder buffer holds their outputs
+//! until the parked one is done.
 
 use super::dead_letter::{Kind, Origin};
 use super::running::Envelope;
+use super::slots::Seat;
 use crate::bindings::{Message, StageError};
 use crate::capabilities::emit::{EmitTarget, Emitted};
 use crate::config::RetryConfig;
 use crate::limits::Limits;
 use crate::pipeline::Settle;
-use crate::stage::{LoadError, NativeStage, StageInstance, StagePre, Trap};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use crate::stage::{LoadError, NativeStage, StagePre, Trap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What runs a stage's messages.
 #[derive(Clone)]
@@ -50,162 +49,6 @@ impl Runner {
             Runner::Wasm(pre) => pre.limits(),
             Runner::Native(native) => &native.limits,
         }
-    }
-}
-
-/// A stage's `concurrency` slots and its idle instances. At most
-/// `concurrency` instances are in use at once: only a slot's holder takes
-/// one. A stage that isolates messages also has one made ahead, on another
-/// task, while the current message runs: making an instance then costs the
-/// message nothing where a core is free.
-pub(super) struct Slots {
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<StageInstance>>,
-    /// A fresh instance for every message.
-    isolate: bool,
-    /// Replace an instance after this many messages.
-    recycle_after: Option<u64>,
-    /// Isolating wasm stages: what makes the next instance ahead, and
-    /// whether it is being made.
-    ahead: Option<(Arc<StagePre>, AtomicBool)>,
-}
-
-impl Slots {
-    pub(super) fn new(
-        runner: &Runner,
-        concurrency: usize,
-        first: Option<StageInstance>,
-        isolate: bool,
-        recycle_after: Option<u64>,
-    ) -> Arc<Self> {
-        let ahead = match runner {
-            Runner::Wasm(pre) if isolate => Some((pre.clone(), AtomicBool::new(false))),
-            _ => None,
-        };
-        Arc::new(Slots {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            idle: Mutex::new(first.into_iter().collect()),
-            isolate,
-            recycle_after,
-            ahead,
-        })
-    }
-
-    /// Starts making the next instance, if this stage makes them ahead and
-    /// none is idle or being made. A failure is left for the message that
-    /// needs the instance to meet (and report) again.
-    fn make_ahead(self: &Arc<Self>) {
-        let Some((pre, making)) = &self.ahead else { return };
-        if !self.idle().is_empty() || making.swap(true, AtomicOrdering::AcqRel) {
-            return;
-        }
-        let (slots, pre) = (self.clone(), pre.clone());
-        tokio::spawn(async move {
-            if let Ok(instance) = pre.instantiate().await {
-                slots.idle().push(instance);
-            }
-            if let Some((_, making)) = &slots.ahead {
-                making.store(false, AtomicOrdering::Release);
-            }
-        });
-    }
-
-    /// A slot, once one is free.
-    pub(super) async fn acquire(self: &Arc<Self>) -> Slot {
-        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        Slot { slots: self.clone(), _permit: permit, instance: None }
-    }
-
-    /// A slot, if one is free now.
-    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        Some(Slot { slots: self.clone(), _permit: permit, instance: None })
-    }
-
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<StageInstance>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// One of a stage's slots, and the instance its job runs in, if it has one.
-/// Dropping it frees the slot and gives the instance back, unless the stage
-/// isolates messages or the instance is worn out.
-pub(super) struct Slot {
-    slots: Arc<Slots>,
-    _permit: OwnedSemaphorePermit,
-    instance: Option<StageInstance>,
-}
-
-impl Slot {
-    /// The slot's instance: an idle one, else a fresh one.
-    async fn instance(&mut self, pre: &StagePre) -> Result<&mut StageInstance, LoadError> {
-        if self.instance.is_none() {
-            let idle = self.slots.idle().pop();
-            self.instance = match idle {
-                Some(instance) => Some(instance),
-                None => Some(pre.instantiate().await?),
-            };
-            self.slots.make_ahead();
-        }
-        Ok(self.instance.as_mut().expect("set above"))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(mut instance) = self.instance.take() {
-            if !self.slots.isolate && !instance.worn_out(self.slots.recycle_after) {
-                self.slots.idle().push(instance);
-            }
-        }
-    }
-}
-
-/// Where a job runs: its slot while it has one.
-pub(super) struct Seat {
-    slots: Arc<Slots>,
-    slot: Option<Slot>,
-    /// Whether a message waiting out its backoff gives the slot back. Not
-    /// when what it emits goes downstream at once in an ordered stage: a
-    /// later message would then emit ahead of it.
-    park: bool,
-    /// Time spent without a slot (backoff, waiting for one): not the guest's.
-    away: Duration,
-}
-
-impl Seat {
-    pub(super) fn new(slots: Arc<Slots>, slot: Option<Slot>, park: bool) -> Self {
-        Seat { slots, slot, park, away: Duration::ZERO }
-    }
-
-    async fn slot(&mut self) -> &mut Slot {
-        if self.slot.is_none() {
-            let since = Instant::now();
-            self.slot = Some(self.slots.acquire().await);
-            self.away += since.elapsed();
-        }
-        self.slot.as_mut().expect("set above")
-    }
-
-    async fn instance(&mut self, pre: &StagePre) -> Result<&mut StageInstance, LoadError> {
-        self.slot().await.instance(pre).await
-    }
-
-    /// The instance trapped: it cannot be entered again.
-    fn trapped(&mut self) {
-        if let Some(slot) = &mut self.slot {
-            slot.instance = None;
-        }
-    }
-
-    /// Waits `delay` (a retry's backoff), parked if it may.
-    async fn wait(&mut self, delay: Duration) {
-        if self.park {
-            self.slot = None;
-        }
-        let since = Instant::now();
-        tokio::time::sleep(delay).await;
-        self.away += since.elapsed();
     }
 }
 
@@ -480,37 +323,6 @@ fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
-/// How many waiting messages a job takes: as many as fit in a call of about
-/// `window`, so that a finished message waits at most about that long for its
-/// batch-mates. It starts at one, doubles while calls are quick, and drops at
-/// once when one is slow (a stage waiting on I/O runs one message per call).
-pub(super) struct BatchSize {
-    size: usize,
-    max: usize,
-    window: Duration,
-}
-
-impl BatchSize {
-    pub(super) fn new(max: usize, window: Duration) -> Self {
-        BatchSize { size: 1, max: max.max(1), window }
-    }
-
-    pub(super) fn get(&self) -> usize {
-        self.size
-    }
-
-    /// A job of `messages` held its slot for `busy`.
-    pub(super) fn observe(&mut self, messages: usize, busy: Duration) {
-        if messages == 0 || self.max == 1 {
-            return;
-        }
-        let per_message = busy.as_nanos() / messages as u128;
-        let fit = if per_message == 0 { self.max } else { (self.window.as_nanos() / per_message) as usize };
-        let fit = fit.clamp(1, self.max);
-        self.size = if fit < self.size { fit } else { fit.min(self.size.saturating_mul(2)) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,25 +336,5 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
         assert!(backoff(&retry, 30) <= Duration::from_secs(1));
-    }
-
-    #[test]
-    fn batches_grow_while_calls_are_quick_and_shrink_when_one_is_slow() {
-        let mut size = BatchSize::new(64, Duration::from_millis(1));
-        assert_eq!(size.get(), 1, "the first call has one message");
-        let grown: Vec<usize> = (0..7)
-            .map(|_| {
-                size.observe(size.get(), Duration::from_micros(2) * size.get() as u32);
-                size.get()
-            })
-            .collect();
-        assert_eq!(grown, [2, 4, 8, 16, 32, 64, 64], "2 µs a message: the window holds the whole batch");
-        size.observe(64, Duration::from_millis(64 * 50));
-        assert_eq!(size.get(), 1, "50 ms a message (I/O): one per call at once");
-        size.observe(1, Duration::from_micros(250));
-        size.observe(2, Duration::from_micros(500));
-        assert_eq!(size.get(), 4, "250 µs a message: four fit in 1 ms");
-        size.observe(4, Duration::from_millis(1));
-        assert_eq!(size.get(), 4, "and it stays there");
     }
 }

@@ -1,13 +1,17 @@
 //! A pipeline: built from its config (every stage compiled, linked and
 //! initialised once), then run as tasks joined by bounded channels.
 
+mod batch_size;
 mod builder;
 mod checkpoint;
 mod dead_letter;
 mod error;
 mod halt;
+mod in_flight;
 mod job;
 mod running;
+mod sink;
+mod slots;
 mod stage_task;
 mod stats;
 

@@ -16,27 +16,26 @@
 //! With `concurrency = 1` jobs run on this task itself (no hop between
 //! threads); with more, each is spawned, so CPU-bound stages use every core.
 
+use super::batch_size::BatchSize;
 use super::checkpoint::Settle;
 use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
 use super::halt::Halt;
-use super::job::{BatchSize, Done, EmitPlan, Failure, JobPlan, Ran, Runner, Seat, Slot, Slots, Stuck, job};
+use super::in_flight::{AbortOnDrop, InFlight, Job};
+use super::job::{Done, EmitPlan, Failure, JobPlan, Ran, Runner, Stuck, job};
 use super::running::{Envelope, TaskError, send_dead};
+use super::slots::{Seat, Slot, Slots};
 use super::stats::{StageCounters, Stats};
 use crate::bindings::Message;
-use crate::capabilities::emit::Emitted;
 use crate::config::{EmitMode, Execution, Order, PartitionBy};
-use crate::limits::{Breach, Limits, log_safe};
+use crate::limits::log_safe;
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
-use futures_util::{FutureExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::mpsc::{Receiver, Sender};
-use tokio::task::{JoinError, JoinHandle};
 
 pub(super) struct StageTask {
     pub(super) runner: Runner,
@@ -61,65 +60,6 @@ pub(super) struct StageTask {
     /// Bytes of outputs of finished jobs an ordered stage holds until the
     /// jobs before them finish (one waiting out a retry's backoff, say).
     pub(super) held: Arc<AtomicUsize>,
-}
-
-/// A job, running on this task (`concurrency = 1`) or spawned.
-type Job = Pin<Box<dyn Future<Output = Result<Ran, JoinError>> + Send>>;
-
-/// A spawned job that is cancelled if dropped: when a stage fails, or a
-/// drain times out, its running jobs (and their host I/O) stop with it
-/// instead of running on detached.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Running jobs, in input order or in completion order.
-enum InFlight {
-    Ordered(FuturesOrdered<Job>),
-    Unordered(FuturesUnordered<Job>),
-}
-
-impl InFlight {
-    fn push(&mut self, job: Job) {
-        match self {
-            InFlight::Ordered(f) => f.push_back(job),
-            InFlight::Unordered(f) => f.push(job),
-        }
-    }
-
-    /// A job whose outputs come before every other's still in flight.
-    fn push_front(&mut self, job: Job) {
-        match self {
-            InFlight::Ordered(f) => f.push_front(job),
-            InFlight::Unordered(f) => f.push(job),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            InFlight::Ordered(f) => f.len(),
-            InFlight::Unordered(f) => f.len(),
-        }
-    }
-
-    async fn next(&mut self) -> Option<Result<Ran, JoinError>> {
-        match self {
-            InFlight::Ordered(f) => f.next().await,
-            InFlight::Unordered(f) => f.next().await,
-        }
-    }
 }
 
 impl StageTask {
@@ -417,8 +357,8 @@ impl StageTask {
         }
         let limits = *self.runner.limits();
         let (kind, reason) = match result {
-            Ok(messages) => match check_outputs(&messages, sent_last, &limits) {
-                None => {
+            Ok(messages) => match sent_last.add_all(&messages, &limits.output_caps()) {
+                Ok(_) => {
                     self.failures_in_a_row = 0;
                     if messages.is_empty() && sent == 0 {
                         counters.dropped.fetch_add(1, Relaxed);
@@ -427,7 +367,7 @@ impl StageTask {
                     outputs.extend(messages.into_iter().map(|message| Envelope { message, origin }));
                     return Ok(true);
                 }
-                Some(breach) => (Kind::Limit, breach.to_string()),
+                Err(breach) => (Kind::Limit, breach.to_string()),
             },
             Err(Failure::Rejected(kind, reason)) => (kind, reason),
             Err(Failure::Trapped(trap)) => {
@@ -480,22 +420,4 @@ async fn send_all(tx: &Sender<Envelope>, outputs: Vec<Envelope>) -> Result<(), T
 /// The partition of a keyed message: its key; messages without one share a partition.
 fn key_of(message: &Message) -> Vec<u8> {
     message.key.clone().unwrap_or_default()
-}
-
-/// The output caps: how many outputs one input may have, how big each may
-/// be, and all of them together (`sent` were already emitted).
-fn check_outputs(outputs: &[Message], sent: Emitted, limits: &Limits) -> Option<Breach> {
-    if outputs.len() + sent.messages > limits.max_outputs {
-        return Some(Breach::Outputs { limit: limits.max_outputs, produced: outputs.len() + sent.messages });
-    }
-    let mut total = sent.bytes;
-    for (index, m) in outputs.iter().enumerate() {
-        let size = crate::limits::message_bytes(m);
-        if size > limits.max_output_bytes {
-            return Some(Breach::OutputBytes { limit: limits.max_output_bytes, produced: size, index: index + 1 });
-        }
-        total = total.saturating_add(size);
-    }
-    (total > limits.max_total_output_bytes)
-        .then_some(Breach::TotalOutputBytes { limit: limits.max_total_output_bytes, produced: total })
 }

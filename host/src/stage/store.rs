@@ -57,12 +57,7 @@ impl StoreData {
             stderr,
             limiter: StageLimiter::new(limits),
             deadline: None,
-            emit: EmitCtx {
-                max_outputs: limits.max_outputs,
-                max_output_bytes: limits.max_output_bytes,
-                max_total_output_bytes: limits.max_total_output_bytes,
-                ..Default::default()
-            },
+            emit: EmitCtx { caps: limits.output_caps(), ..Default::default() },
             state: StateCtx::default(),
         })
     }

@@ -3,7 +3,7 @@
 
 use crate::bindings::Message;
 use crate::bindings::sluice::pipeline::emit::Host;
-use crate::limits::Breach;
+use crate::limits::{Breach, OutputCaps, OutputTally, message_bytes};
 use crate::pipeline::{Envelope, Origin, Settle};
 use crate::stage::StoreData;
 use std::sync::Arc;
@@ -23,18 +23,13 @@ pub(crate) struct EmitCtx {
     /// The cap an `emit` of the current call broke: the message then fails
     /// with it, even if the stage ignores the error it was given.
     pub(crate) breach: Option<Breach>,
-    pub(crate) max_outputs: usize,
-    pub(crate) max_output_bytes: usize,
-    pub(crate) max_total_output_bytes: usize,
+    /// The stage's output caps, which emitted messages count toward.
+    pub(crate) caps: OutputCaps,
 }
 
 /// How much one call emitted: messages, and their bytes as the output caps
 /// count them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Emitted {
-    pub(crate) messages: usize,
-    pub(crate) bytes: usize,
-}
+pub(crate) type Emitted = OutputTally;
 
 /// Where emitted messages go.
 pub(crate) enum EmitTarget {
@@ -94,20 +89,9 @@ impl Host for EmitCtx {
         }
         // Refused before it is kept or sent: what the host holds for one
         // input (held messages, the copies in flight) stays within the caps.
-        let Emitted { messages, bytes } = self.emitted;
-        if messages >= self.max_outputs {
-            return self.refuse(Breach::Outputs { limit: self.max_outputs, produced: messages + 1 });
+        if let Err(breach) = self.emitted.add(message_bytes(&message), &self.caps) {
+            return self.refuse(breach);
         }
-        let size = crate::limits::message_bytes(&message);
-        if size > self.max_output_bytes {
-            let index = messages + 1;
-            return self.refuse(Breach::OutputBytes { limit: self.max_output_bytes, produced: size, index });
-        }
-        let total = bytes.saturating_add(size);
-        if total > self.max_total_output_bytes {
-            return self.refuse(Breach::TotalOutputBytes { limit: self.max_total_output_bytes, produced: total });
-        }
-        self.emitted = Emitted { messages: messages + 1, bytes: total };
         match target {
             EmitTarget::Now { tx, origin, settle } => {
                 // Counted in only once it has room: a call stopped while

@@ -34,11 +34,19 @@
 //! CPU-bound stage never stalls the others. Fuel is opt-in: its accounting
 //! costs 1.2x to 1.5x on JSON-heavy stages, epochs about 1.1x (docs/benchmarks.md).
 
+mod breach;
+mod limiter;
+mod outputs;
+mod text;
+
+pub(crate) use breach::Breach;
+pub(crate) use limiter::StageLimiter;
+pub(crate) use outputs::{OutputCaps, OutputTally, message_bytes};
+pub(crate) use text::{clamp_reason, log_safe};
+
 use bytesize::ByteSize;
 use serde::Deserialize;
-use std::fmt;
 use std::time::Duration;
-use wasmtime::ResourceLimiter;
 
 /// Without epochs (no stage has a timeout) but with fuel, guest code yields to
 /// the async runtime after this much fuel (≈ 1 ms of CPU).
@@ -71,51 +79,6 @@ pub(crate) const MAX_RESOURCES: usize = 10_000;
 /// about 7 per request) would otherwise fail a message when the table fills.
 /// A quarter of the table is left for the call in progress.
 pub(crate) const RECYCLE_AT_RESOURCES: usize = MAX_RESOURCES / 4 * 3;
-
-/// A message's size for the output caps: value, key and headers, each
-/// header counted with what the host holds for it.
-pub(crate) fn message_bytes(m: &crate::bindings::Message) -> usize {
-    m.value.len()
-        + m.key.as_ref().map_or(0, Vec::len)
-        + m.headers.iter().map(|h| h.name.len() + h.value.len() + HEADER_OVERHEAD).sum::<usize>()
-}
-
-/// Cuts a string from a guest to `max` bytes, on a character boundary,
-/// saying how much was cut.
-pub(crate) fn cut(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let more = text.len() - end;
-    text.truncate(end);
-    text.push_str(&format!(" [cut: {more} more bytes]"));
-}
-
-/// A reason (an error, a refusal) from a guest, cut to [`MAX_REASON_BYTES`].
-pub(crate) fn clamp_reason(mut reason: String) -> String {
-    cut(&mut reason, MAX_REASON_BYTES);
-    reason
-}
-
-/// Guest text for the host's log or terminal: control characters escaped,
-/// so that it stays on one line and cannot pass for the host's own output
-/// (or move a terminal's cursor).
-pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
-    }
-    text.chars()
-        .flat_map(|c| {
-            let escaped = c.is_control().then(|| c.escape_default());
-            escaped.into_iter().flatten().chain((!c.is_control()).then_some(c))
-        })
-        .collect::<String>()
-        .into()
-}
 
 /// A limit that can be switched off with `"unlimited"` / `"none"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +265,15 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The caps on one input's outputs.
+    pub(crate) fn output_caps(&self) -> OutputCaps {
+        OutputCaps {
+            max_outputs: self.max_outputs,
+            max_output_bytes: self.max_output_bytes,
+            max_total_output_bytes: self.max_total_output_bytes,
+        }
+    }
+
     /// The budget for instantiation and `init`.
     pub(crate) fn init_fuel(&self) -> Option<u64> {
         self.fuel.map(|f| f.max(INIT_FUEL))
@@ -309,195 +281,6 @@ impl Limits {
 
     pub(crate) fn init_timeout(&self) -> Option<Duration> {
         self.init_timeout
-    }
-}
-
-/// Which limit a message broke, for the dead-letter reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Breach {
-    Fuel(u64),
-    Timeout(Duration),
-    Memory {
-        limit: usize,
-        asked: usize,
-    },
-    Table {
-        limit: usize,
-        asked: usize,
-    },
-    StackOverflow,
-    Outputs {
-        limit: usize,
-        produced: usize,
-    },
-    /// wasmtime's cap on the bytes copied between guest and host in one call.
-    CallData,
-    OutputBytes {
-        limit: usize,
-        produced: usize,
-        index: usize,
-    },
-    /// All the outputs of one input, emitted and returned.
-    TotalOutputBytes {
-        limit: usize,
-        produced: usize,
-    },
-    /// Instantiation and `init` took too long.
-    InitTimeout(Duration),
-    /// A state key longer than allowed.
-    StateKey {
-        limit: usize,
-        len: usize,
-    },
-    /// A state value longer than allowed.
-    StateValue {
-        limit: usize,
-        len: usize,
-    },
-    /// A write that would take the stage's (or the message key's) state past its quota.
-    StateBytes {
-        limit: u64,
-        total: u64,
-        keyed: bool,
-    },
-    /// A write that would take the uncommitted state of the pipeline past its budget.
-    StatePending {
-        limit: usize,
-        pending: usize,
-    },
-}
-
-impl fmt::Display for Breach {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Breach::Fuel(fuel) => write!(f, "used all {fuel} units of fuel allowed per message (limits.fuel)"),
-            Breach::Timeout(t) => {
-                write!(
-                    f,
-                    "took longer than the {} allowed per message (limits.timeout)",
-                    humantime::format_duration(*t)
-                )
-            }
-            Breach::Memory { limit, asked } => write!(
-                f,
-                "tried to grow its memory to {}, over the {} allowed per instance (limits.memory)",
-                ByteSize(*asked as u64).display().iec(),
-                ByteSize(*limit as u64).display().iec()
-            ),
-            Breach::Table { limit, asked } => {
-                write!(f, "tried to grow a table to {asked} elements, over the {limit} allowed")
-            }
-            Breach::StackOverflow => f.write_str("overflowed its call stack (too deep a recursion)"),
-            Breach::CallData => f.write_str(
-                "returned more than 128 MiB from one call, more than wasmtime copies between a guest and the host",
-            ),
-            Breach::Outputs { limit, produced } => {
-                write!(f, "produced {produced} outputs for one input, over the {limit} allowed (limits.max_outputs)")
-            }
-            Breach::OutputBytes { limit, produced, index } => write!(
-                f,
-                "produced an output of {} (output {index}), over the {} allowed (limits.max_output_bytes)",
-                ByteSize(*produced as u64).display().iec(),
-                ByteSize(*limit as u64).display().iec()
-            ),
-            Breach::TotalOutputBytes { limit, produced } => write!(
-                f,
-                "produced at least {} of outputs for one input, over the {} allowed (limits.max_total_output_bytes)",
-                ByteSize(*produced as u64).display().iec(),
-                ByteSize(*limit as u64).display().iec()
-            ),
-            Breach::InitTimeout(t) => write!(
-                f,
-                "took longer than the {} allowed to start an instance and run `init` (limits.init_timeout)",
-                humantime::format_duration(*t)
-            ),
-            Breach::StateKey { limit, len } => {
-                write!(f, "wrote a state key of {len} bytes, over the {limit} allowed (limits.max_state_key_bytes)")
-            }
-            Breach::StateValue { limit, len } => write!(
-                f,
-                "wrote a state value of {}, over the {} allowed (limits.max_state_value_bytes)",
-                exact(*len as u64),
-                exact(*limit as u64)
-            ),
-            Breach::StateBytes { limit, total, keyed } => write!(
-                f,
-                "would hold {} of state {}, over the {} allowed (limits.max_state_bytes)",
-                exact(*total),
-                if *keyed { "for this message key" } else { "for this stage" },
-                exact(*limit)
-            ),
-            Breach::StatePending { limit, pending } => write!(
-                f,
-                "would leave {} of state uncommitted, over the {} the pipeline holds until a checkpoint \
-                 (state.max_pending_bytes)",
-                exact(*pending as u64),
-                exact(*limit as u64)
-            ),
-        }
-    }
-}
-
-/// A size in bytes, exact (a quota breached by one byte must not read
-/// "1.0 KiB, over the 1.0 KiB allowed"), with IEC units when large.
-fn exact(bytes: u64) -> String {
-    if bytes < 10 * 1024 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{bytes} bytes ({})", ByteSize(bytes).display().iec())
-    }
-}
-
-/// The store's resource limiter: caps memory and tables, and remembers which
-/// cap a guest hit so the trap can say so.
-pub(crate) struct StageLimiter {
-    memory: usize,
-    /// Bytes of all the instance's linear memories together: the cap is per
-    /// instance, however many memories a component has.
-    used: usize,
-    pub(crate) breach: Option<Breach>,
-}
-
-impl StageLimiter {
-    pub(crate) fn new(limits: &Limits) -> Self {
-        StageLimiter { memory: limits.memory, used: 0, breach: None }
-    }
-}
-
-impl ResourceLimiter for StageLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.memory {
-            self.breach = Some(Breach::Memory { limit: self.memory, asked: total });
-            // A trap, not a failed `memory.grow`: the reason is then exact
-            // instead of whatever the guest's allocator does on failure.
-            return Err(wasmtime::Error::msg("memory limit reached"));
-        }
-        self.used = total;
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
-            self.breach = Some(Breach::Table { limit: MAX_TABLE_ELEMENTS, asked: desired });
-            return Err(wasmtime::Error::msg("table limit reached"));
-        }
-        Ok(maximum.is_none_or(|max| desired <= max))
-    }
-
-    fn instances(&self) -> usize {
-        MAX_INSTANCES
-    }
-
-    fn tables(&self) -> usize {
-        MAX_TABLES
-    }
-
-    fn memories(&self) -> usize {
-        MAX_MEMORIES
     }
 }
 
@@ -532,26 +315,5 @@ mod tests {
         assert_eq!((limits.max_outputs, limits.max_output_bytes), (10_000, 16 << 20), "nor flood the pipeline");
         assert_eq!(limits.max_log_records, 100);
         assert_eq!(limits.fuel, None, "fuel is opt-in");
-    }
-
-    #[test]
-    fn memory_growth_past_the_cap_is_a_named_breach() {
-        let limits = LimitsConfig { memory: Some(ByteSize::mib(1)), ..Default::default() }.resolve();
-        let mut limiter = StageLimiter::new(&limits);
-        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
-        assert!(limiter.memory_growing(1 << 20, 2 << 20, None).is_err());
-        assert_eq!(
-            limiter.breach.as_ref().unwrap().to_string(),
-            "tried to grow its memory to 2.0 MiB, over the 1.0 MiB allowed per instance (limits.memory)"
-        );
-    }
-
-    #[test]
-    fn the_memory_cap_counts_every_memory_of_the_instance() {
-        let limits = LimitsConfig { memory: Some(ByteSize::mib(3)), ..Default::default() }.resolve();
-        let mut limiter = StageLimiter::new(&limits);
-        assert!(limiter.memory_growing(0, 2 << 20, None).unwrap(), "first memory: 2 MiB");
-        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap(), "second memory: 1 MiB, 3 in all");
-        assert!(limiter.memory_growing(0, 1 << 20, None).is_err(), "a third would make 4 MiB");
     }
 }
