@@ -142,7 +142,13 @@ async fn a_stage_that_can_no_longer_start_stops_the_run_losing_and_repeating_not
     assert!(!reason.contains("sluice state"), "no state to clear in memory: {reason}");
     let stopped = report.stopped_after_line.expect("the source stopped before the end");
     assert!(stopped < N, "{stopped}");
-    // Every line read ended as an output or a dead letter naming why.
+    // Every line read ended as an output or a dead letter naming why: the
+    // input line each stands for (the stage echoes every line but the first two).
+    let line_of = |output: &str| match output {
+        "a" => 1,
+        "poison" => 2,
+        n => n.parse::<u64>().unwrap(),
+    };
     let lines_of = |dead: &[serde_json::Value]| -> Vec<u64> {
         dead.iter().map(|d| d["input"]["line"].as_u64().unwrap()).collect()
     };
@@ -150,19 +156,7 @@ async fn a_stage_that_can_no_longer_start_stops_the_run_losing_and_repeating_not
         assert_eq!(d["error"], "trap");
         assert!(d["reason"].as_str().unwrap().starts_with("not processed: stage `h` cannot start"), "{d}");
     }
-    let mut first: Vec<u64> = run
-        .output
-        .iter()
-        .map(|l| {
-            if l == "a" {
-                1
-            } else if l == "poison" {
-                2
-            } else {
-                l.parse().unwrap()
-            }
-        })
-        .collect();
+    let mut first: Vec<u64> = run.output.iter().map(|l| line_of(l)).collect();
     first.extend(lines_of(&run.dead));
     first.sort_unstable();
     assert_eq!(first, (1..=stopped).collect::<Vec<_>>(), "each line read, once");
@@ -173,18 +167,7 @@ async fn a_stage_that_can_no_longer_start_stops_the_run_losing_and_repeating_not
     assert_eq!(resumed.stop_reason, None);
     let output = crate::support::read_lines(&scratch.path("out"));
     let dead = crate::support::read_json_lines(&scratch.path("dead.jsonl"));
-    let mut all: Vec<u64> = output
-        .iter()
-        .map(|l| {
-            if l == "a" {
-                1
-            } else if l == "poison" {
-                2
-            } else {
-                l.parse().unwrap()
-            }
-        })
-        .collect();
+    let mut all: Vec<u64> = output.iter().map(|l| line_of(l)).collect();
     all.extend(lines_of(&dead));
     all.sort_unstable();
     assert_eq!(all, (1..=N).collect::<Vec<_>>(), "nothing lost, nothing repeated");

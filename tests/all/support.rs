@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 /// Paths of the guests `build.rs` built.
-#[allow(dead_code, unreachable_pub)]
-pub(crate) mod guests {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
+pub(crate) use sluice_tests::guests;
 
 /// The repository root.
 pub(crate) fn root() -> PathBuf {

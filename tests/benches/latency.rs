@@ -36,10 +36,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[allow(dead_code, unreachable_pub)]
-mod guests {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
+use sluice_tests::guests;
 
 /// Set (to a report path) when this binary runs as the native-floor child.
 const CHILD: &str = "SLUICE_LATENCY_CHILD";

@@ -28,10 +28,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[allow(dead_code, unreachable_pub)]
-mod guests {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
+use sluice_tests::guests;
 
 /// The environment variable that makes this binary a measurement child.
 const CHILD: &str = "SLUICE_BENCH_CHILD";

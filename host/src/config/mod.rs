@@ -44,13 +44,16 @@ mod error;
 mod file;
 #[cfg(test)]
 mod props;
+mod sections;
+mod stage;
 mod tables;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{
-    Allocator, DeadLetterConfig, EmitMode, EngineConfig, Execution, Format, Grants, Order, PartitionBy, PipelineConfig,
-    RetryConfig, SinkConfig, SourceConfig, StageConfig, StateBackend, StateConfig,
+pub use file::PipelineConfig;
+pub use sections::{
+    Allocator, DeadLetterConfig, EngineConfig, Format, SinkConfig, SourceConfig, StateBackend, StateConfig,
 };
+pub use stage::{EmitMode, Execution, Grants, Order, PartitionBy, RetryConfig, StageConfig};
 
 /// The only version of the pipeline file format this build reads.
 pub const VERSION: u32 = 1;

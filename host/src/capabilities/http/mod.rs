@@ -21,9 +21,9 @@
 //! instance). Each holds one connection (one file descriptor) and hyper's
 //! read buffer (at most about 400 KiB) plus one body frame; the guest reads
 //! bodies as streams, so nothing else of a body is buffered by the host.
-//! Fields (headers) are capped at 128 KiB each by wasmtime-wasi-http, and
-//! every handle counts toward the instance's resource table
-//! (`limits::MAX_RESOURCES`).
+//! A set of fields (headers) is capped at `limits::MAX_HTTP_FIELDS_BYTES`
+//! (32 KiB, wasmtime's default being 128 KiB), and every handle counts
+//! toward the instance's resource table (`limits::MAX_RESOURCES`).
 
 use crate::limits::Limits;
 use futures_util::StreamExt;

@@ -1,0 +1,167 @@
+//! The pipeline file's sections besides the stages: source, sink, dead
+//! letters, state and engine.
+
+use super::stage::humantime_serde_compat;
+use serde::Deserialize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// Where messages come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A file to read; standard input when absent or `-`.
+    pub path: Option<Spanned<PathBuf>>,
+    /// How the input is split into messages.
+    #[serde(default)]
+    pub format: Format,
+    /// The longest line accepted, in bytes; longer lines are dead-lettered.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Lines to skip at the start, e.g. to resume after an interrupted run.
+    /// Line numbers in dead letters still count them.
+    #[serde(default)]
+    pub skip_lines: u64,
+}
+
+fn default_max_line_bytes() -> usize {
+    16 << 20
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes(), skip_lines: 0 }
+    }
+}
+
+/// Where stages' state is kept, and how often it is checkpointed. Used only
+/// if a stage imports `sluice:pipeline/state`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The store: `redb` (a file, durable) or `memory` (gone with the run).
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// The store file; default `<pipeline stem>.state.redb` beside the pipeline file.
+    pub path: Option<PathBuf>,
+    /// A checkpoint after this many input messages...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this long, whichever comes first.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde_compat")]
+    pub checkpoint_interval: std::time::Duration,
+    /// Bytes of state written but not yet committed that the pipeline holds
+    /// in memory: a checkpoint starts when half of it is used, and a write
+    /// that would pass it is a `limit` breach.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: bytesize::ByteSize,
+}
+
+fn default_checkpoint_every() -> u64 {
+    10_000
+}
+
+fn default_checkpoint_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+fn default_max_pending_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: StateBackend::default(),
+            path: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+            max_pending_bytes: default_max_pending_bytes(),
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// An embedded redb file: state and checkpoints survive a crash.
+    #[default]
+    Redb,
+    /// In memory: for tests and throwaway runs. No checkpoints.
+    Memory,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Where instances' memories, tables and stacks come from.
+    #[serde(default)]
+    pub allocator: Allocator,
+    /// Memory all stages' instances may use at once (`concurrency ×
+    /// limits.memory`, summed), checked when the pipeline is built. Default:
+    /// the machine's memory (or its cgroup's limit); `"unlimited"` to skip.
+    #[serde(default)]
+    pub memory_budget: Option<crate::limits::Limit<bytesize::ByteSize>>,
+}
+
+/// Where instances' memories, tables and stacks come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// Slots reserved up front, sized from the pipeline (every stage's
+    /// concurrency), and reused: instantiation is about twice as fast.
+    #[default]
+    Pooling,
+    /// Allocated per instance. For hosts that cap virtual memory
+    /// (`ulimit -v`), which the pool's reservations can exceed.
+    OnDemand,
+}
+
+/// Where messages that pass every stage go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// A file to write (atomically, when the run completes); standard output when absent or `-`.
+    pub path: Option<PathBuf>,
+    /// How messages are written.
+    #[serde(default)]
+    pub format: Format,
+    /// A sink whose writes are seen as they happen (standard output) hands
+    /// on what it holds whenever the pipeline has nothing more for it, and
+    /// at least this often while it is busy.
+    #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
+    pub flush_interval: std::time::Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { path: None, format: Format::default(), flush_interval: default_flush_interval() }
+    }
+}
+
+/// Flink's buffer timeout: a busy sink still delivers within this.
+fn default_flush_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
+}
+
+/// Where messages that a stage rejects, or that trap a stage, go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A JSON-lines file, one record per failed message (stage, reason, message).
+    pub path: PathBuf,
+}
+
+/// How a stream of bytes is split into messages, and joined back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON document per line. Input lines that are not JSON are
+    /// dead-lettered; blank lines are skipped.
+    #[default]
+    Jsonl,
+    /// One message per line, bytes as they are.
+    Lines,
+}
