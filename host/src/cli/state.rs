@@ -53,7 +53,7 @@ impl StateCommand {
             Some(c) if !c.complete => eprintln!(
                 "{}: an unfinished run checkpointed after input line {}; `sluice run` resumes from there",
                 path.display(),
-                c.line
+                c.source
             ),
             _ => {}
         }
@@ -74,7 +74,7 @@ fn clear(path: &std::path::Path, stage: Option<&str>) -> Result<()> {
         println!(
             "removed the checkpoint of an unfinished run (after input line {}): the next `sluice run` starts from the \
              beginning of the input",
-            c.line
+            c.source
         );
     }
     Ok(())

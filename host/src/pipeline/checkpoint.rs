@@ -98,7 +98,11 @@ impl Checkpoints {
         self.settle.empty().await;
         let sink_bytes = flush(&self.sink, "the sink").await?;
         let dead_bytes = flush(&self.dead, "the dead-letter file").await?;
-        commit(&self.store, Some(Checkpoint { line, sink_bytes, dead_bytes, complete: false })).await?;
+        commit(
+            &self.store,
+            Some(Checkpoint { source: line, sink: sink_bytes, dead_letters: dead_bytes, complete: false }),
+        )
+        .await?;
         tracing::debug!(line, sink_bytes, dead_bytes, "checkpoint");
         self.since = 0;
         self.last = Instant::now();

@@ -85,19 +85,17 @@ pub(super) async fn run(
     };
     let output_path = config.output_path().unwrap_or_else(|| PathBuf::from("-"));
     let output = match config.output_path() {
-        Some(path) => {
-            open(&path, 0o644, resume.map(|c| c.sink_bytes)).map_err(|error| RunError::Output { path, error })?
-        }
+        Some(path) => open(&path, 0o644, resume.map(|c| c.sink)).map_err(|error| RunError::Output { path, error })?,
         None => Output::stdout(),
     };
     let dead_path = config.dead_letter_path();
     // Dead letters hold input as it was, unredacted: private by default.
-    let dead_output = open(&dead_path, 0o600, resume.map(|c| c.dead_bytes))
+    let dead_output = open(&dead_path, 0o600, resume.map(|c| c.dead_letters))
         .map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
     let mut source = config.source().clone();
     if let Some(checkpoint) = resume {
-        tracing::info!("resuming after input line {} from the last checkpoint", checkpoint.line);
-        source.skip_lines = source.skip_lines.max(checkpoint.line);
+        tracing::info!("resuming after input line {} from the last checkpoint", checkpoint.source);
+        source.skip_lines = source.skip_lines.max(checkpoint.source);
     }
     let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
     // Without checkpoints, a stage that can no longer start stops the run as
@@ -245,7 +243,7 @@ pub(super) async fn run(
     // crash in between leaves a complete checkpoint, and the next run only
     // finishes moving the files.
     if let Some(store) = &state {
-        let done = Checkpoint { line: stopped_after_line.unwrap_or(0), sink_bytes: 0, dead_bytes: 0, complete: true };
+        let done = Checkpoint { source: stopped_after_line.unwrap_or(0), sink: 0, dead_letters: 0, complete: true };
         commit(store, store.is_durable().then_some(done)).await?;
     }
     sink.commit().await.map_err(|error| RunError::Output { path: output_path, error })?;

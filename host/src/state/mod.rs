@@ -60,16 +60,21 @@ pub struct StateError {
     pub reason: String,
 }
 
-/// Where a run had got to at its last checkpoint: every input line up to
-/// `line` was processed, its state committed, its outputs written.
+/// Where a run had got to at its last checkpoint: every input up to the
+/// source's position was processed, its state committed, its outputs in the
+/// sinks up to theirs. Positions are the connectors' own (for a file source
+/// the input line, for a file sink its length in bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The last input line processed.
-    pub line: u64,
-    /// Bytes of the sink file written by then.
-    pub sink_bytes: u64,
-    /// Bytes of the dead-letter file written by then.
-    pub dead_bytes: u64,
+    /// The source's position: the last input settled.
+    #[serde(alias = "line")]
+    pub source: u64,
+    /// The sink's position.
+    #[serde(alias = "sink_bytes")]
+    pub sink: u64,
+    /// The dead-letter sink's position.
+    #[serde(alias = "dead_bytes")]
+    pub dead_letters: u64,
     /// The run finished: its outputs are being moved into place.
     #[serde(default)]
     pub complete: bool,

@@ -25,7 +25,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()), "the call sees its own writes");
         s.keep_writes();
         assert_eq!(scope(&store, "count", false).get(b"a").unwrap(), Some(b"1".to_vec()), "visible before commit");
-        store.commit(Some(Checkpoint { line: 7, sink_bytes: 10, dead_bytes: 0, complete: false })).unwrap();
+        store.commit(Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, complete: false })).unwrap();
         s.set(b"b", None).unwrap();
         s.set(b"c", Some(b"3".to_vec())).unwrap();
         s.keep_writes();
@@ -36,10 +36,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
     assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "the deletion was never committed");
     assert_eq!(s.get(b"c").unwrap(), None);
-    assert_eq!(
-        store.checkpoint().unwrap(),
-        Some(Checkpoint { line: 7, sink_bytes: 10, dead_bytes: 0, complete: false })
-    );
+    assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, complete: false }));
     store.commit(None).unwrap();
     assert_eq!(store.checkpoint().unwrap(), None, "a finished run clears its checkpoint");
 }
@@ -198,7 +195,7 @@ fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
         s.set(b"y", Some(b"2".to_vec())).unwrap();
         s.keep_writes();
     }
-    let checkpoint = Checkpoint { line: 3, sink_bytes: 0, dead_bytes: 0, complete: false };
+    let checkpoint = Checkpoint { source: 3, sink: 0, dead_letters: 0, complete: false };
     store.commit(Some(checkpoint)).unwrap();
     assert!(clear_state(&path, None).unwrap_err().to_string().contains("is the pipeline running?"));
     drop(store);
