@@ -17,8 +17,9 @@
 mod bindings;
 mod capabilities;
 mod config;
+mod connect;
 mod engine;
-mod io;
+mod envelope;
 mod limits;
 mod pipeline;
 mod stage;
@@ -26,11 +27,11 @@ pub mod state;
 
 pub use bindings::{Header, Message, StageError};
 pub use config::{
-    Allocator, ConfigError, ConfigErrors, DeadLetterConfig, EmitMode, EngineConfig, Execution, Format, Grants, Order,
-    PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SourceConfig, StageConfig, StateBackend, StateConfig,
-    VERSION,
+    Allocator, ConfigError, ConfigErrors, DeadLetterConfig, DeadLetterKind, EmitMode, EngineConfig, Execution, Format,
+    Grants, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    StageConfig, StateBackend, StateConfig, VERSION,
 };
-pub use io::cannot_create;
+pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{
     BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,

@@ -186,7 +186,7 @@ async fn a_shutdown_drains_what_was_read_and_says_where_to_resume() {
     let pipeline = header("lines") + &test_stage("t", "buffer = 4");
     let built = scratch.build(&pipeline).await.unwrap();
     let report = built.run_until(tokio::time::sleep(std::time::Duration::from_millis(150))).await.unwrap();
-    let stopped = report.stopped_after_line.expect("the signal came before the end of the input") as usize;
+    let stopped = report.stopped_after.expect("the signal came before the end of the input") as usize;
     assert!(stopped < N);
     let first = crate::support::read_lines(&scratch.path("out"));
     let expected: Vec<String> = (0..stopped).map(|i| i.to_string()).collect();
@@ -196,7 +196,7 @@ async fn a_shutdown_drains_what_was_read_and_says_where_to_resume() {
     let resumed = pipeline.replace("[source]\n", &format!("[source]\nskip_lines = {stopped}\n"));
     let built = scratch.build(&resumed).await.unwrap();
     let report = built.run().await.unwrap();
-    assert_eq!(report.stopped_after_line, None);
+    assert_eq!(report.stopped_after, None);
     let rest = crate::support::read_lines(&scratch.path("out"));
     let expected: Vec<String> = (stopped..N).map(|i| i.to_string()).collect();
     assert_eq!(rest, expected);

@@ -140,7 +140,7 @@ async fn a_stage_that_can_no_longer_start_stops_the_run_losing_and_repeating_not
     assert!(reason.starts_with("stage `h` cannot start a new instance: "), "{reason}");
     assert!(reason.contains("init found the poison"), "the guest's panic message: {reason}");
     assert!(!reason.contains("sluice state"), "no state to clear in memory: {reason}");
-    let stopped = report.stopped_after_line.expect("the source stopped before the end");
+    let stopped = report.stopped_after.expect("the source stopped before the end");
     assert!(stopped < N, "{stopped}");
     // Every line read ended as an output or a dead letter naming why: the
     // input line each stands for (the stage echoes every line but the first two).

@@ -90,7 +90,7 @@ impl RunCommand {
         let report = result?;
 
         eprint!("{report}");
-        match (report.stopped_after_line, &report.stop_reason) {
+        match (report.stopped_after, &report.stop_reason) {
             (Some(line), Some(reason)) => eprintln!(
                 "stopped early: {reason}. Every line up to input line {line} was written or dead-lettered. To \
                  resume: {}",

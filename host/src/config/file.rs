@@ -1,4 +1,4 @@
-use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SourceConfig, StateConfig};
+use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, StateConfig};
 use super::stage::{Grants, StageConfig, default_shutdown_timeout, humantime_serde_compat};
 use super::{ConfigError, ConfigErrors, VERSION};
 use crate::limits::{Limits, LimitsConfig};
@@ -184,7 +184,7 @@ impl PipelineConfig {
 
     /// Sets the dead-letter file.
     pub fn set_dead_letter(&mut self, path: impl Into<PathBuf>) -> &mut Self {
-        self.dead_letter = Some(DeadLetterConfig { path: path.into() });
+        self.dead_letter = Some(DeadLetterConfig { kind: None, path: path.into() });
         self
     }
 
@@ -214,13 +214,13 @@ impl PipelineConfig {
     /// The input file, or `None` for standard input.
     pub fn input_path(&self) -> Option<PathBuf> {
         let p = self.source.path.as_ref()?.get_ref();
-        (p.as_os_str() != "-").then(|| self.resolve(p))
+        (self.source.kind() == SourceKind::File).then(|| self.resolve(p))
     }
 
     /// The output file, or `None` for standard output.
     pub fn output_path(&self) -> Option<PathBuf> {
         let p = self.sink.path.as_ref()?;
-        (p.as_os_str() != "-").then(|| self.resolve(p))
+        (self.sink.kind() == SinkKind::File).then(|| self.resolve(p))
     }
 
     /// The dead-letter file: as configured, or `<stem>.dead-letter.jsonl`
@@ -348,10 +348,38 @@ impl PipelineConfig {
                 err(0..0, format!("the {what} {} is a directory: give a file path", path.display()));
             }
         }
+        self.validate_connectors(&mut err);
         if self.source.max_line_bytes == 0 {
             err(0..0, "source.max_line_bytes must be at least 1".into());
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Each connector kind gets the settings it needs, and only those.
+    fn validate_connectors(&self, err: &mut impl FnMut(std::ops::Range<usize>, String)) {
+        let path = self.source.path.as_ref();
+        match (&self.source.kind, path) {
+            (Some(kind), None) if *kind.get_ref() == SourceKind::File => {
+                err(kind.span(), "a `file` source needs `path`: the file to read".into());
+            }
+            (Some(kind), Some(path)) if *kind.get_ref() == SourceKind::Stdin && path.get_ref().as_os_str() != "-" => {
+                err(
+                    path.span(),
+                    "a `stdin` source reads standard input: remove `path`, or set `type = \"file\"`".into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(kind) = &self.sink.kind {
+            match (kind.get_ref(), &self.sink.path) {
+                (SinkKind::File, None) => err(kind.span(), "a `file` sink needs `path`: the file to write".into()),
+                (SinkKind::Stdout, Some(path)) if path.as_os_str() != "-" => err(
+                    kind.span(),
+                    "a `stdout` sink writes standard output: remove `path`, or set `type = \"file\"`".into(),
+                ),
+                _ => {}
+            }
+        }
     }
 
     /// Where stage `index` is declared, for error messages: `file:line:col`.
@@ -365,12 +393,14 @@ impl PipelineConfig {
 
     /// Overrides the source file (`-` for standard input).
     pub fn set_input(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.source.kind = None;
         self.source.path = Some(Spanned::new(0..0, path.into()));
         self
     }
 
     /// Overrides the sink file (`-` for standard output).
     pub fn set_output(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.sink.kind = None;
         self.sink.path = Some(path.into());
         self
     }

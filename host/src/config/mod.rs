@@ -51,7 +51,8 @@ mod tables;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::PipelineConfig;
 pub use sections::{
-    Allocator, DeadLetterConfig, EngineConfig, Format, SinkConfig, SourceConfig, StateBackend, StateConfig,
+    Allocator, DeadLetterConfig, DeadLetterKind, EngineConfig, Format, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    StateBackend, StateConfig,
 };
 pub use stage::{EmitMode, Execution, Grants, Order, PartitionBy, RetryConfig, StageConfig};
 

@@ -10,7 +10,11 @@ use toml::Spanned;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// A file to read; standard input when absent or `-`.
+    /// The connector: `file` or `stdin`. Default: `file` when `path` is
+    /// set, else `stdin`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<Spanned<SourceKind>>,
+    /// The file to read (`type = "file"`); `-` is standard input.
     pub path: Option<Spanned<PathBuf>>,
     /// How the input is split into messages.
     #[serde(default)]
@@ -30,8 +34,45 @@ fn default_max_line_bytes() -> usize {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { path: None, format: Format::default(), max_line_bytes: default_max_line_bytes(), skip_lines: 0 }
+        SourceConfig {
+            kind: None,
+            path: None,
+            format: Format::default(),
+            max_line_bytes: default_max_line_bytes(),
+            skip_lines: 0,
+        }
     }
+}
+
+impl SourceConfig {
+    /// The connector, as set or as implied by `path`.
+    pub fn kind(&self) -> SourceKind {
+        match (&self.kind, &self.path) {
+            (Some(kind), _) => *kind.get_ref(),
+            (None, Some(path)) if path.get_ref().as_os_str() != "-" => SourceKind::File,
+            (None, _) => SourceKind::Stdin,
+        }
+    }
+}
+
+/// The kinds of source a pipeline file can name (`[source] type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A file, read line by line.
+    File,
+    /// Standard input, read line by line as it comes.
+    Stdin,
+}
+
+/// The kinds of sink a pipeline file can name (`[sink] type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A file, which appears whole when the run completes.
+    File,
+    /// Standard output, written as outputs are done.
+    Stdout,
 }
 
 /// Where stages' state is kept, and how often it is checkpointed. Used only
@@ -123,7 +164,12 @@ pub enum Allocator {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// A file to write (atomically, when the run completes); standard output when absent or `-`.
+    /// The connector: `file` or `stdout`. Default: `file` when `path` is
+    /// set, else `stdout`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<Spanned<SinkKind>>,
+    /// The file to write (`type = "file"`; atomically, when the run
+    /// completes); `-` is standard output.
     pub path: Option<PathBuf>,
     /// How messages are written.
     #[serde(default)]
@@ -137,7 +183,18 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { path: None, format: Format::default(), flush_interval: default_flush_interval() }
+        SinkConfig { kind: None, path: None, format: Format::default(), flush_interval: default_flush_interval() }
+    }
+}
+
+impl SinkConfig {
+    /// The connector, as set or as implied by `path`.
+    pub fn kind(&self) -> SinkKind {
+        match (&self.kind, &self.path) {
+            (Some(kind), _) => *kind.get_ref(),
+            (None, Some(path)) if path.as_os_str() != "-" => SinkKind::File,
+            (None, _) => SinkKind::Stdout,
+        }
     }
 }
 
@@ -150,8 +207,19 @@ fn default_flush_interval() -> std::time::Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
+    /// The connector: `file`, the only kind so far.
+    #[serde(rename = "type", default)]
+    pub kind: Option<Spanned<DeadLetterKind>>,
     /// A JSON-lines file, one record per failed message (stage, reason, message).
     pub path: PathBuf,
+}
+
+/// The kinds of dead-letter sink a pipeline file can name (`[dead_letter] type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterKind {
+    /// A JSON-lines file, which appears whole when the run completes.
+    File,
 }
 
 /// How a stream of bytes is split into messages, and joined back.

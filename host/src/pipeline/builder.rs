@@ -4,15 +4,13 @@ use super::error::{BuildError, StageLoadError};
 use super::job::{NativeRunner, Runner};
 use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
-use crate::capabilities;
 use crate::config::{Allocator, PipelineConfig, StateBackend};
 use crate::engine::memory::{self, StageMemory};
 use crate::engine::{Instrumentation, Pool, new_engine};
 use crate::limits::Limit;
-use crate::stage::{StagePre, StageSpec, StoreData};
+use crate::stage::{StagePre, StageSpec};
 use crate::state::{StateScope, StateStore};
 use std::sync::Arc;
-use wasmtime::component::Linker;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
     let (runners, state) = load(&config, true).await?;
@@ -53,7 +51,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         return Err(BuildError::Stages(errors));
     }
     let stats = Arc::new(Stats::new(config.stages().iter().map(|s| s.name().to_string())));
-    Ok(Pipeline { config, stages, stats, state })
+    Ok(Pipeline { config, stages, stats, state, given: Default::default() })
 }
 
 /// A stage compiled by [`compile`].
@@ -108,9 +106,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
         };
         BuildError::Engine(format!("{}{hint}", crate::stage::chain(&e)))
     })?;
-    let mut linker = Linker::<StoreData>::new(&engine);
-    capabilities::add_to_linker(&mut linker).map_err(|e| BuildError::Engine(e.to_string()))?;
-    let linker = Arc::new(linker);
+    let linker = Arc::new(crate::stage::linker(&engine).map_err(|e| BuildError::Engine(e.to_string()))?);
 
     // Compiling is CPU-bound and can take seconds for large guests (Python,
     // JavaScript): compile every stage at once on blocking threads.
@@ -170,7 +166,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
                 // The file is created at the first checkpoint, mid-run: a
                 // directory that cannot hold it must stop the run before it
                 // starts, not after it has written `.partial` files.
-                if let Some(reason) = (!path.is_file()).then(|| crate::io::cannot_create(&path)).flatten() {
+                if let Some(reason) = (!path.is_file()).then(|| crate::connect::cannot_create(&path)).flatten() {
                     let key = if config.state().path.is_some() { "[state] path" } else { "the default [state] path" };
                     let message = format!(
                         "{key}: cannot create the state file {}: {reason}. Create the directory, or set `path` \

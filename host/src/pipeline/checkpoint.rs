@@ -1,62 +1,32 @@
 //! Checkpoints: every `checkpoint_every` messages or `checkpoint_interval`,
-//! the source stops reading, waits until everything read so far has left the
-//! pipeline (written, filtered out or dead-lettered), has the sink and the
-//! dead-letter writer flush and sync their files, and commits the stages'
-//! state together with the input line and the files' lengths, in one
+//! the source stops reading, waits until every input read so far is done
+//! (its outputs written, filtered out or dead-lettered), has the sink and the
+//! dead-letter sink flush (a file is synced), and commits the stages' state
+//! together with the source's position and the sinks' positions, in one
 //! transaction. Then it reads on.
 //!
-//! After a crash the next run resumes from there: it skips the input up to
-//! that line, cuts the output files back to those lengths, and starts from
+//! After a crash the next run resumes from there: the source skips the
+//! input up to its position, the file sinks are cut back to theirs (their
+//! lengths), and the stages start from
 //! the committed state. Nothing read before the checkpoint is lost or
 //! repeated in the output files; what was being processed after it runs again
 //! (at-least-once for a stage's side effects, such as HTTP calls, and for a
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
+use crate::connect::Source;
+use crate::envelope::Acks;
 use crate::state::{Checkpoint, StateStore};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::AcqRel};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Messages in the pipeline: read (or produced by a stage) but not yet
-/// written, filtered out or dead-lettered. A stage adds its outputs before it
-/// removes their input, so it only reaches zero when the pipeline is empty.
-#[derive(Default)]
-pub(crate) struct Settle {
-    unsettled: AtomicI64,
-    empty: Notify,
-}
-
-impl Settle {
-    /// Records `delta` messages entering (positive) or leaving (negative).
-    pub(crate) fn change(&self, delta: i64) {
-        if delta != 0 && self.unsettled.fetch_add(delta, AcqRel) + delta == 0 {
-            self.empty.notify_waiters();
-        }
-    }
-
-    /// Waits until the pipeline is empty.
-    async fn empty(&self) {
-        loop {
-            let notified = self.empty.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.unsettled.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Asks an output task to flush and sync its file; the answer is its length.
+/// Asks a sink task to flush; the answer is the sink's position.
 pub(super) type Flush = oneshot::Sender<std::io::Result<u64>>;
 
 /// What the source needs to take checkpoints.
 pub(super) struct Checkpoints {
-    pub(super) settle: Arc<Settle>,
     pub(super) store: Arc<StateStore>,
     pub(super) sink: mpsc::Sender<Flush>,
     pub(super) dead: mpsc::Sender<Flush>,
@@ -92,18 +62,19 @@ impl Checkpoints {
         false
     }
 
-    /// Takes a checkpoint after input line `line`: waits for the pipeline to
-    /// empty, syncs the outputs and commits.
-    pub(super) async fn take(&mut self, line: u64) -> Result<(), RunError> {
-        self.settle.empty().await;
-        let sink_bytes = flush(&self.sink, "the sink").await?;
-        let dead_bytes = flush(&self.dead, "the dead-letter file").await?;
-        commit(
-            &self.store,
-            Some(Checkpoint { source: line, sink: sink_bytes, dead_letters: dead_bytes, complete: false }),
-        )
-        .await?;
-        tracing::debug!(line, sink_bytes, dead_bytes, "checkpoint");
+    /// Takes a checkpoint after the source's `position`: waits for every
+    /// input read to be done, flushes the sinks and commits.
+    pub(super) async fn take(
+        &mut self,
+        position: u64,
+        acks: &mut Acks,
+        source: &mut impl Source,
+    ) -> Result<(), RunError> {
+        acks.drain(|done| source.done(done)).await;
+        let sink = flush(&self.sink, "the sink").await?;
+        let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
+        commit(&self.store, Some(Checkpoint { source: position, sink, dead_letters, complete: false })).await?;
+        tracing::debug!(position, sink, dead_letters, "checkpoint");
         self.since = 0;
         self.last = Instant::now();
         Ok(())

@@ -2,6 +2,8 @@
 //! the stage, the reason and the message as it entered that stage.
 
 use crate::bindings::Message;
+use crate::connect::Locator;
+use crate::envelope::Origin;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -23,13 +25,6 @@ pub(crate) enum Kind {
     Output,
 }
 
-/// Where a message came from in the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Origin {
-    /// 1-based line number in the source.
-    pub(crate) line: u64,
-}
-
 pub(crate) struct DeadLetter {
     pub(crate) stage: String,
     pub(crate) kind: Kind,
@@ -43,14 +38,8 @@ struct Record<'a> {
     stage: &'a str,
     error: Kind,
     reason: &'a str,
-    input: InputRef<'a>,
+    input: serde_json::Value,
     message: MessageRecord<'a>,
-}
-
-#[derive(Serialize)]
-struct InputRef<'a> {
-    file: &'a str,
-    line: u64,
 }
 
 /// A JSON value kept as written; one that spans lines (which would break the
@@ -83,14 +72,15 @@ struct MessageRecord<'a> {
 
 impl DeadLetter {
     /// The record as one line of JSON.
-    pub(crate) fn to_json_line(&self, input: &str) -> Vec<u8> {
+    pub(crate) fn to_json_line(&self, source: &Locator) -> Vec<u8> {
         let m = &self.message;
         let json = std::str::from_utf8(&m.value).ok().and_then(|s| match serde_json::from_str::<&RawValue>(s) {
             Ok(raw) if !s.contains(['\n', '\r']) => Some(Json::Raw(raw)),
-            Ok(_) => String::from_utf8(crate::io::one_line_json(s.as_bytes().to_vec()))
-                .ok()
-                .and_then(|one| RawValue::from_string(one).ok())
-                .map(Json::OneLine),
+            Ok(_) => {
+                let mut one = s.as_bytes().to_vec();
+                crate::connect::one_line_json(&mut one);
+                String::from_utf8(one).ok().and_then(|one| RawValue::from_string(one).ok()).map(Json::OneLine)
+            }
             Err(_) => None,
         });
         let is_json = json.is_some();
@@ -99,7 +89,7 @@ impl DeadLetter {
             stage: &self.stage,
             error: self.kind,
             reason: &self.reason,
-            input: InputRef { file: input, line: self.origin.line },
+            input: source.input(self.origin.position),
             message: MessageRecord {
                 value: json,
                 value_text: text,
@@ -121,19 +111,23 @@ impl DeadLetter {
 mod tests {
     use super::*;
 
+    fn file(name: &str) -> Locator {
+        Locator { kind: "file", name: name.into(), position: "line" }
+    }
+
     fn letter(value: &[u8]) -> DeadLetter {
         DeadLetter {
             stage: "s".into(),
             kind: Kind::Invalid,
             reason: "bad".into(),
-            origin: Origin { line: 7 },
+            origin: Origin::at(7),
             message: Message { key: None, value: value.to_vec(), headers: vec![], timestamp: None },
         }
     }
 
     #[test]
     fn json_values_are_embedded_as_json() {
-        let line = letter(br#"{"a": 1}"#).to_json_line("in.jsonl");
+        let line = letter(br#"{"a": 1}"#).to_json_line(&file("in.jsonl"));
         assert_eq!(
             String::from_utf8(line).unwrap(),
             r#"{"stage":"s","error":"invalid","reason":"bad","input":{"file":"in.jsonl","line":7},"message":{"value":{"a": 1}}}"#
@@ -142,16 +136,16 @@ mod tests {
 
     #[test]
     fn multi_line_json_stays_on_one_line() {
-        let line = letter(b"{\n  \"a\": 1\n}").to_json_line("in.jsonl");
+        let line = letter(b"{\n  \"a\": 1\n}").to_json_line(&file("in.jsonl"));
         assert!(!line.contains(&b'\n'));
         assert!(String::from_utf8(line).unwrap().contains(r#""value":{   "a": 1 }"#), "kept as written, on one line");
     }
 
     #[test]
     fn other_values_are_text_or_bytes() {
-        let text = String::from_utf8(letter(b"not json").to_json_line("-")).unwrap();
+        let text = String::from_utf8(letter(b"not json").to_json_line(&file("-"))).unwrap();
         assert!(text.contains(r#""value_text":"not json""#), "{text}");
-        let bytes = String::from_utf8(letter(&[0xff, 0x00]).to_json_line("-")).unwrap();
+        let bytes = String::from_utf8(letter(&[0xff, 0x00]).to_json_line(&file("-"))).unwrap();
         assert!(bytes.contains(r#""value_bytes":[255,0]"#), "{bytes}");
     }
 }

@@ -105,12 +105,12 @@ pub enum RunError {
     },
     /// After a shutdown signal, messages did not finish within `shutdown_timeout`.
     #[error(
-        "stopped reading after input line {stopped_after_line}, but the messages already read did not finish \
-         within shutdown_timeout ({timeout}); no output was written. Rerun, or raise shutdown_timeout"
+        "stopped reading after {stopped_after}, but the messages already read did not finish within \
+         shutdown_timeout ({timeout}); no output was written. Rerun, or raise shutdown_timeout"
     )]
     DrainTimeout {
-        /// The last input line read.
-        stopped_after_line: u64,
+        /// The last input read, in words: "input line 7".
+        stopped_after: String,
         /// The configured timeout, for the message.
         timeout: String,
     },

@@ -7,15 +7,15 @@
 //! on meanwhile, and an ordered stage's reorder buffer holds their outputs
 //! until the parked one is done.
 
-use super::dead_letter::{Kind, Origin};
-use super::running::Envelope;
+use super::dead_letter::Kind;
 use super::slots::Seat;
 use crate::bindings::{Message, StageError};
-use crate::capabilities::emit::{EmitTarget, Emitted};
+use crate::capabilities::emit::{Downstream, EmitTarget, Emitted, Stopping};
 use crate::config::RetryConfig;
+use crate::envelope::{Envelope, Origin};
 use crate::limits::Limits;
-use crate::pipeline::Settle;
 use crate::stage::{LoadError, NativeStage, StagePre, Trap};
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
@@ -64,18 +64,48 @@ pub(super) struct JobPlan {
 pub(super) enum EmitPlan {
     /// The stage does not emit.
     Unused,
-    /// Downstream at once (counted into the pipeline, when it checkpoints).
-    Now(Sender<Envelope>, Option<Arc<Settle>>),
+    /// Downstream at once, each tagged with its input's origin.
+    Now(Sender<Envelope>),
     /// Held until the message succeeds.
     Held,
 }
 
 impl EmitPlan {
-    fn target(&self, origin: Origin) -> Option<EmitTarget> {
+    fn target(&self, origin: &Origin) -> Option<EmitTarget> {
         match self {
             EmitPlan::Unused => None,
-            EmitPlan::Now(tx, settle) => Some(EmitTarget::Now { tx: tx.clone(), origin, settle: settle.clone() }),
+            EmitPlan::Now(tx) => {
+                Some(EmitTarget::Now(Box::new(SendOn { tx: tx.clone(), origin: Some(origin.clone()) })))
+            }
             EmitPlan::Held => Some(EmitTarget::Held),
+        }
+    }
+}
+
+/// The emit port of one call: what the stage emits goes downstream with its
+/// input's origin (and a share of its acknowledgement).
+struct SendOn {
+    tx: Sender<Envelope>,
+    origin: Option<Origin>,
+}
+
+impl Downstream for SendOn {
+    fn send(&mut self, message: Message) -> BoxFuture<'_, Result<(), Stopping>> {
+        Box::pin(async move {
+            let permit = self.tx.reserve().await.map_err(|_| Stopping)?;
+            let origin = self.origin.clone().expect("set until the port is dropped");
+            permit.send(Envelope { message, origin });
+            Ok(())
+        })
+    }
+}
+
+impl Drop for SendOn {
+    /// The port's own share only stood for the call: the messages it sent
+    /// and the input itself hold theirs.
+    fn drop(&mut self) {
+        if let Some(origin) = self.origin.take() {
+            origin.settle();
         }
     }
 }
@@ -272,7 +302,7 @@ async fn single(
             Ok(instance) => instance,
             Err(error) => return Err((error, envelope)),
         };
-        let (emitted, processed) = instance.process(&envelope.message, emit.target(envelope.origin)).await;
+        let (emitted, processed) = instance.process(&envelope.message, emit.target(&envelope.origin)).await;
         if let EmitPlan::Now(..) = emit {
             sent += emitted.messages;
             sent_last = emitted;

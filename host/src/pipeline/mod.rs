@@ -4,6 +4,7 @@
 mod batch_size;
 mod builder;
 mod checkpoint;
+mod connectors;
 mod dead_letter;
 mod error;
 mod halt;
@@ -12,17 +13,16 @@ mod job;
 mod running;
 mod sink;
 mod slots;
+mod source;
 mod stage_task;
 mod stats;
 
 pub use builder::{CompiledStage, compile};
-pub(crate) use checkpoint::Settle;
-pub(crate) use dead_letter::Origin;
 pub use error::{BuildError, RunError, StageLoadError};
-pub(crate) use running::Envelope;
 pub use stats::{RunReport, StageReport, Stats};
 
 use crate::config::PipelineConfig;
+use crate::connect::{MemorySink, MemorySource};
 use crate::stage::StageInstance;
 use std::future::Future;
 use std::path::Path;
@@ -35,6 +35,8 @@ pub struct Pipeline {
     stats: Arc<Stats>,
     /// The stages' state, if any stage keeps state.
     state: Option<Arc<crate::state::StateStore>>,
+    /// Connectors handed over in code, in place of the config's.
+    given: connectors::Given,
 }
 
 struct BuiltStage {
@@ -67,6 +69,24 @@ impl Pipeline {
         &self.config
     }
 
+    /// Reads messages from `source` instead of the source the config names.
+    pub fn with_source(mut self, source: MemorySource) -> Self {
+        self.given.source = Some(source);
+        self
+    }
+
+    /// Writes outputs to `sink` instead of the sink the config names.
+    pub fn with_sink(mut self, sink: MemorySink) -> Self {
+        self.given.sink = Some(sink);
+        self
+    }
+
+    /// Writes dead letters to `sink` instead of the dead-letter file.
+    pub fn with_dead_letters(mut self, sink: MemorySink) -> Self {
+        self.given.dead_letters = Some(sink);
+        self
+    }
+
     /// Runs the pipeline to the end of its input. Output files appear, whole,
     /// only if the run succeeds.
     pub async fn run(self) -> Result<RunReport, RunError> {
@@ -76,7 +96,7 @@ impl Pipeline {
     /// Like [`Pipeline::run`], but when `shutdown` completes the source stops
     /// reading and the messages already read drain through the pipeline
     /// (within `shutdown_timeout`). The report then says where the input
-    /// stopped ([`RunReport::stopped_after_line`]), so a rerun can resume.
+    /// stopped ([`RunReport::stopped_after`]), so a rerun can resume.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunReport, RunError> {
         running::run(self, shutdown).await
     }

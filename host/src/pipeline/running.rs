@@ -1,42 +1,31 @@
 //! The running pipeline: source → stage → … → sink, one task each, joined by
 //! bounded channels so that a slow consumer slows its producer. Every task
-//! also holds a sender to the dead-letter writer.
+//! also holds a sender to the dead-letter task.
 
 use super::Pipeline;
-use super::checkpoint::{Checkpoints, Flush, Settle, commit};
-use super::dead_letter::{DeadLetter, Kind, Origin};
+use super::checkpoint::{Checkpoints, Flush, commit};
+use super::connectors::{self, SinkRun};
+use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
 use super::halt::Halt;
 use super::job::EmitPlan;
-use super::sink::{Sink, write_dead_letters, write_sink};
+use super::sink::{Drained, SinkTask};
 use super::slots::Slots;
+use super::source::{SourceTask, Stopped};
 use super::stage_task::StageTask;
-use super::stats::{RunReport, Stats};
+use super::stats::RunReport;
 use crate::bindings::Message;
-use crate::config::{Format, SourceConfig};
-use crate::io::{Line, LineReader, Output};
+use crate::connect::{Sink, Source};
+use crate::envelope::{Acks, Envelope, Origin};
 use crate::state::{Checkpoint, StateStore};
-use serde::de::IgnoredAny;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-use tokio::io::{AsyncBufRead, BufReader};
 use tokio::sync::mpsc::{Sender, channel};
 use tokio::task::JoinHandle;
 
 /// Messages buffered in front of the sink (in front of a stage: its `buffer`).
 const BUFFER: usize = 64;
-/// Messages the sink takes from its channel at once.
-/// How much of an over-long input line the dead-letter record keeps.
-const TOO_LONG_KEPT: usize = 1024;
-
-/// A message and where it came from; outputs inherit their input's origin.
-pub(crate) struct Envelope {
-    pub(crate) message: Message,
-    pub(crate) origin: Origin,
-}
 
 /// How a task ended, when not normally.
 pub(super) enum TaskError {
@@ -58,18 +47,8 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let Pipeline { config, stages, stats, state } = pipeline;
+    let Pipeline { config, stages, stats, state, given } = pipeline;
 
-    let input_path = config.input_path();
-    let input_label = input_path.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string());
-    let reader: Box<dyn AsyncBufRead + Send + Unpin> = match &input_path {
-        Some(path) => {
-            let file =
-                tokio::fs::File::open(path).await.map_err(|error| RunError::Input { path: path.clone(), error })?;
-            Box::new(BufReader::with_capacity(64 * 1024, file))
-        }
-        None => Box::new(BufReader::with_capacity(64 * 1024, tokio::io::stdin())),
-    };
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());
@@ -77,27 +56,17 @@ pub(super) async fn run(
         Some(store) => recover(store, &config).await?,
         None => None,
     };
-    // Appending (resuming an interrupted run) keeps what the files hold.
-    let append = config.append();
-    let open = |path: &std::path::Path, mode, resume_at: Option<u64>| match &durable {
-        Some(_) => Output::resumable(path, mode, resume_at, append),
-        None => Output::file(path, mode, append),
-    };
-    let output_path = config.output_path().unwrap_or_else(|| PathBuf::from("-"));
-    let output = match config.output_path() {
-        Some(path) => open(&path, 0o644, resume.map(|c| c.sink)).map_err(|error| RunError::Output { path, error })?,
-        None => Output::stdout(),
-    };
-    let dead_path = config.dead_letter_path();
-    // Dead letters hold input as it was, unredacted: private by default.
-    let dead_output = open(&dead_path, 0o600, resume.map(|c| c.dead_letters))
-        .map_err(|error| RunError::Output { path: dead_path.clone(), error })?;
-    let mut source = config.source().clone();
-    if let Some(checkpoint) = resume {
-        tracing::info!("resuming after input line {} from the last checkpoint", checkpoint.source);
-        source.skip_lines = source.skip_lines.max(checkpoint.source);
+    let start_after = connectors::start_after(&config, resume.as_ref());
+    if let Some(checkpoint) = &resume {
+        tracing::info!("resuming after input position {} from the last checkpoint", checkpoint.source);
     }
-    let settle = durable.as_ref().map(|_| Arc::new(Settle::default()));
+    let source = connectors::open_source(&config, given.source, start_after).await?;
+    let locator = source.locator();
+    // Appending (resuming an interrupted run) keeps what the files hold.
+    let sink_run = SinkRun { resume, durable: durable.is_some(), append: config.append() };
+    let (sink, sink_name) = connectors::open_sink(&config, given.sink, sink_run)?;
+    let (dead_sink, dead_name) = connectors::open_dead_letters(&config, given.dead_letters, sink_run)?;
+
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
@@ -113,10 +82,9 @@ pub(super) async fn run(
             }
         }
     };
-    let (sink_flush_tx, sink_flush) = channel::<Flush>(1);
-    let (dead_flush_tx, dead_flush) = channel::<Flush>(1);
-    let checkpoints = durable.clone().zip(settle.clone()).map(|(store, settle)| Checkpoints {
-        settle,
+    let (sink_flush_tx, sink_flushes) = channel::<Flush>(1);
+    let (dead_flush_tx, dead_flushes) = channel::<Flush>(1);
+    let checkpoints = durable.clone().map(|store| Checkpoints {
         store,
         sink: sink_flush_tx,
         dead: dead_flush_tx,
@@ -125,20 +93,27 @@ pub(super) async fn run(
         since: 0,
         last: tokio::time::Instant::now(),
     });
+    // Inputs are tracked until done only when something waits for that: a
+    // checkpoint, or a source that acknowledges.
+    let ack_when_durable = source.acknowledges();
+    let acks = (checkpoints.is_some() || ack_when_durable).then(Acks::new);
 
     let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
     let first_buffer = stages.first().map_or(BUFFER, |s| s.exec.buffer);
     let (source_tx, mut rx) = channel::<Envelope>(first_buffer);
-    let source_task: Task<Option<u64>> = tokio::spawn(read_source(
-        reader,
-        source,
-        input_path.unwrap_or_else(|| PathBuf::from("-")),
-        source_tx,
-        dead_tx.clone(),
-        stats.clone(),
-        shutdown,
-        checkpoints,
-    ));
+    let source_task: Task<Stopped<_>> = tokio::spawn(
+        SourceTask {
+            source,
+            format: config.source().format,
+            tx: source_tx,
+            dead: dead_tx.clone(),
+            stats: stats.clone(),
+            acks,
+            checkpoints,
+            read_through: start_after,
+        }
+        .run(shutdown),
+    );
 
     let mut stage_tasks: Vec<Task<()>> = Vec::new();
     let buffers: Vec<usize> = stages.iter().skip(1).map(|s| s.exec.buffer).chain([BUFFER]).collect();
@@ -159,7 +134,6 @@ pub(super) async fn run(
             exec: built.exec,
             failures_in_a_row: 0,
             emit: EmitPlan::Unused,
-            settle: settle.clone(),
             halt: halt.clone(),
             stuck: None,
             held: Arc::default(),
@@ -168,22 +142,25 @@ pub(super) async fn run(
         rx = next_rx;
     }
 
-    let sink = Sink {
-        format: config.sink().format,
-        dead: dead_tx,
+    let flush_interval = config.sink().flush_interval;
+    let sink_task = SinkTask {
+        sink,
+        name: sink_name.clone(),
+        flush_interval,
+        ack_when_durable,
         stats: stats.clone(),
-        settle: settle.clone(),
-        flush_interval: config.sink().flush_interval,
+        flushes: sink_flushes,
     };
-    let sink_task: Task<Output> = tokio::spawn(write_sink(rx, output, output_path.clone(), sink, sink_flush));
-    let dead_task: Task<Output> = tokio::spawn(write_dead_letters(
-        dead_rx,
-        dead_output,
-        dead_path,
-        input_label,
-        (stats.clone(), settle),
-        dead_flush,
-    ));
+    let sink_task: Task<Drained<_>> = tokio::spawn(sink_task.outputs(rx, config.sink().format, dead_tx));
+    let dead_task = SinkTask {
+        sink: dead_sink,
+        name: dead_name.clone(),
+        flush_interval,
+        ack_when_durable,
+        stats: stats.clone(),
+        flushes: dead_flushes,
+    };
+    let dead_task: Task<Drained<_>> = tokio::spawn(dead_task.dead_letters(dead_rx, locator.clone()));
 
     // Wait for every task; the first real failure in pipeline order is the
     // cause (the others then only saw their neighbour close).
@@ -193,13 +170,14 @@ pub(super) async fn run(
             failure.get_or_insert(e);
         }
     };
-    let stopped_after_line = match join(source_task).await {
-        Ok(stopped) => stopped,
+    let mut stopped = match join(source_task).await {
+        Ok(stopped) => Some(stopped),
         Err(e) => {
             note(&mut failure, Err(e));
             None
         }
     };
+    let stopped_after = stopped.as_ref().and_then(|s| s.after);
     let aborts: Vec<_> = stage_tasks
         .iter()
         .map(JoinHandle::abort_handle)
@@ -213,14 +191,14 @@ pub(super) async fn run(
         (stages, join(sink_task).await, join(dead_task).await)
     };
     // After a shutdown signal, what was read gets `shutdown_timeout` to drain.
-    let (stages, sink, dead) = match stopped_after_line {
+    let (stages, sink, dead) = match stopped_after {
         None => rest.await,
-        Some(line) => match tokio::time::timeout(config.shutdown_timeout(), rest).await {
+        Some(position) => match tokio::time::timeout(config.shutdown_timeout(), rest).await {
             Ok(done) => done,
             Err(_) => {
                 aborts.iter().for_each(|a| a.abort());
                 let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
-                return Err(RunError::DrainTimeout { stopped_after_line: line, timeout });
+                return Err(RunError::DrainTimeout { stopped_after: locator.describe(position), timeout });
             }
         },
     };
@@ -232,27 +210,35 @@ pub(super) async fn run(
         (sink, dead) => {
             note(&mut failure, sink.map(drop));
             note(&mut failure, dead.map(drop));
+            // What was given up on is told to the source (a broker redelivers it).
+            if let Some(stopped) = stopped.as_mut() {
+                stopped.tell_done();
+            }
             return Err(failure.unwrap_or_else(|| RunError::Internal("a task stopped without saying why".into())));
         }
     };
 
-    // Both files complete and on disk before either appears.
-    let sink = sink.finish().await.map_err(|error| RunError::Output { path: output_path.clone(), error })?;
-    let dead = dead.finish().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    // Both sinks complete and durable before either appears.
+    let (sink, sink_unflushed) = finish(sink, &sink_name).await?;
+    let (dead, dead_unflushed) = finish(dead, &dead_name).await?;
     // The state of a finished run is committed before its outputs appear: a
     // crash in between leaves a complete checkpoint, and the next run only
     // finishes moving the files.
     if let Some(store) = &state {
-        let done = Checkpoint { source: stopped_after_line.unwrap_or(0), sink: 0, dead_letters: 0, complete: true };
+        let done = Checkpoint { source: stopped_after.unwrap_or(0), sink: 0, dead_letters: 0, complete: true };
         commit(store, store.is_durable().then_some(done)).await?;
     }
-    sink.commit().await.map_err(|error| RunError::Output { path: output_path, error })?;
-    dead.commit().await.map_err(|error| RunError::Output { path: config.dead_letter_path(), error })?;
+    sink.commit().await.map_err(|error| RunError::Output { path: sink_name, error })?;
+    dead.commit().await.map_err(|error| RunError::Output { path: dead_name, error })?;
     if let Some(store) = durable {
         commit(&store, None).await?;
     }
+    sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
+    if let Some(stopped) = stopped.as_mut() {
+        stopped.tell_done();
+    }
     let mut report = stats.report(started.elapsed());
-    report.stopped_after_line = stopped_after_line;
+    report.stopped_after = stopped_after;
     if let Some(halted) = halt.as_ref().and_then(|h| h.halted()) {
         report.stop_reason = Some(format!(
             "{}; the {} messages it could not run were dead-lettered with that reason",
@@ -262,107 +248,27 @@ pub(super) async fn run(
     Ok(report)
 }
 
-async fn join<T>(task: Task<T>) -> Result<T, TaskError> {
-    task.await.unwrap_or_else(|e| Err(TaskError::Failed(RunError::Internal(format!("pipeline task failed: {e}")))))
+/// A sink at the end of a successful run: everything durable, ready to be
+/// made visible; and the messages whose acknowledgement waited for that.
+async fn finish<S: Sink>(
+    drained: Drained<S>,
+    name: &std::path::Path,
+) -> Result<(crate::connect::Finished, Vec<Origin>), RunError> {
+    let finished = drained.sink.finish().await.map_err(|error| RunError::Output { path: name.to_path_buf(), error })?;
+    Ok((finished, drained.unflushed))
 }
 
-/// Reads the input into messages. Returns `Some(line)` if `shutdown` stopped
-/// it: every line up to and including `line` was sent on, none after.
-async fn read_source(
-    reader: Box<dyn AsyncBufRead + Send + Unpin>,
-    source: SourceConfig,
-    path: PathBuf,
-    tx: Sender<Envelope>,
-    dead: Sender<DeadLetter>,
-    stats: Arc<Stats>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    mut checkpoints: Option<Checkpoints>,
-) -> Result<Option<u64>, TaskError> {
-    let max_line_bytes = source.max_line_bytes;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut lines = LineReader::new(reader, max_line_bytes);
-    let settle = checkpoints.as_ref().map(|c| c.settle.clone());
-    let enter = || {
-        if let Some(settle) = &settle {
-            settle.change(1);
+impl<S: Source> Stopped<S> {
+    /// Tells the source of the inputs done since it last heard.
+    fn tell_done(&mut self) {
+        if let Some(acks) = self.acks.as_mut() {
+            acks.take_done(|done| self.source.done(done));
         }
-    };
-    loop {
-        // A checkpoint after the last line read, once due by count or time.
-        // If a task fails meanwhile, the pipeline will never empty: stop.
-        if let Some(c) = checkpoints.as_mut() {
-            if c.due() {
-                tokio::select! {
-                    taken = c.take(lines.line) => taken?,
-                    () = tx.closed() => return Err(TaskError::Closed),
-                    () = dead.closed() => return Err(TaskError::Closed),
-                }
-            }
-        }
-        let line = tokio::select! {
-            biased;
-            () = &mut shutdown => return Ok(Some(lines.line)),
-            line = lines.next() => line.map_err(|error| RunError::Input { path: path.clone(), error })?,
-            // While no line is ready: a failed stage or sink closes its
-            // input, so stop now, not at the next line (which, from stdin or
-            // a pipe, may never come).
-            () = tx.closed() => return Err(TaskError::Closed),
-            () = dead.closed() => return Err(TaskError::Closed),
-        };
-        let Some(line) = line else { return Ok(None) };
-        let origin = Origin { line: lines.line };
-        if origin.line <= source.skip_lines {
-            continue;
-        }
-        if let Some(c) = &mut checkpoints {
-            c.since += 1;
-        }
-        let bytes = match line {
-            Line::Text(bytes) => bytes,
-            Line::TooLong(mut head) => {
-                stats.read.fetch_add(1, Relaxed);
-                head.truncate(TOO_LONG_KEPT);
-                let reason = format!(
-                    "line is longer than {max_line_bytes} bytes (source.max_line_bytes); the record keeps its first {} bytes",
-                    head.len()
-                );
-                enter();
-                send_dead(&dead, "source", Kind::Input, reason, origin, message(head)).await?;
-                continue;
-            }
-        };
-        if source.format == Format::Jsonl {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                stats.skipped.fetch_add(1, Relaxed);
-                continue;
-            }
-            // JSON text is UTF-8 (RFC 8259), but `from_slice` does not check
-            // the strings it skips: without this, the first stage would get
-            // the blame (as `invalid`) for bad input.
-            let json = std::str::from_utf8(&bytes)
-                .map_err(|e| format!("not UTF-8 ({e})"))
-                .and_then(|text| serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string()));
-            if let Err(e) = json {
-                stats.read.fetch_add(1, Relaxed);
-                enter();
-                send_dead(&dead, "source", Kind::Input, format!("not JSON: {e}"), origin, message(bytes)).await?;
-                continue;
-            }
-        }
-        // A message waiting for room downstream when the signal comes counts as unread.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => return Ok(Some(origin.line - 1)),
-            permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
-        };
-        enter();
-        permit.send(Envelope { message: message(bytes), origin });
-        stats.read.fetch_add(1, Relaxed);
     }
 }
 
-fn message(value: Vec<u8>) -> Message {
-    Message { key: None, value, headers: Vec::new(), timestamp: None }
+async fn join<T>(task: Task<T>) -> Result<T, TaskError> {
+    task.await.unwrap_or_else(|e| Err(TaskError::Failed(RunError::Internal(format!("pipeline task failed: {e}")))))
 }
 
 pub(super) async fn send_dead(
@@ -390,12 +296,7 @@ async fn recover(
         .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
     match checkpoint {
         Some(c) if c.complete => {
-            for path in config.output_path().into_iter().chain([config.dead_letter_path()]) {
-                let partial = crate::io::partial_path(&path);
-                if partial.exists() {
-                    std::fs::rename(&partial, &path).map_err(|error| RunError::Output { path: path.clone(), error })?;
-                }
-            }
+            connectors::complete_interrupted(config)?;
             commit(store, None).await?;
             Ok(None)
         }

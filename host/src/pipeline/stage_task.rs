@@ -17,17 +17,17 @@
 //! threads); with more, each is spawned, so CPU-bound stages use every core.
 
 use super::batch_size::BatchSize;
-use super::checkpoint::Settle;
 use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
 use super::halt::Halt;
 use super::in_flight::{AbortOnDrop, InFlight, Job};
 use super::job::{Done, EmitPlan, Failure, JobPlan, Ran, Runner, Stuck, job};
-use super::running::{Envelope, TaskError, send_dead};
+use super::running::{TaskError, send_dead};
 use super::slots::{Seat, Slot, Slots};
 use super::stats::{StageCounters, Stats};
 use crate::bindings::Message;
 use crate::config::{EmitMode, Execution, Order, PartitionBy};
+use crate::envelope::Envelope;
 use crate::limits::log_safe;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
@@ -49,7 +49,6 @@ pub(super) struct StageTask {
     /// Set when the run starts.
     pub(super) emit: EmitPlan,
     /// Messages in the pipeline, when it checkpoints.
-    pub(super) settle: Option<Arc<Settle>>,
     /// Stops the run if this stage can no longer start an instance; `None`
     /// when the run checkpoints (it then fails, and resumes from its last
     /// checkpoint).
@@ -74,11 +73,7 @@ impl StageTask {
         match &self.runner {
             Runner::Wasm(pre) if pre.uses_emit() => {
                 let reorders = exec.concurrency > 1 && exec.order == Order::Ordered && exec.partition_by.is_none();
-                if exec.emit == EmitMode::OnSuccess || reorders {
-                    EmitPlan::Held
-                } else {
-                    EmitPlan::Now(tx.clone(), self.settle.clone())
-                }
+                if exec.emit == EmitMode::OnSuccess || reorders { EmitPlan::Held } else { EmitPlan::Now(tx.clone()) }
             }
             _ => EmitPlan::Unused,
         }
@@ -313,9 +308,6 @@ impl StageTask {
         // Messages of one batch share a latency: record it once for all.
         let mut same_latency: Option<(Duration, u64)> = None;
         let mut outputs = Vec::with_capacity(done.len());
-        // Inputs that left the pipeline here (not dead-lettered: a dead letter
-        // leaves it when written).
-        let mut settled = 0i64;
         for done in done {
             match &mut same_latency {
                 Some((latency, count)) if *latency == done.latency => *count += 1,
@@ -325,18 +317,12 @@ impl StageTask {
                     }
                 }
             }
-            if self.finish(done, &mut outputs).await? {
-                settled += 1;
-            }
+            self.finish(done, &mut outputs).await?;
         }
         if let Some((latency, count)) = same_latency {
             counters.record_latency(latency, count);
         }
         counters.output.fetch_add(outputs.len() as u64, Relaxed);
-        if let Some(settle) = &self.settle {
-            // Outputs counted in before their inputs are counted out.
-            settle.change(outputs.len() as i64 - settled);
-        }
         send_all(tx, outputs).await?;
         if let Some(stuck) = stuck {
             self.get_stuck(stuck).await?;
@@ -344,9 +330,9 @@ impl StageTask {
         Ok(requeue)
     }
 
-    /// Accounts for a finished message: its outputs join `outputs` (returns
-    /// true), or it goes to the dead-letter task (false).
-    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<bool, TaskError> {
+    /// Accounts for a finished message: its outputs join `outputs`, or it
+    /// goes to the dead-letter task.
+    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<(), TaskError> {
         let Done { envelope, sent, sent_last, result, retries, latency: _ } = done;
         let counters = &self.stats.stages[self.index];
         if retries > 0 {
@@ -364,8 +350,10 @@ impl StageTask {
                         counters.dropped.fetch_add(1, Relaxed);
                     }
                     let origin = envelope.origin;
-                    outputs.extend(messages.into_iter().map(|message| Envelope { message, origin }));
-                    return Ok(true);
+                    outputs.extend(messages.into_iter().map(|message| Envelope { message, origin: origin.clone() }));
+                    // The input is done here unless its outputs go on.
+                    origin.settle();
+                    return Ok(());
                 }
                 Err(breach) => (Kind::Limit, breach.to_string()),
             },
@@ -377,7 +365,7 @@ impl StageTask {
                 // by line as the guest wrote it (capabilities/stdio); the dead letter keeps both.
                 tracing::warn!(
                     stage = &**self.runner.name(),
-                    line = envelope.origin.line,
+                    position = envelope.origin.position,
                     "{}",
                     log_safe(&trap.reason)
                 );
@@ -397,7 +385,7 @@ impl StageTask {
         }
         counters.dead_lettered.fetch_add(1, Relaxed);
         send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await?;
-        Ok(false)
+        Ok(())
     }
 }
 

@@ -106,7 +106,7 @@ impl Stats {
                     latency_p99_ms: s.latency_ms(0.99),
                 })
                 .collect(),
-            stopped_after_line: None,
+            stopped_after: None,
             stop_reason: None,
         }
     }
@@ -129,11 +129,12 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Per stage, in pipeline order.
     pub stages: Vec<StageReport>,
-    /// If a shutdown signal stopped the source: the last input line read (and
-    /// fully processed). `None` when the whole input was read.
-    pub stopped_after_line: Option<u64>,
+    /// If a shutdown signal stopped the source: the position of the last
+    /// input read (and fully processed); for a file source, its line.
+    /// `None` when the whole input was read.
+    pub stopped_after: Option<u64>,
     /// Why the run stopped early without a signal (a stage could no longer
-    /// start an instance); `stopped_after_line` then says where to resume.
+    /// start an instance); `stopped_after` then says where to resume.
     pub stop_reason: Option<String>,
 }
 

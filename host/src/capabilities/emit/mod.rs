@@ -4,10 +4,8 @@
 use crate::bindings::Message;
 use crate::bindings::sluice::pipeline::emit::Host;
 use crate::limits::{Breach, OutputCaps, OutputTally, message_bytes};
-use crate::pipeline::{Envelope, Origin, Settle};
 use crate::stage::StoreData;
-use std::sync::Arc;
-use tokio::sync::mpsc::Sender;
+use futures_util::future::BoxFuture;
 use wasmtime::component::{HasSelf, Linker};
 
 /// Per-instance state of the emit capability: where the current call's
@@ -33,12 +31,23 @@ pub(crate) type Emitted = OutputTally;
 
 /// Where emitted messages go.
 pub(crate) enum EmitTarget {
-    /// Downstream at once: the stage's output channel, tagged with the input's
-    /// origin; counted into the pipeline when it checkpoints.
-    Now { tx: Sender<Envelope>, origin: Origin, settle: Option<Arc<Settle>> },
+    /// Downstream at once, through the pipeline's port.
+    Now(Box<dyn Downstream>),
     /// Kept until the call succeeds, then sent ahead of its outputs.
     Held,
 }
+
+/// The port through which a streaming stage's messages reach the pipeline
+/// while its call runs; the pipeline implements it (tagging each message with
+/// its input's origin).
+pub(crate) trait Downstream: Send {
+    /// Sends `message` on once there is room. `Err` when the pipeline is
+    /// stopping and takes no more.
+    fn send(&mut self, message: Message) -> BoxFuture<'_, Result<(), Stopping>>;
+}
+
+/// The pipeline is stopping: it takes no more messages.
+pub(crate) struct Stopping;
 
 impl EmitCtx {
     /// Prepares for a call; `target` `None` makes `emit` fail (e.g. in `init`).
@@ -79,9 +88,9 @@ pub(crate) struct CallEmits {
 
 impl Host for EmitCtx {
     async fn emit(&mut self, message: Message) -> wasmtime::Result<Result<(), String>> {
-        let Some(target) = &self.target else {
+        if self.target.is_none() {
             return Ok(Err("emit works only while `process` runs (with `batch = 1`)".into()));
-        };
+        }
         // A stage told it is past a cap that goes on emitting only burns
         // time and host copies: the call ends (the message fails with the cap).
         if self.breach.is_some() {
@@ -92,17 +101,11 @@ impl Host for EmitCtx {
         if let Err(breach) = self.emitted.add(message_bytes(&message), &self.caps) {
             return self.refuse(breach);
         }
-        match target {
-            EmitTarget::Now { tx, origin, settle } => {
-                // Counted in only once it has room: a call stopped while
-                // waiting (a timeout) leaves the count as it was.
-                let Ok(permit) = tx.reserve().await else { return Ok(Err("the pipeline is stopping".into())) };
-                if let Some(settle) = settle {
-                    settle.change(1);
-                }
-                permit.send(Envelope { message, origin: *origin });
-                Ok(Ok(()))
-            }
+        match self.target.as_mut().expect("checked above") {
+            EmitTarget::Now(downstream) => match downstream.send(message).await {
+                Ok(()) => Ok(Ok(())),
+                Err(Stopping) => Ok(Err("the pipeline is stopping".into())),
+            },
             EmitTarget::Held => {
                 self.held.push(message);
                 Ok(Ok(()))

@@ -2,7 +2,8 @@
 //! as exactly the lines they hold, with over-long lines cut to a bounded head;
 //! and JSON put on one line stays the same JSON.
 
-use super::{Line, LineReader, one_line_json};
+use super::format::one_line_json;
+use super::lines::{Line, LineReader};
 use proptest::prelude::*;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -149,7 +150,8 @@ proptest! {
         serde::Serialize::serialize(&value, &mut ser).unwrap();
         let before: serde_json::Value = serde_json::from_slice(&text).unwrap();
 
-        let one = one_line_json(text.clone());
+        let mut one = text.clone();
+        one_line_json(&mut one);
         prop_assert!(!one.contains(&b'\n') && !one.contains(&b'\r'), "a raw line break is left");
         let after: serde_json::Value = serde_json::from_slice(&one)
             .map_err(|e| TestCaseError::fail(format!("no longer JSON: {e}")))?;

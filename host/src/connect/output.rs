@@ -135,11 +135,6 @@ impl Output {
         self.file.is_none()
     }
 
-    /// Hands on what is buffered (no sync to disk).
-    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.flush().await
-    }
-
     pub(crate) async fn write_line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await?;
         self.writer.write_all(b"\n").await?;

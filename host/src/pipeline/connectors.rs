@@ -1,0 +1,159 @@
+//! Where the pipeline opens its connectors: the kinds a pipeline file can
+//! name, and the ones an embedder hands over. Adding a kind is one line in
+//! `sources!` or `sinks!` (and its `type` name in the config's kinds).
+
+use super::error::RunError;
+use crate::bindings::Message;
+use crate::config::{PipelineConfig, SinkKind, SourceKind};
+use crate::connect::{FileSink, FileSource, Finished, Input, Locator, MemorySink, MemorySource, Sink, Source};
+use crate::envelope::Done;
+use crate::state::Checkpoint;
+use std::path::PathBuf;
+
+/// One type over every kind of source, so that the source task is compiled
+/// once per kind with no dynamic call per message.
+macro_rules! sources {
+    ($($kind:ident($connector:ty)),* $(,)?) => {
+        pub(super) enum AnySource { $($kind($connector)),* }
+
+        impl Source for AnySource {
+            async fn next(&mut self) -> std::io::Result<Option<Input>> {
+                match self { $(AnySource::$kind(s) => s.next().await),* }
+            }
+            fn locator(&self) -> Locator {
+                match self { $(AnySource::$kind(s) => s.locator()),* }
+            }
+            fn acknowledges(&self) -> bool {
+                match self { $(AnySource::$kind(s) => s.acknowledges()),* }
+            }
+            fn done(&mut self, done: Done) {
+                match self { $(AnySource::$kind(s) => s.done(done)),* }
+            }
+        }
+    };
+}
+
+macro_rules! sinks {
+    ($($kind:ident($connector:ty)),* $(,)?) => {
+        pub(super) enum AnySink { $($kind($connector)),* }
+
+        impl Sink for AnySink {
+            async fn write(&mut self, message: Message, position: u64) -> std::io::Result<()> {
+                match self { $(AnySink::$kind(s) => s.write(message, position).await),* }
+            }
+            async fn flush(&mut self) -> std::io::Result<u64> {
+                match self { $(AnySink::$kind(s) => s.flush().await),* }
+            }
+            fn is_live(&self) -> bool {
+                match self { $(AnySink::$kind(s) => s.is_live()),* }
+            }
+            async fn finish(self) -> std::io::Result<Finished> {
+                match self { $(AnySink::$kind(s) => s.finish().await),* }
+            }
+        }
+    };
+}
+
+sources! {
+    File(FileSource),
+    Memory(MemorySource),
+}
+
+sinks! {
+    File(FileSink),
+    Memory(MemorySink),
+}
+
+/// Connectors handed over in code ([`super::Pipeline::with_source`] and
+/// friends), in place of the pipeline file's.
+#[derive(Default)]
+pub(super) struct Given {
+    pub(super) source: Option<MemorySource>,
+    pub(super) sink: Option<MemorySink>,
+    pub(super) dead_letters: Option<MemorySink>,
+}
+
+/// Where the source starts: after `skip_lines`, or after the checkpoint the
+/// run resumes from.
+pub(super) fn start_after(config: &PipelineConfig, resume: Option<&Checkpoint>) -> u64 {
+    config.source().skip_lines.max(resume.map_or(0, |c| c.source))
+}
+
+pub(super) async fn open_source(
+    config: &PipelineConfig,
+    given: Option<MemorySource>,
+    start_after: u64,
+) -> Result<AnySource, RunError> {
+    if let Some(source) = given {
+        return Ok(AnySource::Memory(source));
+    }
+    let source = config.source();
+    match source.kind() {
+        SourceKind::File | SourceKind::Stdin => {
+            let path = config.input_path();
+            FileSource::open(path.as_deref(), source.max_line_bytes, start_after)
+                .await
+                .map(AnySource::File)
+                .map_err(|error| RunError::Input { path: path.unwrap_or_else(|| "-".into()), error })
+        }
+    }
+}
+
+/// How a run's sinks open: where it resumes, whether it checkpoints, whether
+/// it appends.
+#[derive(Clone, Copy)]
+pub(super) struct SinkRun {
+    pub(super) resume: Option<Checkpoint>,
+    pub(super) durable: bool,
+    pub(super) append: bool,
+}
+
+/// The sink, and its name in errors.
+pub(super) fn open_sink(
+    config: &PipelineConfig,
+    given: Option<MemorySink>,
+    run: SinkRun,
+) -> Result<(AnySink, PathBuf), RunError> {
+    if let Some(sink) = given {
+        return Ok((AnySink::Memory(sink), "<memory>".into()));
+    }
+    match config.sink().kind() {
+        SinkKind::File | SinkKind::Stdout => {
+            let path = config.output_path();
+            let name = FileSink::name(path.as_deref());
+            let opening = file_opening(0o644, run, run.resume.map(|c| c.sink));
+            let sink = FileSink::open(path.as_deref(), opening)
+                .map_err(|error| RunError::Output { path: name.clone(), error })?;
+            Ok((AnySink::File(sink), name))
+        }
+    }
+}
+
+/// The dead-letter sink, and its name in errors.
+pub(super) fn open_dead_letters(
+    config: &PipelineConfig,
+    given: Option<MemorySink>,
+    run: SinkRun,
+) -> Result<(AnySink, PathBuf), RunError> {
+    if let Some(sink) = given {
+        return Ok((AnySink::Memory(sink), "<memory>".into()));
+    }
+    let path = config.dead_letter_path();
+    // Dead letters hold input as it was, unredacted: private by default.
+    let opening = file_opening(0o600, run, run.resume.map(|c| c.dead_letters));
+    let sink = FileSink::open(Some(&path), opening).map_err(|error| RunError::Output { path: path.clone(), error })?;
+    Ok((AnySink::File(sink), path))
+}
+
+fn file_opening(mode: u32, run: SinkRun, resume_at: Option<u64>) -> crate::connect::FileOpening {
+    crate::connect::FileOpening { mode, resumable: run.durable, resume_at, append: run.append }
+}
+
+/// After a run that finished but died while moving its files into place:
+/// moves the rest.
+pub(super) fn complete_interrupted(config: &PipelineConfig) -> Result<(), RunError> {
+    for path in config.output_path().into_iter().chain([config.dead_letter_path()]) {
+        FileSink::complete_interrupted(&path).map_err(|error| RunError::Output { path, error })?;
+    }
+    Ok(())
+}

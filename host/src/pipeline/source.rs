@@ -1,0 +1,145 @@
+//! The source task: reads inputs from the source, checks them against the
+//! format, and sends them on, with checkpoints between them and the
+//! acknowledgements of those that are done passed back to the source.
+
+use super::checkpoint::Checkpoints;
+use super::dead_letter::{DeadLetter, Kind};
+use super::running::{TaskError, send_dead};
+use super::stats::Stats;
+use crate::config::Format;
+use crate::connect::{Decoded, Input, Read, Source, decode};
+use crate::envelope::{Acks, Envelope, Origin};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc::Sender;
+
+pub(super) struct SourceTask<S> {
+    pub(super) source: S,
+    pub(super) format: Format,
+    pub(super) tx: Sender<Envelope>,
+    pub(super) dead: Sender<DeadLetter>,
+    pub(super) stats: Arc<Stats>,
+    /// The inputs not yet done, when the run tracks them: for checkpoints,
+    /// or for a source that acknowledges.
+    pub(super) acks: Option<Acks>,
+    pub(super) checkpoints: Option<Checkpoints>,
+    /// Every input up to this position has entered the pipeline (or was
+    /// skipped): where a rerun resumes if the run stops now.
+    pub(super) read_through: u64,
+}
+
+/// How the source task ended.
+pub(super) struct Stopped<S> {
+    pub(super) source: S,
+    pub(super) acks: Option<Acks>,
+    /// `Some(position)` if a shutdown stopped it: every input up to and
+    /// including `position` was sent on, none after.
+    pub(super) after: Option<u64>,
+}
+
+impl<S: Source> SourceTask<S> {
+    pub(super) async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Stopped<S>, TaskError> {
+        let SourceTask { mut source, format, tx, dead, stats, mut acks, mut checkpoints, mut read_through } = self;
+        let mut shutdown = std::pin::pin!(shutdown);
+        // Only a source that acknowledges is read with a select on its acks:
+        // that needs a `next` that can be cancelled without losing input.
+        let acknowledges = source.acknowledges();
+        loop {
+            if let Some(acks) = acks.as_mut() {
+                acks.take_done(|done| source.done(done));
+            }
+            // A checkpoint after the last input read, once due by count or
+            // time. If a task fails meanwhile, the pipeline never empties: stop.
+            if let (Some(c), Some(acks)) = (checkpoints.as_mut(), acks.as_mut()) {
+                if c.due() {
+                    tokio::select! {
+                        taken = c.take(read_through, acks, &mut source) => taken?,
+                        () = tx.closed() => return Err(TaskError::Closed),
+                        () = dead.closed() => return Err(TaskError::Closed),
+                    }
+                }
+            }
+            let input = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(Stopped { source, acks, after: Some(read_through) }),
+                done = next_done(&mut acks), if acknowledges => {
+                    source.done(done);
+                    continue;
+                }
+                input = source.next() => input.map_err(|error| super::RunError::Input {
+                    path: source.locator().path(),
+                    error,
+                })?,
+                // While no input is ready: a failed stage or sink closes its
+                // input, so stop now, not at the next input (which, from
+                // stdin or a broker, may never come).
+                () = tx.closed() => return Err(TaskError::Closed),
+                () = dead.closed() => return Err(TaskError::Closed),
+            };
+            let Some(Input { position, read }) = input else {
+                return Ok(Stopped { source, acks, after: None });
+            };
+            let message = match read {
+                Read::Message(message) => message,
+                Read::Unreadable { head, reason } => {
+                    let origin = enter(&mut acks, &mut checkpoints, position);
+                    stats.read.fetch_add(1, Relaxed);
+                    send_dead(&dead, "source", Kind::Input, reason, origin, unreadable(head)).await?;
+                    read_through = position;
+                    continue;
+                }
+            };
+            match decode(format, &message.value) {
+                Decoded::Message => {}
+                Decoded::Blank => {
+                    stats.skipped.fetch_add(1, Relaxed);
+                    read_through = position;
+                    continue;
+                }
+                Decoded::Invalid(reason) => {
+                    let origin = enter(&mut acks, &mut checkpoints, position);
+                    stats.read.fetch_add(1, Relaxed);
+                    send_dead(&dead, "source", Kind::Input, reason, origin, message).await?;
+                    read_through = position;
+                    continue;
+                }
+            }
+            // A message waiting for room downstream when the signal comes counts as unread.
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(Stopped { source, acks, after: Some(read_through) }),
+                permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
+            };
+            let origin = enter(&mut acks, &mut checkpoints, position);
+            permit.send(Envelope { message, origin });
+            stats.read.fetch_add(1, Relaxed);
+            read_through = position;
+        }
+    }
+}
+
+/// An input enters the pipeline: its origin, tracked if the run tracks inputs.
+fn enter(acks: &mut Option<Acks>, checkpoints: &mut Option<Checkpoints>, position: u64) -> Origin {
+    if let Some(c) = checkpoints {
+        c.since += 1;
+    }
+    match acks {
+        Some(acks) => acks.origin(position),
+        None => Origin::at(position),
+    }
+}
+
+async fn next_done(acks: &mut Option<Acks>) -> crate::envelope::Done {
+    match acks {
+        Some(acks) => acks.next_done().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unreadable(value: Vec<u8>) -> crate::bindings::Message {
+    crate::bindings::Message { key: None, value, headers: Vec::new(), timestamp: None }
+}
