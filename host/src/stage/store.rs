@@ -1,17 +1,20 @@
 //! The data every stage `Store` carries: one context per capability, and the
-//! limiter.
+//! limiter; the capabilities' views of it, and the linker over it.
 
-use crate::bindings::sluice::pipeline::types;
 use crate::capabilities::emit::EmitCtx;
 use crate::capabilities::http::{HttpCtx, StageHttp};
-use crate::capabilities::log::{LogBudget, LogCtx};
-use crate::capabilities::state::StateCtx;
+use crate::capabilities::log::{LogBudget, LogCtx, LogView};
+use crate::capabilities::state::{StateCtx, StateCtxView, StateView};
 use crate::capabilities::stdio::{GuestOutput, Stream};
+use crate::capabilities::{self, emit};
 use crate::config::Grants;
-use crate::limits::{Limits, MAX_RESOURCES, StageLimiter};
+use crate::limits::{Breach, Limits, MAX_RESOURCES, StageLimiter};
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
+use std::time::Instant;
+use wasmtime::Engine;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct StoreData {
     wasi: WasiCtx,
@@ -22,7 +25,7 @@ pub(crate) struct StoreData {
     pub(crate) stderr: GuestOutput,
     pub(crate) limiter: StageLimiter,
     /// When the current call must end, and the limit it then breaks, for the epoch callback.
-    pub(crate) deadline: Option<(std::time::Instant, crate::limits::Breach)>,
+    pub(crate) deadline: Option<(Instant, Breach)>,
     pub(crate) emit: EmitCtx,
     pub(crate) state: StateCtx,
 }
@@ -71,21 +74,39 @@ impl StoreData {
     }
 }
 
+/// The linker every stage is linked with: each capability, over this data.
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
+    let mut linker = Linker::new(engine);
+    capabilities::add_to_linker(&mut linker)?;
+    // Not generic over a view yet: emit is to reach the pipeline through a
+    // port the pipeline implements, and then joins the others.
+    emit::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+// The capabilities' views: plain field accesses, monomorphised into each
+// host function (no dynamic dispatch on a call's path).
+
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl wasmtime_wasi_http::WasiHttpView for StoreData {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::WasiHttpCtxView {
-            hooks: &mut self.http.hooks,
-            table: &mut self.table,
-            ctx: &mut self.http.ctx,
-        }
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 
-/// `sluice:pipeline/types` only declares types.
-impl types::Host for StoreData {}
+impl LogView for StoreData {
+    fn log(&mut self) -> &mut LogCtx {
+        &mut self.log
+    }
+}
+
+impl StateView for StoreData {
+    fn state(&mut self) -> StateCtxView<'_> {
+        StateCtxView { ctx: &mut self.state, limiter: &mut self.limiter }
+    }
+}

@@ -32,12 +32,13 @@ use http_body_util::{BodyExt, StreamBody};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime_wasi_http::{Error, WasiBody, WasiHttpCtx, WasiHttpHooks, p2};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::{Error, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView, p2};
 
 /// Per-instance state of the HTTP capability.
 pub(crate) struct HttpCtx {
-    pub(crate) ctx: WasiHttpCtx,
-    pub(crate) hooks: Hooks,
+    ctx: WasiHttpCtx,
+    hooks: Hooks,
 }
 
 impl HttpCtx {
@@ -46,6 +47,12 @@ impl HttpCtx {
         let mut ctx = WasiHttpCtx::new();
         ctx.set_field_size_limit(crate::limits::MAX_HTTP_FIELDS_BYTES);
         HttpCtx { ctx, hooks: Hooks { stage: stage.clone(), instance: Arc::new(Semaphore::new(stage.per_instance)) } }
+    }
+
+    /// wasmtime-wasi-http's view of this context, with the store's `table`,
+    /// for the store data's [`WasiHttpView`].
+    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView { ctx: &mut self.ctx, hooks: &mut self.hooks, table }
     }
 }
 
@@ -169,8 +176,9 @@ impl InFlight {
     }
 }
 
-/// Links `wasi:http` (types and the outgoing handler).
-pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<crate::stage::StoreData>) -> wasmtime::Result<()> {
+/// Links `wasi:http` (types and the outgoing handler) for a store whose data
+/// gives wasmtime-wasi-http's view, [`HttpCtx::view`] of its [`HttpCtx`].
+pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     p2::add_only_http_to_linker_async(linker)
 }
 

@@ -3,7 +3,6 @@
 mod host;
 
 use crate::bindings::sluice::pipeline::log as wit;
-use crate::stage::StoreData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use wasmtime::component::{HasSelf, Linker};
@@ -55,8 +54,14 @@ impl LogBudget {
     }
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<StoreData, HasSelf<LogCtx>>(linker, |d| &mut d.log)
+/// Access to the log capability's context in a store's data.
+pub(crate) trait LogView: Send {
+    fn log(&mut self) -> &mut LogCtx;
+}
+
+/// Links `sluice:pipeline/log` for a store whose data gives a [`LogView`].
+pub(crate) fn add_to_linker<T: LogView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<LogCtx>>(linker, T::log)
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

@@ -8,7 +8,6 @@
 
 use crate::bindings::sluice::pipeline::state::Host;
 use crate::limits::{Breach, StageLimiter};
-use crate::stage::StoreData;
 use crate::state::{StateScope, WriteError};
 use wasmtime::component::{HasData, Linker};
 
@@ -23,14 +22,19 @@ pub(crate) struct StateCtx {
     pub(crate) scope: Option<StateScope>,
 }
 
-/// What the state host functions reach: the instance's scope, and the
-/// limiter, which records a quota breach for the trap to name.
-pub(crate) struct StateView<'a> {
-    ctx: &'a mut StateCtx,
-    limiter: &'a mut StageLimiter,
+/// Access to what the state host functions reach in a store's data.
+pub(crate) trait StateView: Send {
+    fn state(&mut self) -> StateCtxView<'_>;
 }
 
-impl StateView<'_> {
+/// What the state host functions reach: the instance's scope, and the
+/// limiter, which records a quota breach for the trap to name.
+pub(crate) struct StateCtxView<'a> {
+    pub(crate) ctx: &'a mut StateCtx,
+    pub(crate) limiter: &'a mut StageLimiter,
+}
+
+impl StateCtxView<'_> {
     fn scope(&mut self) -> wasmtime::Result<&mut StateScope> {
         self.ctx.scope.as_mut().ok_or_else(|| wasmtime::Error::msg("this pipeline has no state store"))
     }
@@ -50,7 +54,7 @@ impl StateView<'_> {
     }
 }
 
-impl Host for StateView<'_> {
+impl Host for StateCtxView<'_> {
     async fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(self.scope()?.get(&key)?)
     }
@@ -71,12 +75,10 @@ impl Host for StateView<'_> {
 struct State;
 
 impl HasData for State {
-    type Data<'a> = StateView<'a>;
+    type Data<'a> = StateCtxView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    crate::bindings::sluice::pipeline::state::add_to_linker::<StoreData, State>(linker, |d| StateView {
-        ctx: &mut d.state,
-        limiter: &mut d.limiter,
-    })
+/// Links `sluice:pipeline/state` for a store whose data gives a [`StateView`].
+pub(crate) fn add_to_linker<T: StateView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::sluice::pipeline::state::add_to_linker::<T, State>(linker, T::state)
 }
