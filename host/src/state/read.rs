@@ -1,7 +1,6 @@
 //! Reading a store file outside a run: `sluice state`.
 
-use super::{Checkpoint, DEFAULT_MAX_PENDING, StateError, StateStore, namespace};
-use std::collections::BTreeMap;
+use super::{Backend, Checkpoint, StateError, namespace, redb::Redb};
 use std::path::Path;
 
 /// One entry of a stage's state, for `sluice state`.
@@ -27,9 +26,8 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
     if !path.exists() {
         return Err(StateError { path: path.into(), reason: NO_STATE_FILE.into() });
     }
-    let store = StateStore::open(path, DEFAULT_MAX_PENDING);
     let prefix = namespace(stage, None);
-    let entries = store.scan(&prefix, usize::MAX, &BTreeMap::new())?;
+    let entries = Redb::new(path).scan(&prefix, usize::MAX)?;
     Ok(entries
         .into_iter()
         .map(|(k, value)| {
@@ -44,7 +42,7 @@ pub fn read_state(path: &Path, stage: &str, keyed: bool) -> Result<Vec<StateEntr
 
 /// The checkpoint of an unfinished run in the store file at `path`, if any.
 pub fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StateError> {
-    StateStore::open(path, DEFAULT_MAX_PENDING).checkpoint()
+    Redb::new(path).checkpoint()
 }
 
 fn split_partition(rest: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -1,7 +1,8 @@
 //! A stage's view of the state store: its namespace (and message key, when
 //! keyed), and the writes of the current call, checked against the quotas.
 
-use super::{Quota, StateError, StateStore, WriteError, namespace, pending_size};
+use super::pending::{Quota, WriteError, pending_size};
+use super::{StateError, StateStore, namespace};
 use crate::limits::Breach;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -126,7 +127,7 @@ impl StateScope {
         Ok(())
     }
 
-    pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub(crate) fn scan(&self, prefix: &[u8], limit: usize) -> Result<super::Entries, StateError> {
         let entries = self.store.scan(&self.key(prefix), limit, &self.writes)?;
         let strip = self.prefix.len();
         Ok(entries.into_iter().map(|(k, v)| (k[strip..].to_vec(), v)).collect())

@@ -1,4 +1,9 @@
+use super::pending::{PENDING_ENTRY_OVERHEAD, Quota};
 use super::*;
+use std::sync::Arc;
+
+/// The default `state.max_pending_bytes`.
+const DEFAULT_MAX_PENDING: usize = 256 << 20;
 
 const ROOMY: Quota = Quota { max_key: 4096, max_value: 1 << 20, max_total: 64 << 20 };
 
@@ -209,4 +214,23 @@ fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
     assert_eq!((cleared.entries, cleared.checkpoint), (4, Some(checkpoint)), "all state: the checkpoint goes");
     assert_eq!(read_checkpoint(&path).unwrap(), None);
     assert!(read_state(&path, "k", true).unwrap().is_empty());
+}
+
+#[test]
+fn a_store_no_stage_writes_to_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+    let mut s = scope(&store, "s", false);
+    assert_eq!(s.get(b"a").unwrap(), None);
+    assert!(s.scan(b"", 10).unwrap().is_empty());
+    s.set(b"a", None).unwrap();
+    s.keep_writes();
+    assert!(!store.has_pending(), "deleting what the store does not hold is no write");
+    store.commit(Some(Checkpoint { source: 1, sink: 0, dead_letters: 0, complete: false })).unwrap();
+    assert!(!path.exists() && !store.has_committed());
+    assert_eq!(read_checkpoint(&path).unwrap(), None);
+    for error in [read_state(&path, "s", false).unwrap_err(), clear_state(&path, None).unwrap_err()] {
+        assert!(error.to_string().ends_with(NO_STATE_FILE), "{error}");
+    }
 }

@@ -1,0 +1,182 @@
+//! The store file: a redb database with the stages' entries in one table and
+//! the checkpoint in another, committed together.
+
+use super::{Backend, Checkpoint, Cleared, Entries, StateError, Writes};
+use ::redb::{ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CHECKPOINT: &str = "checkpoint";
+
+/// The store file at `path`. Opened on first use, and created only when
+/// something is committed: a pipeline whose stages could use state (Python
+/// and JavaScript components import every capability) but never do leaves
+/// no file.
+pub(super) struct Redb {
+    path: PathBuf,
+    db: Mutex<Option<Arc<::redb::Database>>>,
+}
+
+impl Redb {
+    pub(super) fn new(path: &Path) -> Self {
+        Redb { path: path.into(), db: Mutex::default() }
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StateError {
+        StateError { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// The database, opened (and with `create`, created) if need be; `None`
+    /// if there is no file and `create` is false.
+    fn db(&self, create: bool) -> Result<Option<Arc<::redb::Database>>, StateError> {
+        let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = &*slot {
+            return Ok(Some(db.clone()));
+        }
+        if !create && !self.path.exists() {
+            return Ok(None);
+        }
+        let db = ::redb::Database::create(&self.path).map_err(|e| match e {
+            ::redb::DatabaseError::DatabaseAlreadyOpen => {
+                self.error("it is open in another process (is the pipeline running?)")
+            }
+            e => self.error(e),
+        })?;
+        Ok(Some(slot.insert(Arc::new(db)).clone()))
+    }
+
+    /// Reads `table` in a read transaction; `None` if there is no file or
+    /// no such table yet.
+    fn read<K: ::redb::Key + 'static, V: ::redb::Value + 'static, T>(
+        &self,
+        table: TableDefinition<K, V>,
+        f: impl FnOnce(::redb::ReadOnlyTable<K, V>) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        let Some(db) = self.db(false)? else { return Ok(None) };
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
+        match txn.open_table(table) {
+            Ok(table) => f(table).map(Some),
+            Err(::redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// `f` of the committed value of `key`, if any.
+    fn value<T>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StateError> {
+        let value = self.read(STATE, |table| Ok(table.get(key).map_err(|e| self.error(e))?.map(|v| f(v.value()))))?;
+        Ok(value.flatten())
+    }
+
+    fn decode(&self, record: &[u8]) -> Result<Checkpoint, StateError> {
+        serde_json::from_slice(record).map_err(|e| self.error(format!("bad checkpoint record: {e}")))
+    }
+
+    /// Removes, in one transaction, the entries whose key starts with
+    /// `prefix` (every entry for an empty one) and, with `checkpoint`, the
+    /// checkpoint of an unfinished run. Opens the file only if it is there,
+    /// and fails if another process has it open.
+    pub(super) fn clear(&self, prefix: &[u8], checkpoint: bool) -> Result<Cleared, StateError> {
+        let db = ::redb::Database::open(&self.path).map_err(|e| match e {
+            ::redb::DatabaseError::DatabaseAlreadyOpen => self
+                .error("it is open in another process: is the pipeline running? Stop it first, then clear its state"),
+            e => self.error(e),
+        })?;
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
+        let mut cleared = Cleared { entries: 0, bytes: 0, checkpoint: None };
+        {
+            let mut table = txn.open_table(STATE).map_err(|e| self.error(e))?;
+            // An empty prefix is every key: `..` from the first.
+            let removed =
+                table.extract_from_if::<&[u8], _>(prefix.., |k, _| k.starts_with(prefix)).map_err(|e| self.error(e))?;
+            for entry in removed {
+                let (k, v) = entry.map_err(|e| self.error(e))?;
+                cleared.entries += 1;
+                cleared.bytes += (k.value().len() + v.value().len()) as u64;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            let found = match meta.get(CHECKPOINT).map_err(|e| self.error(e))? {
+                Some(record) => Some(self.decode(record.value())?),
+                None => None,
+            };
+            if let Some(found) = found.filter(|c| !c.complete && checkpoint) {
+                meta.remove(CHECKPOINT).map_err(|e| self.error(e))?;
+                cleared.checkpoint = Some(found);
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(cleared)
+    }
+}
+
+impl Backend for Redb {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn has_committed(&self) -> bool {
+        self.path.exists()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.value(key, <[u8]>::to_vec)
+    }
+
+    fn value_len(&self, key: &[u8]) -> Result<Option<usize>, StateError> {
+        self.value(key, <[u8]>::len)
+    }
+
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        let entries = self.read(STATE, |table| {
+            let mut entries = Vec::new();
+            for entry in table.range::<&[u8]>(prefix..).map_err(|e| self.error(e))?.take(limit) {
+                let (k, v) = entry.map_err(|e| self.error(e))?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                entries.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(entries)
+        })?;
+        Ok(entries.unwrap_or_default())
+    }
+
+    fn commit(&self, writes: Writes, checkpoint: Option<Checkpoint>) -> Result<(), StateError> {
+        // Nothing was ever written: no file (Python and JavaScript stages
+        // import `state` whether they use it or not).
+        if writes.is_empty() && !self.path.exists() {
+            return Ok(());
+        }
+        let db = self.db(true)?.expect("created");
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = txn.open_table(STATE).map_err(|e| self.error(e))?;
+            for (k, v) in &writes {
+                match v {
+                    Some(v) => table.insert(k.as_slice(), v.as_slice()).map(drop),
+                    None => table.remove(k.as_slice()).map(drop),
+                }
+                .map_err(|e| self.error(e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            match checkpoint {
+                Some(c) => {
+                    let json = serde_json::to_vec(&c).expect("a checkpoint serialises");
+                    meta.insert(CHECKPOINT, json.as_slice()).map(drop)
+                }
+                None => meta.remove(CHECKPOINT).map(drop),
+            }
+            .map_err(|e| self.error(e))?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        let record = self.read(META, |meta| match meta.get(CHECKPOINT).map_err(|e| self.error(e))? {
+            Some(record) => self.decode(record.value()).map(Some),
+            None => Ok(None),
+        })?;
+        Ok(record.flatten())
+    }
+}
