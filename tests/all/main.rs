@@ -3,6 +3,7 @@
 
 mod batching;
 mod config_errors;
+mod connectors;
 mod engine;
 mod hostile;
 mod http;

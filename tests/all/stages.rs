@@ -210,7 +210,7 @@ async fn a_panic_message_is_logged_once_and_kept_in_the_dead_letter() {
     // Once as the guest's stderr line, and the trap's own line without it.
     assert_eq!(log.lines().filter(|l| l.contains("boom at 42")).count(), 1, "{log}");
     assert!(log.lines().any(|l| l.contains("stream=\"stderr\"") && l.contains("boom at 42")), "{log}");
-    assert!(log.lines().any(|l| l.contains("line=1") && l.contains("wasm trap")), "{log}");
+    assert!(log.lines().any(|l| l.contains("position=1") && l.contains("wasm trap")), "{log}");
     let reason = run.dead[0]["reason"].as_str().unwrap();
     assert!(reason.contains("wasm trap") && reason.contains("boom at 42"), "{reason}");
 }

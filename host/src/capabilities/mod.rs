@@ -14,17 +14,17 @@ pub(crate) mod state;
 pub(crate) mod stdio;
 
 use crate::bindings::sluice::pipeline::types;
+use emit::EmitView;
 use log::LogView;
 use state::StateView;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi_http::WasiHttpView;
 
-/// Links every capability sluice offers to stages, but `emit`, which the
-/// store's owner links itself until emit is generic over a view too.
+/// Links every capability sluice offers to stages.
 pub(crate) fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: WasiView + WasiHttpView + LogView + StateView + 'static,
+    T: WasiView + WasiHttpView + LogView + StateView + EmitView + 'static,
 {
     // The full WASI p2 set: guests built by componentize-py and jco import all of it. Authority
     // comes from each store's `WasiCtx`, which grants nothing (see `stage::store`).
@@ -33,6 +33,7 @@ where
     log::add_to_linker(linker)?;
     http::add_to_linker(linker)?;
     state::add_to_linker(linker)?;
+    emit::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -57,11 +57,11 @@ pub(super) async fn run(
         None => None,
     };
     let start_after = connectors::start_after(&config, resume.as_ref());
-    if let Some(checkpoint) = &resume {
-        tracing::info!("resuming after input position {} from the last checkpoint", checkpoint.source);
-    }
     let source = connectors::open_source(&config, given.source, start_after).await?;
     let locator = source.locator();
+    if let Some(checkpoint) = &resume {
+        tracing::info!("resuming after {} from the last checkpoint", locator.describe(checkpoint.source));
+    }
     // Appending (resuming an interrupted run) keeps what the files hold.
     let sink_run = SinkRun { resume, durable: durable.is_some(), append: config.append() };
     let (sink, sink_name) = connectors::open_sink(&config, given.sink, sink_run)?;

@@ -18,4 +18,4 @@ pub use error::{LoadError, Trap};
 pub(crate) use instance::StageInstance;
 pub(crate) use load::{StagePre, StageSpec};
 pub use native::NativeStage;
-pub(crate) use store::{StoreData, linker};
+pub(crate) use store::linker;

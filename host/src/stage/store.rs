@@ -1,12 +1,12 @@
 //! The data every stage `Store` carries: one context per capability, and the
 //! limiter; the capabilities' views of it, and the linker over it.
 
-use crate::capabilities::emit::EmitCtx;
+use crate::capabilities;
+use crate::capabilities::emit::{EmitCtx, EmitView};
 use crate::capabilities::http::{HttpCtx, StageHttp};
 use crate::capabilities::log::{LogBudget, LogCtx, LogView};
 use crate::capabilities::state::{StateCtx, StateCtxView, StateView};
 use crate::capabilities::stdio::{GuestOutput, Stream};
-use crate::capabilities::{self, emit};
 use crate::config::Grants;
 use crate::limits::{Breach, Limits, MAX_RESOURCES, StageLimiter};
 use std::sync::Arc;
@@ -78,9 +78,6 @@ impl StoreData {
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
     capabilities::add_to_linker(&mut linker)?;
-    // Not generic over a view yet: emit is to reach the pipeline through a
-    // port the pipeline implements, and then joins the others.
-    emit::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -96,6 +93,12 @@ impl WasiView for StoreData {
 impl WasiHttpView for StoreData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         self.http.view(&mut self.table)
+    }
+}
+
+impl EmitView for StoreData {
+    fn emit(&mut self) -> &mut EmitCtx {
+        &mut self.emit
     }
 }
 

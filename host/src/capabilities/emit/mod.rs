@@ -4,7 +4,6 @@
 use crate::bindings::Message;
 use crate::bindings::sluice::pipeline::emit::Host;
 use crate::limits::{Breach, OutputCaps, OutputTally, message_bytes};
-use crate::stage::StoreData;
 use futures_util::future::BoxFuture;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -114,6 +113,11 @@ impl Host for EmitCtx {
     }
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    crate::bindings::sluice::pipeline::emit::add_to_linker::<StoreData, HasSelf<EmitCtx>>(linker, |d| &mut d.emit)
+/// Reaches the emit capability's state in a store's data.
+pub(crate) trait EmitView: Send {
+    fn emit(&mut self) -> &mut EmitCtx;
+}
+
+pub(crate) fn add_to_linker<T: EmitView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::sluice::pipeline::emit::add_to_linker::<T, HasSelf<EmitCtx>>(linker, T::emit)
 }
