@@ -81,6 +81,27 @@ impl Checkpoints {
     }
 }
 
+/// Before a run with durable state: the checkpoint to resume from, if an
+/// earlier run died. An earlier run that finished but died while moving its
+/// outputs into place gets that finished first.
+pub(super) async fn recover(
+    store: &Arc<StateStore>,
+    config: &crate::config::PipelineConfig,
+) -> Result<Option<Checkpoint>, RunError> {
+    let reading = store.clone();
+    let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
+        .await
+        .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
+    match checkpoint {
+        Some(c) if c.complete => {
+            super::connectors::complete_interrupted(config)?;
+            commit(store, None).await?;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
 /// Commits pending state with `checkpoint` (or clears it), off the runtime.
 pub(super) async fn commit(store: &Arc<StateStore>, checkpoint: Option<Checkpoint>) -> Result<(), RunError> {
     let store = store.clone();

@@ -73,13 +73,44 @@ pub(super) struct Given {
     pub(super) dead_letters: Option<MemorySink>,
 }
 
-/// Where the source starts: after `skip_lines`, or after the checkpoint the
-/// run resumes from.
-pub(super) fn start_after(config: &PipelineConfig, resume: Option<&Checkpoint>) -> u64 {
-    config.source().skip_lines.max(resume.map_or(0, |c| c.source))
+/// A run's connectors, open.
+pub(super) struct Opened {
+    pub(super) source: AnySource,
+    /// Where the source starts: every input up to here is skipped.
+    pub(super) start_after: u64,
+    pub(super) sink: AnySink,
+    pub(super) sink_name: PathBuf,
+    pub(super) dead_letters: AnySink,
+    pub(super) dead_letters_name: PathBuf,
 }
 
-pub(super) async fn open_source(
+impl Opened {
+    /// Opens the source and both sinks, given in code or named by the
+    /// config. A run that `resume`s from a checkpoint starts after its
+    /// positions; one that is `durable` (checkpoints) writes files that
+    /// survive a crash.
+    pub(super) async fn open(
+        config: &PipelineConfig,
+        given: Given,
+        resume: Option<Checkpoint>,
+        durable: bool,
+    ) -> Result<Self, RunError> {
+        // After `skip_lines`, or after the checkpoint the run resumes from.
+        let start_after = config.source().skip_lines.max(resume.map_or(0, |c| c.source));
+        let source = open_source(config, given.source, start_after).await?;
+        if let Some(checkpoint) = &resume {
+            let at = source.locator().describe(checkpoint.source);
+            tracing::info!("resuming after {at} from the last checkpoint");
+        }
+        // Appending (resuming an interrupted run) keeps what the files hold.
+        let run = SinkRun { resume, durable, append: config.append() };
+        let (sink, sink_name) = open_sink(config, given.sink, run)?;
+        let (dead_letters, dead_letters_name) = open_dead_letters(config, given.dead_letters, run)?;
+        Ok(Opened { source, start_after, sink, sink_name, dead_letters, dead_letters_name })
+    }
+}
+
+async fn open_source(
     config: &PipelineConfig,
     given: Option<MemorySource>,
     start_after: u64,
@@ -102,18 +133,14 @@ pub(super) async fn open_source(
 /// How a run's sinks open: where it resumes, whether it checkpoints, whether
 /// it appends.
 #[derive(Clone, Copy)]
-pub(super) struct SinkRun {
-    pub(super) resume: Option<Checkpoint>,
-    pub(super) durable: bool,
-    pub(super) append: bool,
+struct SinkRun {
+    resume: Option<Checkpoint>,
+    durable: bool,
+    append: bool,
 }
 
 /// The sink, and its name in errors.
-pub(super) fn open_sink(
-    config: &PipelineConfig,
-    given: Option<MemorySink>,
-    run: SinkRun,
-) -> Result<(AnySink, PathBuf), RunError> {
+fn open_sink(config: &PipelineConfig, given: Option<MemorySink>, run: SinkRun) -> Result<(AnySink, PathBuf), RunError> {
     if let Some(sink) = given {
         return Ok((AnySink::Memory(sink), "<memory>".into()));
     }
@@ -130,7 +157,7 @@ pub(super) fn open_sink(
 }
 
 /// The dead-letter sink, and its name in errors.
-pub(super) fn open_dead_letters(
+fn open_dead_letters(
     config: &PipelineConfig,
     given: Option<MemorySink>,
     run: SinkRun,

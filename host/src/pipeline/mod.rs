@@ -16,6 +16,7 @@ mod slots;
 mod source;
 mod stage_task;
 mod stats;
+mod task;
 
 pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};

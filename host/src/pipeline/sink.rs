@@ -10,8 +10,8 @@
 use super::checkpoint::Flush;
 use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
-use super::running::{TaskError, send_dead};
 use super::stats::Stats;
+use super::task::{TaskError, send_dead};
 use crate::bindings::Message;
 use crate::config::Format;
 use crate::connect::{Locator, Sink, encode};

@@ -4,8 +4,8 @@
 
 use super::checkpoint::Checkpoints;
 use super::dead_letter::{DeadLetter, Kind};
-use super::running::{TaskError, send_dead};
 use super::stats::Stats;
+use super::task::{TaskError, send_dead};
 use crate::config::Format;
 use crate::connect::{Decoded, Input, Read, Source, decode};
 use crate::envelope::{Acks, Envelope, Origin};
