@@ -21,6 +21,7 @@ mod connect;
 mod engine;
 mod envelope;
 mod limits;
+mod native;
 mod pipeline;
 mod stage;
 pub mod state;
@@ -37,4 +38,4 @@ pub use pipeline::{
     BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,
     run_blocking,
 };
-pub use stage::{LoadError, NativeStage, Trap};
+pub use native::NativeStage;

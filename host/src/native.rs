@@ -2,6 +2,11 @@
 //! code. They share the pipeline's channels, ordering, retries, output caps and
 //! dead letters with WebAssembly stages, but not the sandbox: a native stage
 //! is trusted code, with no fuel, timeout or memory limit.
+//!
+//! A leaf module, beside `bindings`: a pipeline built in code carries its
+//! native stages in its config, and the pipeline's jobs call them, so both
+//! `config` (low) and `pipeline` (high) need this type; in `stage/` it would
+//! make `config` import a layer above it.
 
 use crate::bindings::{Message, StageError};
 use std::fmt;

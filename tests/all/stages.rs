@@ -102,8 +102,10 @@ async fn a_pipeline_can_be_built_in_code_without_a_file() {
     scratch.write("in.txt", "a\nb\n");
     let mut config = sluice::PipelineConfig::new();
     config
-        .push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE).with_config(toml::toml! { prefix = "1:" }))
-        .push_stage(sluice::StageConfig::new("u", guests::TEST_STAGE).with_config(toml::toml! { prefix = "2:" }));
+        .push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE).set_config(serde_json::json!({ "prefix": "1:" })))
+        .push_stage(
+            sluice::StageConfig::new("u", guests::TEST_STAGE).set_config(serde_json::json!({ "prefix": "2:" })),
+        );
     config.set_input(scratch.path("in.txt")).set_output(scratch.path("out.txt")).set_dead_letter(scratch.path("dead"));
     config.source_mut().format = sluice::Format::Lines;
     config.sink_mut().format = sluice::Format::Lines;
@@ -117,17 +119,16 @@ async fn a_native_rust_stage_runs_beside_wasm_stages_with_the_same_guarantees() 
     let scratch = Scratch::new();
     let input: String = (0..300).map(|i| format!("m{i}\n")).collect();
     scratch.write("in.txt", input.replace("m100\n", "crash\n").replace("m200\n", "bad\n"));
-    let upper = sluice::StageConfig::native("upper", |m: &sluice::Message| match &m.value[..] {
+    let mut upper = sluice::StageConfig::native("upper", |m: &sluice::Message| match &m.value[..] {
         b"crash" => panic!("native boom"),
         b"bad" => Err(sluice::StageError::Invalid("bad input".into())),
         value => Ok(vec![sluice::Message { value: value.to_ascii_uppercase(), ..m.clone() }]),
-    })
-    .with_concurrency(4);
+    });
+    upper.set_concurrency(4);
     let mut config = sluice::PipelineConfig::new();
-    config
-        .push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE))
-        .push_stage(upper)
-        .push_stage(sluice::StageConfig::new("u", guests::TEST_STAGE).with_config(toml::toml! { prefix = "> " }));
+    config.push_stage(sluice::StageConfig::new("t", guests::TEST_STAGE)).push_stage(upper).push_stage(
+        sluice::StageConfig::new("u", guests::TEST_STAGE).set_config(serde_json::json!({ "prefix": "> " })),
+    );
     config.set_input(scratch.path("in.txt")).set_output(scratch.path("out.txt")).set_dead_letter(scratch.path("dead"));
     config.source_mut().format = sluice::Format::Lines;
     config.sink_mut().format = sluice::Format::Lines;

@@ -14,6 +14,7 @@
 //! compile cache) re-run this binary with `SLUICE_BENCH_CHILD=<job>` set; see
 //! [`child`].
 
+use serde_json::json;
 use sluice::{
     Allocator, EngineConfig, Format, Limit, LimitsConfig, Message, Order, Pipeline, PipelineConfig, StageConfig,
 };
@@ -275,8 +276,8 @@ fn trivial_stage_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
     write_lines(&input, COST_MESSAGES);
     let variants: [(&str, MakeStage); 3] = [
         ("native Rust closure", || native_upper("upper")),
-        ("wasm `upper`, batched (batch 64)", || wasm_upper("upper").with_batch(64)),
-        ("wasm `upper`, unbatched (batch 1)", || wasm_upper("upper").with_batch(1)),
+        ("wasm `upper`, batched (batch 64)", || wasm_upper("upper").set_batch(64).clone()),
+        ("wasm `upper`, unbatched (batch 1)", || wasm_upper("upper").set_batch(1).clone()),
     ];
     let mut times = vec![Vec::new(); variants.len()];
     for _ in 0..COST_ROUNDS {
@@ -384,8 +385,11 @@ fn json_pipeline_and_limits(runtime: &tokio::runtime::Runtime, dir: &Path, out: 
     write_orders(&input, MESSAGES);
     // Limits on (the defaults) vs off, and each instrumentation alone, same
     // pipeline, rounds interleaved so that drift on a noisy machine hits all alike.
-    let unlimited =
-        |_fuel: bool, epoch: bool| LimitsConfig { timeout: (!epoch).then_some(Limit::Unlimited), ..Default::default() };
+    let unlimited = |_fuel: bool, epoch: bool| {
+        let mut limits = LimitsConfig::default();
+        limits.timeout = (!epoch).then_some(Limit::Unlimited);
+        limits
+    };
     let fuel = |mut l: LimitsConfig| {
         l.fuel = Some(Limit::Max(1_000_000_000));
         l
@@ -460,16 +464,17 @@ fn json_pipeline_and_limits(runtime: &tokio::runtime::Runtime, dir: &Path, out: 
 async fn run_json_pipeline(input: &Path, dir: &Path, limits: LimitsConfig, batch: Option<usize>) -> Duration {
     let mut config = PipelineConfig::new();
     let stages = [
-        StageConfig::new("filter", guests::JSON_FILTER).with_config(toml::toml! { field = "amount" gte = 100 }),
+        StageConfig::new("filter", guests::JSON_FILTER).set_config(json!({ "field": "amount", "gte": 100 })).clone(),
         StageConfig::new("redact", guests::JSON_REDACT)
-            .with_config(toml::toml! { fields = ["card", "customer.email"] keep_last = 4 }),
-        StageConfig::new("tag", guests::JSON_SET).with_config(toml::toml! { set = { reviewed = false } }),
+            .set_config(json!({ "fields": ["card", "customer.email"], "keep_last": 4 }))
+            .clone(),
+        StageConfig::new("tag", guests::JSON_SET).set_config(json!({ "set": { "reviewed": false } })).clone(),
     ];
-    for stage in stages {
-        config.push_stage(match batch {
-            Some(n) => stage.with_batch(n),
-            None => stage,
-        });
+    for mut stage in stages {
+        if let Some(n) = batch {
+            stage.set_batch(n);
+        }
+        config.push_stage(stage);
     }
     config.set_limits(limits).set_input(input).set_output(dir.join("out.jsonl")).set_dead_letter(dir.join("dead"));
     let pipeline = Pipeline::build(config).await.unwrap();
@@ -489,7 +494,7 @@ fn cpu_bound_scaling(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut St
     let probe = |n: u64| {
         let path = dir.join("cpu-probe.lines");
         std::fs::write(&path, format!("work:{n}\n").repeat(PROBE_MESSAGES)).unwrap();
-        let stage = StageConfig::new("work", guests::TEST_STAGE).with_batch(1);
+        let stage = StageConfig::new("work", guests::TEST_STAGE).set_batch(1).clone();
         runtime.block_on(timed_run(lines_pipeline(&path, dir, "cpu", vec![stage]), PROBE_MESSAGES))
     };
     const PROBE_MESSAGES: usize = 20;
@@ -502,8 +507,11 @@ fn cpu_bound_scaling(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut St
     std::fs::write(&input, format!("work:{n}\n").repeat(CPU_MESSAGES)).unwrap();
     let run = |workers: usize| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
-        let stage =
-            StageConfig::new("work", guests::TEST_STAGE).with_concurrency(2).with_order(Order::Ordered).with_batch(1);
+        let stage = StageConfig::new("work", guests::TEST_STAGE)
+            .set_concurrency(2)
+            .set_order(Order::Ordered)
+            .set_batch(1)
+            .clone();
         rt.block_on(timed_run(lines_pipeline(&input, dir, "cpu", vec![stage]), CPU_MESSAGES))
     };
     let mut times = [Vec::new(), Vec::new()];
@@ -555,9 +563,11 @@ fn instantiation_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
     let mut times = vec![Vec::new(); variants.len()];
     for _ in 0..INST_ROUNDS {
         for (i, (_, allocator, isolate)) in variants.iter().enumerate() {
-            let stage = wasm_upper("upper").with_batch(1).with_isolation(*isolate);
+            let stage = wasm_upper("upper").set_batch(1).set_isolate(*isolate).clone();
             let mut config = lines_pipeline(&input, dir, "inst", vec![stage]);
-            config.set_engine(EngineConfig { allocator: *allocator, ..EngineConfig::default() });
+            let mut engine = EngineConfig::default();
+            engine.allocator = *allocator;
+            config.set_engine(engine);
             times[i].push(runtime.block_on(timed_run(config, INST_MESSAGES)));
         }
     }
@@ -570,7 +580,7 @@ fn instantiation_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
     writeln!(
         out,
         "{shown} lines through the `upper` stage, batch 1, file to file: with one instance reused for \
-         every message, and with `isolate = true` (`StageConfig::with_isolation`), which makes a fresh \
+         every message, and with `isolate = true` (`StageConfig::set_isolate`), which makes a fresh \
          instance (store, instantiation, `init`) for every message, under each allocator \
          (`[engine] allocator`). Whole-pipeline time per message; the difference between isolated and reused \
          under the same allocator is about what making an instance costs. Median of {INST_ROUNDS} \
@@ -633,9 +643,7 @@ fn state_and_checkpoints(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mu
             let store = dir.join("bench.state.redb");
             let _ = std::fs::remove_file(&store);
             let mut config = PipelineConfig::new();
-            config.push_stage(
-                StageConfig::new("count", guests::COUNT_BY_KEY).with_config(toml::toml! { field = "user" }),
-            );
+            config.push_stage(StageConfig::new("count", guests::COUNT_BY_KEY).set_config(json!({ "field": "user" })));
             config.set_input(&input).set_output(dir.join("state.out")).set_dead_letter(dir.join("state.dead"));
             let state = config.state_mut();
             if *durable {
@@ -751,11 +759,13 @@ fn io_overlap(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, g
 async fn io_pipeline(dir: &Path, concurrency: usize, messages: usize) -> Duration {
     let input = dir.join("sleeps");
     std::fs::write(&input, format!("sleep:{IO_WAIT_MS}\n").repeat(messages)).unwrap();
-    let stage = StageConfig::new("io", guests::TEST_STAGE).with_concurrency(concurrency);
+    let stage = StageConfig::new("io", guests::TEST_STAGE).set_concurrency(concurrency).clone();
     let mut config = lines_pipeline(&input, dir, "io", vec![stage]);
     // 1,000 sleeping instances touch a few pages each, not 1,000 times
     // `limits.memory`: past the budget the builder checks, on purpose.
-    config.set_engine(EngineConfig { memory_budget: Some(Limit::Unlimited), ..EngineConfig::default() });
+    let mut engine = EngineConfig::default();
+    engine.memory_budget = Some(Limit::Unlimited);
+    config.set_engine(engine);
     timed_run(config, messages).await
 }
 
@@ -812,8 +822,9 @@ fn starvation_gap() -> Gap {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("in"), "loop\n").unwrap();
         let mut config = PipelineConfig::new();
-        let limits = LimitsConfig { timeout: Some(Limit::Max(Duration::from_millis(300))), ..Default::default() };
-        config.push_stage(StageConfig::new("spin", guests::TEST_STAGE).with_limits(limits));
+        let mut limits = LimitsConfig::default();
+        limits.timeout = Some(Limit::Max(Duration::from_millis(300)));
+        config.push_stage(StageConfig::new("spin", guests::TEST_STAGE).set_limits(limits));
         config
             .set_input(dir.path().join("in"))
             .set_output(dir.path().join("out"))
@@ -1018,8 +1029,7 @@ fn child(job: &str) {
             let dir = Path::new(arg);
             let mut config = PipelineConfig::new();
             for (name, plugin) in [("py", guests::PY_JSON_FILTER), ("js", guests::JS_JSON_FILTER)] {
-                config
-                    .push_stage(StageConfig::new(name, plugin).with_config(toml::toml! { field = "amount" gte = 100 }));
+                config.push_stage(StageConfig::new(name, plugin).set_config(json!({ "field": "amount", "gte": 100 })));
             }
             config
                 .set_input(dir.join("empty.jsonl"))

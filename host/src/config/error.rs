@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// One problem in a pipeline file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The pipeline file, if the config came from one.
     pub file: Option<PathBuf>,

@@ -40,21 +40,34 @@
 //! grants = { read_dirs = { "/lookup" = "data" }, env = { TZ = "UTC" } }
 //! ```
 
+//!
+//! `schema` is the file as serde reads it; `pipeline` and `stage` the types
+//! built from it (or in code), `resolve` what their paths and defaults come
+//! to, `validate` what serde cannot check; `sections` and `execution` the
+//! plain settings; `tables` and `error` the errors' text and places.
+
 mod error;
-mod file;
+mod execution;
+mod pipeline;
 #[cfg(test)]
 mod props;
+mod resolve;
+mod schema;
 mod sections;
 mod stage;
 mod tables;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::PipelineConfig;
+pub use execution::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
+pub use pipeline::PipelineConfig;
 pub use sections::{
     Allocator, DeadLetterConfig, DeadLetterKind, EngineConfig, Format, SinkConfig, SinkKind, SourceConfig, SourceKind,
     StateBackend, StateConfig,
 };
-pub use stage::{EmitMode, Execution, Grants, Order, PartitionBy, RetryConfig, StageConfig};
+pub use stage::{Grants, StageConfig};
 
 /// The only version of the pipeline file format this build reads.
 pub const VERSION: u32 = 1;

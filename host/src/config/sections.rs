@@ -1,21 +1,22 @@
 //! The pipeline file's sections besides the stages: source, sink, dead
 //! letters, state and engine.
 
-use super::stage::humantime_serde_compat;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// Where messages come from.
+/// Where messages come from. The connector and its file are set with
+/// [`super::PipelineConfig::set_input`]; the other fields are plain settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SourceConfig {
     /// The connector: `file` or `stdin`. Default: `file` when `path` is
     /// set, else `stdin`.
     #[serde(rename = "type", default)]
-    pub kind: Option<Spanned<SourceKind>>,
+    pub(super) kind: Option<Spanned<SourceKind>>,
     /// The file to read (`type = "file"`); `-` is standard input.
-    pub path: Option<Spanned<PathBuf>>,
+    pub(super) path: Option<Spanned<PathBuf>>,
     /// How the input is split into messages.
     #[serde(default)]
     pub format: Format,
@@ -53,11 +54,23 @@ impl SourceConfig {
             (None, _) => SourceKind::Stdin,
         }
     }
+
+    /// The file to read, as written (`-` is standard input).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_ref().map(|p| p.get_ref().as_path())
+    }
+
+    /// Reads `path` (`-`: standard input), the connector implied by it.
+    pub(super) fn set_path(&mut self, path: PathBuf) {
+        self.kind = None;
+        self.path = Some(Spanned::new(0..0, path));
+    }
 }
 
 /// The kinds of source a pipeline file can name (`[source] type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SourceKind {
     /// A file, read line by line.
     File,
@@ -68,6 +81,7 @@ pub enum SourceKind {
 /// The kinds of sink a pipeline file can name (`[sink] type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SinkKind {
     /// A file, which appears whole when the run completes.
     File,
@@ -79,6 +93,7 @@ pub enum SinkKind {
 /// if a stage imports `sluice:pipeline/state`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StateConfig {
     /// The store: `redb` (a file, durable) or `memory` (gone with the run).
     #[serde(default)]
@@ -89,7 +104,7 @@ pub struct StateConfig {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
     /// ...or this long, whichever comes first.
-    #[serde(default = "default_checkpoint_interval", with = "humantime_serde_compat")]
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: std::time::Duration,
     /// Bytes of state written but not yet committed that the pipeline holds
     /// in memory: a checkpoint starts when half of it is used, and a write
@@ -125,6 +140,7 @@ impl Default for StateConfig {
 /// Where state is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum StateBackend {
     /// An embedded redb file: state and checkpoints survive a crash.
     #[default]
@@ -133,9 +149,11 @@ pub enum StateBackend {
     Memory,
 }
 
-/// Engine-wide settings.
+/// Engine-wide settings. Start from [`EngineConfig::default`] and set the
+/// fields you need.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Where instances' memories, tables and stacks come from.
     #[serde(default)]
@@ -160,24 +178,27 @@ pub enum Allocator {
     OnDemand,
 }
 
-/// Where messages that pass every stage go.
+/// Where messages that pass every stage go. The connector and its file are
+/// set with [`super::PipelineConfig::set_output`]; the other fields are plain
+/// settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SinkConfig {
     /// The connector: `file` or `stdout`. Default: `file` when `path` is
     /// set, else `stdout`.
     #[serde(rename = "type", default)]
-    pub kind: Option<Spanned<SinkKind>>,
+    pub(super) kind: Option<Spanned<SinkKind>>,
     /// The file to write (`type = "file"`; atomically, when the run
     /// completes); `-` is standard output.
-    pub path: Option<PathBuf>,
+    pub(super) path: Option<PathBuf>,
     /// How messages are written.
     #[serde(default)]
     pub format: Format,
     /// A sink whose writes are seen as they happen (standard output) hands
     /// on what it holds whenever the pipeline has nothing more for it, and
     /// at least this often while it is busy.
-    #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: std::time::Duration,
 }
 
@@ -196,6 +217,17 @@ impl SinkConfig {
             (None, _) => SinkKind::Stdout,
         }
     }
+
+    /// The file to write, as written (`-` is standard output).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Writes `path` (`-`: standard output), the connector implied by it.
+    pub(super) fn set_path(&mut self, path: PathBuf) {
+        self.kind = None;
+        self.path = Some(path);
+    }
 }
 
 /// Flink's buffer timeout: a busy sink still delivers within this.
@@ -203,20 +235,40 @@ fn default_flush_interval() -> std::time::Duration {
     std::time::Duration::from_millis(100)
 }
 
-/// Where messages that a stage rejects, or that trap a stage, go.
+/// Where messages that a stage rejects, or that trap a stage, go. Set with
+/// [`super::PipelineConfig::set_dead_letter`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct DeadLetterConfig {
     /// The connector: `file`, the only kind so far.
     #[serde(rename = "type", default)]
-    pub kind: Option<Spanned<DeadLetterKind>>,
+    kind: Option<Spanned<DeadLetterKind>>,
     /// A JSON-lines file, one record per failed message (stage, reason, message).
-    pub path: PathBuf,
+    path: PathBuf,
+}
+
+impl DeadLetterConfig {
+    /// Dead letters to the file at `path`.
+    pub(super) fn file(path: PathBuf) -> Self {
+        DeadLetterConfig { kind: None, path }
+    }
+
+    /// The connector.
+    pub fn kind(&self) -> DeadLetterKind {
+        self.kind.as_ref().map_or(DeadLetterKind::File, |k| *k.get_ref())
+    }
+
+    /// The file, as written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The kinds of dead-letter sink a pipeline file can name (`[dead_letter] type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum DeadLetterKind {
     /// A JSON-lines file, which appears whole when the run completes.
     File,
@@ -225,6 +277,7 @@ pub enum DeadLetterKind {
 /// How a stream of bytes is split into messages, and joined back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Format {
     /// One JSON document per line. Input lines that are not JSON are
     /// dead-lettered; blank lines are skipped.

@@ -10,12 +10,10 @@ mod check;
 mod error;
 mod instance;
 mod load;
-mod native;
 mod store;
 
 pub(crate) use error::chain;
 pub use error::{LoadError, Trap};
 pub(crate) use instance::StageInstance;
 pub(crate) use load::{StagePre, StageSpec};
-pub use native::NativeStage;
 pub(crate) use store::linker;

@@ -1,0 +1,177 @@
+//! What deserialisation cannot check: names, files, ranges, settings that
+//! exclude each other, connectors' settings. Every problem is collected, each
+//! with its place in the file when it has one.
+
+use super::pipeline::PipelineConfig;
+use super::sections::{SinkKind, SourceKind};
+use super::stage::StageConfig;
+use super::{ConfigError, ConfigErrors, VERSION};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+impl PipelineConfig {
+    /// Checks what deserialisation cannot, collecting every problem.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |span: Range<usize>, message: String| {
+            errors.push(ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(span), message));
+        };
+        if *self.version.get_ref() != VERSION {
+            err(
+                self.version.span(),
+                format!("unsupported version {}: this sluice reads version {VERSION}", self.version.get_ref()),
+            );
+        }
+        if self.stages.is_empty() {
+            err(0..0, "no stages: add at least one [[stages]] table with a `name` and a `plugin`".into());
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            self.validate_stage(stage, (i, &mut seen), &mut err);
+        }
+        self.validate_files(&mut err);
+        self.validate_connectors(&mut err);
+        if self.source.max_line_bytes == 0 {
+            err(0..0, "source.max_line_bytes must be at least 1".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Stage `index`'s settings; `seen` holds the names of the stages before it.
+    fn validate_stage<'a>(
+        &self,
+        stage: &'a StageConfig,
+        (index, seen): (usize, &mut HashMap<&'a str, usize>),
+        err: &mut impl FnMut(Range<usize>, String),
+    ) {
+        let t = &stage.table;
+        let name = stage.name();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            err(t.name.span(), format!("stage name `{name}` must be non-empty ASCII letters, digits, `-` or `_`"));
+        }
+        if let Some(first) = seen.insert(name, index) {
+            err(t.name.span(), format!("stage name `{name}` is used twice (stages {} and {})", first + 1, index + 1));
+        }
+        let plugin = self.resolve(stage.plugin());
+        // A path that exists but is not a file (a directory, a FIFO) is
+        // named as such when the stage is loaded.
+        let missing = std::fs::metadata(&plugin).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if stage.native_stage().is_none() && missing {
+            err(t.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
+        }
+        if !stage.config().is_object() {
+            err(
+                t.name.span(),
+                format!("stage `{name}`: its config must be a table (a JSON object), not {}", stage.config()),
+            );
+        }
+        for (guest, host) in &stage.grants().read_dirs {
+            let host = self.resolve(host);
+            if !guest.starts_with('/') {
+                err(
+                    t.grants.span(),
+                    format!("stage `{name}`: read_dirs key `{guest}` must be an absolute path, e.g. `/data`"),
+                );
+            }
+            if !host.is_dir() {
+                err(
+                    t.grants.span(),
+                    format!("stage `{name}`: read_dirs `{guest}`: directory {} not found", host.display()),
+                );
+            }
+        }
+        if *t.concurrency.get_ref() == 0 {
+            err(t.concurrency.span(), format!("stage `{name}`: concurrency must be at least 1"));
+        }
+        if *t.buffer.get_ref() == 0 {
+            err(t.buffer.span(), format!("stage `{name}`: buffer must be at least 1"));
+        }
+        if let Some(n) = t.recycle_after.as_ref().filter(|n| *n.get_ref() == 0) {
+            err(n.span(), format!("stage `{name}`: recycle_after must be at least 1 (or left out)"));
+        }
+        if let Some(batch) = &t.batch {
+            if *batch.get_ref() == 0 {
+                err(batch.span(), format!("stage `{name}`: batch must be at least 1"));
+            }
+            if *batch.get_ref() > 1 && t.isolate {
+                err(batch.span(), format!("stage `{name}`: `isolate = true` runs each message alone; remove `batch`"));
+            }
+            if *batch.get_ref() > 1 && t.partition_by.is_some() {
+                err(
+                    batch.span(),
+                    format!("stage `{name}`: keyed stages run one message per key at a time; remove `batch`"),
+                );
+            }
+        }
+        if let (Some(p), Some(_)) = (&t.partition_by, t.order) {
+            err(p.span(), format!("stage `{name}`: `partition_by` sets per-key order; remove `order`"));
+        }
+        for key in stage.grants().env.keys() {
+            if key.is_empty() || key.contains('=') {
+                err(t.grants.span(), format!("stage `{name}`: env name `{key}` must be non-empty and contain no `=`"));
+            }
+        }
+    }
+
+    /// Two outputs renamed onto one path would silently lose one of them.
+    fn validate_files(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        let dead = self.dead_letter_path();
+        let output = self.output_path();
+        let same = |a: &Path, b: &Path| {
+            a == b || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b)
+        };
+        if output.as_deref().is_some_and(|o| same(o, &dead)) {
+            err(
+                0..0,
+                format!("the sink and the dead-letter file are both {}: give them different paths", dead.display()),
+            );
+        }
+        if let (Some(input), Some(output)) = (self.input_path(), &output) {
+            if same(&input, output) {
+                err(0..0, format!("the sink would overwrite the source {}: give it another path", input.display()));
+            }
+        }
+        for (what, path) in [("sink", output.as_deref()), ("dead-letter file", Some(dead.as_path()))] {
+            if let Some(path) = path.filter(|p| p.is_dir()) {
+                err(0..0, format!("the {what} {} is a directory: give a file path", path.display()));
+            }
+        }
+    }
+
+    /// Each connector kind gets the settings it needs, and only those.
+    fn validate_connectors(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        let path = self.source.path.as_ref();
+        match (&self.source.kind, path) {
+            (Some(kind), None) if *kind.get_ref() == SourceKind::File => {
+                err(kind.span(), "a `file` source needs `path`: the file to read".into());
+            }
+            (Some(kind), Some(path)) if *kind.get_ref() == SourceKind::Stdin && path.get_ref().as_os_str() != "-" => {
+                err(
+                    path.span(),
+                    "a `stdin` source reads standard input: remove `path`, or set `type = \"file\"`".into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(kind) = &self.sink.kind {
+            match (kind.get_ref(), &self.sink.path) {
+                (SinkKind::File, None) => err(kind.span(), "a `file` sink needs `path`: the file to write".into()),
+                (SinkKind::Stdout, Some(path)) if path.as_os_str() != "-" => err(
+                    kind.span(),
+                    "a `stdout` sink writes standard output: remove `path`, or set `type = \"file\"`".into(),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Where stage `index` is declared, for error messages: `file:line:col`.
+    pub(crate) fn stage_location(&self, index: usize) -> String {
+        let stage = &self.stages[index];
+        ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(stage.table.name.span()), "")
+            .to_string()
+            .trim_end_matches(": ")
+            .to_string()
+    }
+}
