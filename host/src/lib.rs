@@ -35,7 +35,7 @@ pub use config::{
 pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
 pub use limits::{Limit, Limits, LimitsConfig};
 pub use pipeline::{
-    BuildError, CompiledStage, Error, Pipeline, RunError, RunReport, StageLoadError, StageReport, Stats, compile,
-    run_blocking,
+    BuildError, CompiledStage, DeadLetterCounts, Error, LiveStats, Pipeline, RunError, RunReport, StageLoadError,
+    StageReport, StageStats, Stats, Summary, compile, run_blocking,
 };
 pub use native::NativeStage;

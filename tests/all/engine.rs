@@ -163,8 +163,8 @@ async fn a_slow_stage_holds_the_source_back() {
     let mut furthest_ahead = 0;
     let mut read_while_slow = Vec::new();
     while !running.is_finished() {
-        let read = stats.read.load(SeqCst);
-        let slow_in = stats.stages[1].input.load(SeqCst);
+        let now = stats.snapshot();
+        let (read, slow_in) = (now.read, now.stages[1].input);
         furthest_ahead = furthest_ahead.max(read - slow_in.min(read));
         read_while_slow.push(read);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -1,8 +1,6 @@
 use anyhow::{Context, Result};
-use sluice::{Pipeline, PipelineConfig, Stats};
+use sluice::{LiveStats, Pipeline, PipelineConfig};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Run a pipeline over its input.
@@ -223,30 +221,31 @@ async fn wait_for_signal() {
 }
 
 /// `kill -USR1 <pid>` prints the live stats as one line of JSON on stderr.
-async fn stats_on_sigusr1(stats: Arc<Stats>) {
+async fn stats_on_sigusr1(stats: LiveStats) {
     use tokio::signal::unix::{SignalKind, signal};
     let started = Instant::now();
     let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
     while usr1.recv().await.is_some() {
-        match serde_json::to_string(&stats.report(started.elapsed())) {
+        match serde_json::to_string(&stats.snapshot().report(started.elapsed())) {
             Ok(json) => eprintln!("{json}"),
             Err(e) => tracing::warn!("cannot serialise stats: {e}"),
         }
     }
 }
 
-async fn report_progress(stats: Arc<Stats>, every: u64) {
+async fn report_progress(stats: LiveStats, every: u64) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(every));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let read = stats.read.load(Relaxed);
+        let now = stats.snapshot();
         tracing::info!(
-            "progress: {read} read, {} written, {} dead-lettered ({:.0} messages/s)",
-            stats.written.load(Relaxed),
-            stats.dead_lettered.load(Relaxed),
-            read as f64 / started.elapsed().as_secs_f64()
+            "progress: {} read, {} written, {} dead-lettered ({:.0} messages/s)",
+            now.read,
+            now.written,
+            now.dead_lettered,
+            now.read as f64 / started.elapsed().as_secs_f64()
         );
     }
 }

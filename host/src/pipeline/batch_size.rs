@@ -27,7 +27,7 @@ impl BatchSize {
             return;
         }
         let per_message = busy.as_nanos() / messages as u128;
-        let fit = if per_message == 0 { self.max } else { (self.window.as_nanos() / per_message) as usize };
+        let fit = self.window.as_nanos().checked_div(per_message).map_or(self.max, |fit| fit as usize);
         let fit = fit.clamp(1, self.max);
         self.size = if fit < self.size { fit } else { fit.min(self.size.saturating_mul(2)) };
     }

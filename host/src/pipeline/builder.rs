@@ -1,8 +1,8 @@
 //! Config in, ready stages out, or every problem found.
 
 use super::error::{BuildError, StageLoadError};
+use super::events::Events;
 use super::job::{NativeRunner, Runner};
-use super::stats::Stats;
 use super::{BuiltStage, Pipeline};
 use crate::config::{Allocator, PipelineConfig, StateBackend};
 use crate::engine::memory::{self, StageMemory};
@@ -50,8 +50,8 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
     if !errors.is_empty() {
         return Err(BuildError::Stages(errors));
     }
-    let stats = Arc::new(Stats::new(config.stages().iter().map(|s| s.name().to_string())));
-    Ok(Pipeline { config, stages, stats, state, given: Default::default() })
+    let events = Events::new(config.stages().iter().map(|s| s.name().to_string()));
+    Ok(Pipeline { config, stages, events, state, given: Default::default() })
 }
 
 /// A stage compiled by [`compile`].

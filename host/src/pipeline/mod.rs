@@ -7,6 +7,7 @@ mod checkpoint;
 mod connectors;
 mod dead_letter;
 mod error;
+mod events;
 mod halt;
 mod in_flight;
 mod job;
@@ -20,7 +21,7 @@ mod task;
 
 pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};
-pub use stats::{RunReport, StageReport, Stats};
+pub use stats::{DeadLetterCounts, LiveStats, RunReport, StageReport, StageStats, Stats, Summary};
 
 use crate::config::PipelineConfig;
 use crate::connect::{MemorySink, MemorySource};
@@ -33,7 +34,7 @@ use std::sync::Arc;
 pub struct Pipeline {
     config: PipelineConfig,
     stages: Vec<BuiltStage>,
-    stats: Arc<Stats>,
+    events: events::Events,
     /// The stages' state, if any stage keeps state.
     state: Option<Arc<crate::state::StateStore>>,
     /// Connectors handed over in code, in place of the config's.
@@ -60,9 +61,10 @@ impl Pipeline {
         builder::build(config).await
     }
 
-    /// Live counters, readable while [`Pipeline::run`] goes on (for progress).
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+    /// The run's counters: take a [`LiveStats::snapshot`] while
+    /// [`Pipeline::run`] goes on (for progress, or an exporter).
+    pub fn stats(&self) -> LiveStats {
+        LiveStats(self.events.clone())
     }
 
     /// The config this pipeline was built from.

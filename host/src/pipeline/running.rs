@@ -12,13 +12,12 @@ use super::checkpoint::{self, Checkpoints, Flush, commit};
 use super::connectors::{AnySink, AnySource, Opened};
 use super::dead_letter::DeadLetter;
 use super::error::RunError;
+use super::events::Events;
 use super::halt::Halt;
-use super::job::EmitPlan;
 use super::sink::{Drained, SinkTask};
-use super::slots::Slots;
 use super::source::{SourceTask, Stopped};
 use super::stage_task::StageTask;
-use super::stats::{RunReport, Stats};
+use super::stats::RunReport;
 use super::task::{Task, TaskError, join};
 use super::{BuiltStage, Pipeline};
 use crate::config::PipelineConfig;
@@ -40,7 +39,7 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let Pipeline { config, stages, stats, state, given } = pipeline;
+    let Pipeline { config, stages, events, state, given } = pipeline;
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());
@@ -52,11 +51,11 @@ pub(super) async fn run(
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
-    let running = Running::start(&config, stages, opened, &stats, durable.clone(), halt.clone(), shutdown);
+    let running = Running::start(&config, stages, opened, &events, durable.clone(), halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
     let stopped_after = ended.commit(state.as_ref(), durable.as_ref()).await?;
 
-    let mut report = stats.report(started.elapsed());
+    let mut report = events.snapshot().report(started.elapsed());
     report.stopped_after = stopped_after;
     if let Some(halted) = halt.as_ref().and_then(|h| h.halted()) {
         report.stop_reason = Some(format!(
@@ -95,7 +94,7 @@ impl Running {
         config: &PipelineConfig,
         stages: Vec<BuiltStage>,
         opened: Opened,
-        stats: &Arc<Stats>,
+        events: &Events,
         durable: Option<Arc<StateStore>>,
         halt: Option<Arc<Halt>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -138,7 +137,7 @@ impl Running {
             format: config.source().format,
             tx: source_tx,
             dead: dead_tx.clone(),
-            stats: stats.clone(),
+            events: events.clone(),
             acks,
             checkpoints,
             read_through: start_after,
@@ -149,25 +148,7 @@ impl Running {
         let buffers: Vec<usize> = stages.iter().skip(1).map(|s| s.exec.buffer).chain([BUFFER]).collect();
         for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
             let (tx, next_rx) = channel::<Envelope>(buffer);
-            let task = StageTask {
-                stats: stats.clone(),
-                index,
-                dead: dead_tx.clone(),
-                slots: Slots::new(
-                    &built.runner,
-                    built.exec.concurrency,
-                    built.first,
-                    built.exec.isolate,
-                    built.exec.recycle_after,
-                ),
-                runner: built.runner,
-                exec: built.exec,
-                failures_in_a_row: 0,
-                emit: EmitPlan::Unused,
-                halt: halt.clone(),
-                stuck: None,
-                held: Arc::default(),
-            };
+            let task = StageTask::new(built, events.stage(index), dead_tx.clone(), halt.clone());
             stage_tasks.push(tokio::spawn(task.run(rx, tx)));
             rx = next_rx;
         }
@@ -177,7 +158,7 @@ impl Running {
             name: name.clone(),
             flush_interval: config.sink().flush_interval,
             ack_when_durable,
-            stats: stats.clone(),
+            events: events.clone(),
             flushes,
         };
         let sink = tokio::spawn(sink_task(sink, &sink_name, sink_flushes).outputs(rx, config.sink().format, dead_tx));

@@ -10,15 +10,13 @@
 use super::checkpoint::Flush;
 use super::dead_letter::{DeadLetter, Kind};
 use super::error::RunError;
-use super::stats::Stats;
+use super::events::{DeadLettered, Events, Written};
 use super::task::{TaskError, send_dead};
 use crate::bindings::Message;
 use crate::config::Format;
 use crate::connect::{Locator, Sink, encode};
 use crate::envelope::{Envelope, Origin};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{Receiver, Sender};
 
@@ -37,7 +35,7 @@ pub(super) struct SinkTask<S> {
     pub(super) flush_interval: Duration,
     /// Whether acknowledgements wait for the sink to make writes durable.
     pub(super) ack_when_durable: bool,
-    pub(super) stats: Arc<Stats>,
+    pub(super) events: Events,
     /// Checkpoints ask for flushes here.
     pub(super) flushes: Receiver<Flush>,
 }
@@ -78,7 +76,7 @@ impl<S: Sink> SinkTask<S> {
                 writer.write(message, origin).await?;
                 written += 1;
             }
-            writer.task.stats.written.fetch_add(written, Relaxed);
+            writer.task.events.emit(Written { messages: written });
             writer.hand_on(rx.is_empty()).await?;
         }
         Ok(writer.drained())
@@ -107,7 +105,7 @@ impl<S: Sink> SinkTask<S> {
             let record =
                 Message { key: None, value: letter.to_json_line(&locator), headers: Vec::new(), timestamp: None };
             writer.write(record, letter.origin).await?;
-            writer.task.stats.dead_lettered.fetch_add(1, Relaxed);
+            writer.task.events.emit(DeadLettered { kind: letter.kind });
             writer.hand_on(rx.is_empty()).await?;
         }
         Ok(writer.drained())

@@ -2,6 +2,7 @@
 //! holds them through: a job keeps a slot and an instance only while it
 //! runs the guest, and gives both back while it waits out a retry's backoff.
 
+use super::events::{InstanceDropped, InstanceMade, StageEvents};
 use super::job::Runner;
 use crate::stage::{LoadError, StageInstance, StagePre};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -24,6 +25,7 @@ pub(super) struct Slots {
     /// Isolating wasm stages: what makes the next instance ahead, and
     /// whether it is being made.
     ahead: Option<(Arc<StagePre>, AtomicBool)>,
+    events: StageEvents,
 }
 
 impl Slots {
@@ -33,6 +35,7 @@ impl Slots {
         first: Option<StageInstance>,
         isolate: bool,
         recycle_after: Option<u64>,
+        events: StageEvents,
     ) -> Arc<Self> {
         let ahead = match runner {
             Runner::Wasm(pre) if isolate => Some((pre.clone(), AtomicBool::new(false))),
@@ -44,6 +47,7 @@ impl Slots {
             isolate,
             recycle_after,
             ahead,
+            events,
         })
     }
 
@@ -58,6 +62,7 @@ impl Slots {
         let (slots, pre) = (self.clone(), pre.clone());
         tokio::spawn(async move {
             if let Ok(instance) = pre.instantiate().await {
+                slots.events.emit(InstanceMade);
                 slots.idle().push(instance);
             }
             if let Some((_, making)) = &slots.ahead {
@@ -99,7 +104,11 @@ impl Slot {
             let idle = self.slots.idle().pop();
             self.instance = match idle {
                 Some(instance) => Some(instance),
-                None => Some(pre.instantiate().await?),
+                None => {
+                    let instance = pre.instantiate().await?;
+                    self.slots.events.emit(InstanceMade);
+                    Some(instance)
+                }
             };
             self.slots.make_ahead();
         }
@@ -112,6 +121,8 @@ impl Drop for Slot {
         if let Some(mut instance) = self.instance.take() {
             if !self.slots.isolate && !instance.worn_out(self.slots.recycle_after) {
                 self.slots.idle().push(instance);
+            } else {
+                self.slots.events.emit(InstanceDropped::Recycled);
             }
         }
     }
@@ -149,8 +160,10 @@ impl Seat {
 
     /// The instance trapped: it cannot be entered again.
     pub(super) fn trapped(&mut self) {
-        if let Some(slot) = &mut self.slot {
-            slot.instance = None;
+        if let Some(slot) = &mut self.slot
+            && slot.instance.take().is_some()
+        {
+            self.slots.events.emit(InstanceDropped::Trapped);
         }
     }
 

@@ -4,14 +4,13 @@
 
 use super::checkpoint::Checkpoints;
 use super::dead_letter::{DeadLetter, Kind};
-use super::stats::Stats;
+use super::events::{BlankSkipped, CheckpointTaken, Events, InputRead};
 use super::task::{TaskError, send_dead};
 use crate::config::Format;
 use crate::connect::{Decoded, Input, Read, Source, decode};
 use crate::envelope::{Acks, Envelope, Origin};
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 use tokio::sync::mpsc::Sender;
 
 pub(super) struct SourceTask<S> {
@@ -19,7 +18,7 @@ pub(super) struct SourceTask<S> {
     pub(super) format: Format,
     pub(super) tx: Sender<Envelope>,
     pub(super) dead: Sender<DeadLetter>,
-    pub(super) stats: Arc<Stats>,
+    pub(super) events: Events,
     /// The inputs not yet done, when the run tracks them: for checkpoints,
     /// or for a source that acknowledges.
     pub(super) acks: Option<Acks>,
@@ -43,7 +42,7 @@ impl<S: Source> SourceTask<S> {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped<S>, TaskError> {
-        let SourceTask { mut source, format, tx, dead, stats, mut acks, mut checkpoints, mut read_through } = self;
+        let SourceTask { mut source, format, tx, dead, events, mut acks, mut checkpoints, mut read_through } = self;
         let mut shutdown = std::pin::pin!(shutdown);
         // Only a source that acknowledges is read with a select on its acks:
         // that needs a `next` that can be cancelled without losing input.
@@ -56,11 +55,13 @@ impl<S: Source> SourceTask<S> {
             // time. If a task fails meanwhile, the pipeline never empties: stop.
             if let (Some(c), Some(acks)) = (checkpoints.as_mut(), acks.as_mut()) {
                 if c.due() {
+                    let since = Instant::now();
                     tokio::select! {
                         taken = c.take(read_through, acks, &mut source) => taken?,
                         () = tx.closed() => return Err(TaskError::Closed),
                         () = dead.closed() => return Err(TaskError::Closed),
                     }
+                    events.emit(CheckpointTaken { took: since.elapsed() });
                 }
             }
             let input = tokio::select! {
@@ -87,7 +88,7 @@ impl<S: Source> SourceTask<S> {
                 Read::Message(message) => message,
                 Read::Unreadable { head, reason } => {
                     let origin = enter(&mut acks, &mut checkpoints, position);
-                    stats.read.fetch_add(1, Relaxed);
+                    events.emit(InputRead);
                     send_dead(&dead, "source", Kind::Input, reason, origin, unreadable(head)).await?;
                     read_through = position;
                     continue;
@@ -96,13 +97,13 @@ impl<S: Source> SourceTask<S> {
             match decode(format, &message.value) {
                 Decoded::Message => {}
                 Decoded::Blank => {
-                    stats.skipped.fetch_add(1, Relaxed);
+                    events.emit(BlankSkipped);
                     read_through = position;
                     continue;
                 }
                 Decoded::Invalid(reason) => {
                     let origin = enter(&mut acks, &mut checkpoints, position);
-                    stats.read.fetch_add(1, Relaxed);
+                    events.emit(InputRead);
                     send_dead(&dead, "source", Kind::Input, reason, origin, message).await?;
                     read_through = position;
                     continue;
@@ -116,7 +117,7 @@ impl<S: Source> SourceTask<S> {
             };
             let origin = enter(&mut acks, &mut checkpoints, position);
             permit.send(Envelope { message, origin });
-            stats.read.fetch_add(1, Relaxed);
+            events.emit(InputRead);
             read_through = position;
         }
     }

@@ -1,109 +1,152 @@
-//! Counters per stage, shared with whoever wants progress during a run.
+//! What a run tells about itself: [`Stats`], a snapshot of its counters
+//! (taken from the live ones, [`super::events`], through [`LiveStats`]),
+//! and [`RunReport`], what the run did, made from the last snapshot.
 
-use hdrhistogram::Histogram;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use super::events::Events;
 use std::time::Duration;
 
-/// Live counters of a running pipeline.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Messages read from the source.
-    pub read: AtomicU64,
-    /// Blank lines of a `jsonl` source: no document, so no message.
-    pub skipped: AtomicU64,
-    /// Messages written to the sink.
-    pub written: AtomicU64,
-    /// Messages written to the dead-letter file.
-    pub dead_lettered: AtomicU64,
-    /// One entry per stage, in pipeline order.
-    pub stages: Vec<StageCounters>,
+/// The counters of a running pipeline, to take snapshots of while it runs
+/// (for progress, or an exporter): [`Pipeline::stats`](super::Pipeline::stats).
+#[derive(Clone)]
+pub struct LiveStats(pub(super) Events);
+
+impl LiveStats {
+    /// The counters as they are now. Each is read on its own, so a snapshot
+    /// taken while messages move may be a message or so apart between
+    /// counts, never more.
+    pub fn snapshot(&self) -> Stats {
+        self.0.snapshot()
+    }
 }
 
-/// Live counters of one stage.
-#[derive(Debug)]
-pub struct StageCounters {
+/// A snapshot of a run's counters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages read from the source (those it dead-lettered too).
+    pub read: u64,
+    /// Blank lines of a `jsonl` source: no document, so no message.
+    pub skipped: u64,
+    /// Messages written to the sink.
+    pub written: u64,
+    /// Messages written to the dead letters, from every stage, the source
+    /// and the sink.
+    pub dead_lettered: u64,
+    /// Of those, by kind.
+    pub dead_letters: DeadLetterCounts,
+    /// Checkpoints committed, and the time each took from falling due to
+    /// its commit, in microseconds.
+    pub checkpoint_us: Summary,
+    /// One entry per stage, in pipeline order.
+    pub stages: Vec<StageStats>,
+}
+
+/// A snapshot of one stage's counters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StageStats {
     /// The stage's name.
     pub name: String,
     /// Messages received.
-    pub input: AtomicU64,
+    pub input: u64,
     /// Messages sent downstream (one input can give several, or none).
-    pub output: AtomicU64,
+    pub output: u64,
     /// Inputs that gave no output (filtered out).
-    pub dropped: AtomicU64,
+    pub dropped: u64,
     /// Inputs dead-lettered.
-    pub dead_lettered: AtomicU64,
-    /// Of those, inputs that trapped the instance.
-    pub trapped: AtomicU64,
+    pub dead_lettered: u64,
+    /// Of those, by kind (only `invalid`, `transient`, `trap` and `limit`
+    /// come from a stage).
+    pub dead_letters: DeadLetterCounts,
+    /// Inputs that trapped the instance.
+    pub trapped: u64,
     /// Retries of transient errors.
-    pub retried: AtomicU64,
-    /// Messages being processed right now.
-    pub in_flight: AtomicU64,
-    /// Time per message (µs), retries included, queueing not.
-    latency: Mutex<Histogram<u64>>,
+    pub retried: u64,
+    /// Messages being processed.
+    pub in_flight: u64,
+    /// Messages waiting behind a busy key (`partition_by = "key"`).
+    pub queued: u64,
+    /// Instances made during the run (the one made when the pipeline was
+    /// built not counted).
+    pub instances_made: u64,
+    /// Instances let go after a message because the stage isolates
+    /// messages, or worn out (`recycle_after`).
+    pub instances_recycled: u64,
+    /// Instances dropped because they trapped.
+    pub instances_trapped: u64,
+    /// Time per message in microseconds, retries included, queueing not.
+    pub latency_us: Summary,
+    /// Messages per job (per guest call, but for messages run again
+    /// alone); its `count` is the number of jobs.
+    pub batch_size: Summary,
 }
 
-impl Default for StageCounters {
-    fn default() -> Self {
-        StageCounters {
-            name: String::new(),
-            input: AtomicU64::new(0),
-            output: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            trapped: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            // 1 µs to 1 hour, 2 significant digits.
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds")),
-        }
+/// Dead letters by their `error` kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct DeadLetterCounts {
+    /// The stage returned `invalid`.
+    pub invalid: u64,
+    /// The stage returned `transient`, and the retries were spent.
+    pub transient: u64,
+    /// The stage crashed, or could no longer start an instance.
+    pub trap: u64,
+    /// The stage broke one of its limits.
+    pub limit: u64,
+    /// The source could not make a message of the input.
+    pub input: u64,
+    /// The sink could not write the message in its format.
+    pub output: u64,
+}
+
+impl DeadLetterCounts {
+    /// Dead letters of every kind.
+    pub fn total(&self) -> u64 {
+        self.invalid + self.transient + self.trap + self.limit + self.input + self.output
     }
 }
 
-impl StageCounters {
-    /// Records `count` messages that each took `latency`.
-    pub(crate) fn record_latency(&self, latency: Duration, count: u64) {
-        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = h.record_n(micros, count);
-    }
-
-    fn latency_ms(&self, quantile: f64) -> f64 {
-        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if h.is_empty() { 0.0 } else { h.value_at_quantile(quantile) as f64 / 1000.0 }
-    }
+/// A distribution of values (in the unit its field names): how many, their
+/// sum, and quantiles to two significant digits. All 0 when empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Values recorded.
+    pub count: u64,
+    /// Their sum.
+    pub sum: u64,
+    /// The median.
+    pub p50: u64,
+    /// The 99th percentile.
+    pub p99: u64,
+    /// The largest.
+    pub max: u64,
 }
 
 impl Stats {
-    pub(crate) fn new(stage_names: impl IntoIterator<Item = String>) -> Self {
-        Stats {
-            stages: stage_names.into_iter().map(|name| StageCounters { name, ..Default::default() }).collect(),
-            ..Default::default()
-        }
-    }
-
-    /// A snapshot as a report.
+    /// The snapshot as a report of a run that took `elapsed`.
     pub fn report(&self, elapsed: Duration) -> RunReport {
+        let ms = |us: u64| us as f64 / 1000.0;
         RunReport {
-            read: self.read.load(Relaxed),
-            skipped: self.skipped.load(Relaxed),
-            written: self.written.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
+            read: self.read,
+            skipped: self.skipped,
+            written: self.written,
+            dead_lettered: self.dead_lettered,
             elapsed,
             stages: self
                 .stages
                 .iter()
                 .map(|s| StageReport {
                     name: s.name.clone(),
-                    input: s.input.load(Relaxed),
-                    output: s.output.load(Relaxed),
-                    dropped: s.dropped.load(Relaxed),
-                    dead_lettered: s.dead_lettered.load(Relaxed),
-                    trapped: s.trapped.load(Relaxed),
-                    retried: s.retried.load(Relaxed),
-                    in_flight: s.in_flight.load(Relaxed),
-                    latency_p50_ms: s.latency_ms(0.5),
-                    latency_p99_ms: s.latency_ms(0.99),
+                    input: s.input,
+                    output: s.output,
+                    dropped: s.dropped,
+                    dead_lettered: s.dead_lettered,
+                    trapped: s.trapped,
+                    retried: s.retried,
+                    in_flight: s.in_flight,
+                    latency_p50_ms: ms(s.latency_us.p50),
+                    latency_p99_ms: ms(s.latency_us.p99),
                 })
                 .collect(),
             stopped_after: None,

@@ -15,55 +15,80 @@
 //!
 //! With `concurrency = 1` jobs run on this task itself (no hop between
 //! threads); with more, each is spawned, so CPU-bound stages use every core.
+//!
+//! This file admits messages and schedules jobs; `outcome` finishes them,
+//! `keyed` keeps a keyed stage's queues, `breaker` is the circuit breaker.
 
+mod breaker;
+mod keyed;
+mod outcome;
+
+use super::BuiltStage;
 use super::batch_size::BatchSize;
-use super::dead_letter::{DeadLetter, Kind};
+use super::dead_letter::DeadLetter;
 use super::error::RunError;
+use super::events::{Queued, StageEvents, Started, Unqueued};
 use super::halt::Halt;
 use super::in_flight::{AbortOnDrop, InFlight, Job};
-use super::job::{Done, EmitPlan, Failure, JobPlan, Ran, Runner, Stuck, job};
+use super::job::{EmitPlan, JobPlan, Runner, job};
 use super::slots::{Seat, Slot, Slots};
-use super::stats::{StageCounters, Stats};
-use super::task::{TaskError, send_dead};
-use crate::bindings::Message;
+use super::task::TaskError;
 use crate::config::{EmitMode, Execution, Order, PartitionBy};
 use crate::envelope::Envelope;
-use crate::limits::log_safe;
+use breaker::Breaker;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
-use std::collections::{HashMap, VecDeque};
+use keyed::{Keys, key_of};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
 use tokio::sync::mpsc::{Receiver, Sender};
 
 pub(super) struct StageTask {
-    pub(super) runner: Runner,
-    pub(super) exec: Execution,
-    pub(super) stats: Arc<Stats>,
-    pub(super) index: usize,
-    pub(super) dead: Sender<DeadLetter>,
+    runner: Runner,
+    exec: Execution,
+    events: StageEvents,
+    dead: Sender<DeadLetter>,
     /// The stage's slots and idle instances.
-    pub(super) slots: Arc<Slots>,
-    pub(super) failures_in_a_row: u32,
+    slots: Arc<Slots>,
+    breaker: Breaker,
     /// Set when the run starts.
-    pub(super) emit: EmitPlan,
-    /// Messages in the pipeline, when it checkpoints.
+    emit: EmitPlan,
     /// Stops the run if this stage can no longer start an instance; `None`
     /// when the run checkpoints (it then fails, and resumes from its last
     /// checkpoint).
-    pub(super) halt: Option<Arc<Halt>>,
+    halt: Option<Arc<Halt>>,
     /// Why this stage can no longer start an instance, once it cannot: it
     /// runs nothing more, and dead-letters what it gets with this reason.
-    pub(super) stuck: Option<String>,
+    stuck: Option<String>,
     /// Bytes of outputs of finished jobs an ordered stage holds until the
     /// jobs before them finish (one waiting out a retry's backoff, say).
-    pub(super) held: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
 }
 
 impl StageTask {
-    fn counters(&self) -> &StageCounters {
-        &self.stats.stages[self.index]
+    /// The task of a built stage: its events go to `events`, its dead
+    /// letters to `dead`, and `halt` is where it stops the run if it can no
+    /// longer start an instance (`None` when the run checkpoints).
+    pub(super) fn new(
+        built: BuiltStage,
+        events: StageEvents,
+        dead: Sender<DeadLetter>,
+        halt: Option<Arc<Halt>>,
+    ) -> Self {
+        let BuiltStage { runner, exec, first } = built;
+        let slots = Slots::new(&runner, exec.concurrency, first, exec.isolate, exec.recycle_after, events.clone());
+        StageTask {
+            runner,
+            exec,
+            events,
+            dead,
+            slots,
+            breaker: Breaker::default(),
+            emit: EmitPlan::Unused,
+            halt,
+            stuck: None,
+            held: Arc::default(),
+        }
     }
 
     /// Where emitted messages go: at once, unless that would break the
@@ -87,10 +112,9 @@ impl StageTask {
         !(ordered && matches!(self.emit, EmitPlan::Now(..)))
     }
 
+    /// Messages enter a job (or are refused, by a stuck stage).
     fn count_in(&self, messages: usize) {
-        let counters = self.counters();
-        counters.input.fetch_add(messages as u64, Relaxed);
-        counters.in_flight.fetch_add(messages as u64, Relaxed);
+        self.events.emit(Started { messages: messages as u64 });
     }
 
     /// Starts a job in `seat`: on this task with `concurrency = 1`, else
@@ -126,10 +150,8 @@ impl StageTask {
             (false, Order::Ordered) => InFlight::Ordered(FuturesOrdered::new()),
             _ => InFlight::Unordered(FuturesUnordered::new()),
         };
-        // Keyed: the keys with a message in flight, each with the messages
-        // waiting behind it (counted in `waiting`, not yet in flight).
-        let mut busy: HashMap<Vec<u8>, VecDeque<Envelope>> = HashMap::new();
-        let mut waiting = 0usize;
+        // Keyed: the keys with a message in flight, and those waiting behind them.
+        let mut keys = Keys::default();
         let mut input_open = true;
         let mut size = BatchSize::new(self.exec.batch, self.exec.batch_window);
         // Messages taken for the next job, waiting for a slot (not keyed).
@@ -142,7 +164,7 @@ impl StageTask {
             let held = self.held.load(Relaxed) <= self.runner.limits().max_total_output_bytes;
             let room = in_flight.len() < reorder_room && held;
             // Keyed jobs take their slot themselves, so admission counts them.
-            let keyed_room = in_flight.len() < self.exec.concurrency && waiting < self.exec.buffer;
+            let keyed_room = in_flight.len() < self.exec.concurrency && keys.waiting() < self.exec.buffer;
             tokio::select! {
                 // Finish before starting: frees slots, keeps the reorder buffer short.
                 biased;
@@ -164,24 +186,17 @@ impl StageTask {
                     }
                     size.observe(messages, busy_for);
                     if let Some(key) = key {
-                        match busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                            Some(next) if self.stuck.is_some() => {
-                                // No job will run for this key again: all its queue goes.
-                                let queued: Vec<Envelope> =
-                                    std::iter::once(next).chain(busy.remove(&key).unwrap_or_default()).collect();
-                                waiting -= queued.len();
+                        if self.stuck.is_some() {
+                            // No job will run for this key again: all its queue goes.
+                            let queued = keys.take_all(&key);
+                            if !queued.is_empty() {
                                 self.count_in_queued(queued.len());
                                 self.refuse(queued).await?;
                             }
-                            Some(next) => {
-                                waiting -= 1;
-                                self.count_in_queued(1);
-                                let seat = self.seat(None);
-                                in_flight.push(self.start(seat, vec![next]));
-                            }
-                            None => {
-                                busy.remove(&key);
-                            }
+                        } else if let Some(next) = keys.next(&key) {
+                            self.count_in_queued(1);
+                            let seat = self.seat(None);
+                            in_flight.push(self.start(seat, vec![next]));
                         }
                     }
                 }
@@ -210,18 +225,13 @@ impl StageTask {
                         }
                         _ if keyed => {
                             let envelope = next.pop().expect("one message received");
-                            self.counters().input.fetch_add(1, Relaxed);
-                            match busy.get_mut(&key_of(&envelope.message)) {
-                                Some(queue) => {
-                                    queue.push_back(envelope);
-                                    waiting += 1;
-                                }
-                                None => {
-                                    busy.insert(key_of(&envelope.message), VecDeque::new());
-                                    self.counters().in_flight.fetch_add(1, Relaxed);
+                            match keys.arrive(envelope) {
+                                Some(envelope) => {
+                                    self.count_in(1);
                                     let seat = self.seat(None);
                                     in_flight.push(self.start(seat, vec![envelope]));
                                 }
+                                None => self.events.emit(Queued),
                             }
                         }
                         // A free slot: start at once (the common case), else
@@ -259,153 +269,6 @@ impl StageTask {
     /// Messages queued behind a busy key enter the flight count when they
     /// leave the queue (their input was counted when they arrived).
     fn count_in_queued(&self, messages: usize) {
-        self.counters().in_flight.fetch_add(messages as u64, Relaxed);
+        self.events.emit(Unqueued { messages: messages as u64 });
     }
-
-    /// The stage could not make an instance: without checkpoints the run
-    /// stops as an interrupt does (the source stops reading) and the messages
-    /// this stage can no longer run are dead-lettered with the reason; with
-    /// checkpoints, the run fails and resumes from its last checkpoint.
-    async fn get_stuck(&mut self, Stuck { error, messages }: Stuck) -> Result<(), TaskError> {
-        let stage = self.runner.name().to_string();
-        let Some(halt) = &self.halt else {
-            self.counters().in_flight.fetch_sub(messages.len() as u64, Relaxed);
-            return Err(RunError::Restart { stage, error }.into());
-        };
-        let why = log_safe(&error.to_string()).into_owned();
-        tracing::error!(stage, "cannot start a new instance, stopping the run: {why}");
-        let reason = format!("stage `{stage}` cannot start a new instance: {why}");
-        halt.stop(&reason);
-        self.stuck = Some(format!("not processed: {reason}"));
-        self.refuse(messages).await
-    }
-
-    /// Dead-letters messages this stage can no longer run (it cannot start),
-    /// so that each input still ends as outputs or a dead letter.
-    async fn refuse(&self, messages: Vec<Envelope>) -> Result<(), TaskError> {
-        let reason = self.stuck.clone().expect("only a stuck stage refuses messages");
-        let halt = self.halt.as_ref().expect("only a halting stage gets stuck");
-        halt.unfinished(messages.len() as u64);
-        let counters = self.counters();
-        counters.in_flight.fetch_sub(messages.len() as u64, Relaxed);
-        counters.dead_lettered.fetch_add(messages.len() as u64, Relaxed);
-        for Envelope { message, origin } in messages {
-            send_dead(&self.dead, self.runner.name(), Kind::Trap, reason.clone(), origin, message).await?;
-        }
-        Ok(())
-    }
-
-    /// Finishes a job's messages in order: the outputs of the whole job go
-    /// downstream together, failures to the dead-letter task. Counters are
-    /// updated once per job, not per message. Returns the job's messages
-    /// that did not run (to run next, in a job of their own).
-    async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<Vec<Envelope>, TaskError> {
-        let Ran { done, stuck, busy: _, requeue, held } = ran;
-        self.held.fetch_sub(held, Relaxed);
-        let stats = self.stats.clone();
-        let counters = &stats.stages[self.index];
-        counters.in_flight.fetch_sub(done.len() as u64, Relaxed);
-        // Messages of one batch share a latency: record it once for all.
-        let mut same_latency: Option<(Duration, u64)> = None;
-        let mut outputs = Vec::with_capacity(done.len());
-        for done in done {
-            match &mut same_latency {
-                Some((latency, count)) if *latency == done.latency => *count += 1,
-                _ => {
-                    if let Some((latency, count)) = same_latency.replace((done.latency, 1)) {
-                        counters.record_latency(latency, count);
-                    }
-                }
-            }
-            self.finish(done, &mut outputs).await?;
-        }
-        if let Some((latency, count)) = same_latency {
-            counters.record_latency(latency, count);
-        }
-        counters.output.fetch_add(outputs.len() as u64, Relaxed);
-        send_all(tx, outputs).await?;
-        if let Some(stuck) = stuck {
-            self.get_stuck(stuck).await?;
-        }
-        Ok(requeue)
-    }
-
-    /// Accounts for a finished message: its outputs join `outputs`, or it
-    /// goes to the dead-letter task.
-    async fn finish(&mut self, done: Done, outputs: &mut Vec<Envelope>) -> Result<(), TaskError> {
-        let Done { envelope, sent, sent_last, result, retries, latency: _ } = done;
-        let counters = &self.stats.stages[self.index];
-        if retries > 0 {
-            counters.retried.fetch_add(u64::from(retries), Relaxed);
-        }
-        if sent > 0 {
-            counters.output.fetch_add(sent as u64, Relaxed);
-        }
-        let limits = *self.runner.limits();
-        let (kind, reason) = match result {
-            Ok(messages) => match sent_last.add_all(&messages, &limits.output_caps()) {
-                Ok(_) => {
-                    self.failures_in_a_row = 0;
-                    if messages.is_empty() && sent == 0 {
-                        counters.dropped.fetch_add(1, Relaxed);
-                    }
-                    let origin = envelope.origin;
-                    outputs.extend(messages.into_iter().map(|message| Envelope { message, origin: origin.clone() }));
-                    // The input is done here unless its outputs go on.
-                    origin.settle();
-                    return Ok(());
-                }
-                Err(breach) => (Kind::Limit, breach.to_string()),
-            },
-            Err(Failure::Rejected(kind, reason)) => (kind, reason),
-            Err(Failure::Trapped(trap)) => {
-                counters.trapped.fetch_add(1, Relaxed);
-                let (kind, reason) = (if trap.limit { Kind::Limit } else { Kind::Trap }, trap.to_string());
-                // Not `reason`: the guest's stderr in it is in the log already, line
-                // by line as the guest wrote it (capabilities/stdio); the dead letter keeps both.
-                tracing::warn!(
-                    stage = &**self.runner.name(),
-                    position = envelope.origin.position,
-                    "{}",
-                    log_safe(&trap.reason)
-                );
-                (kind, reason)
-            }
-        };
-        self.failures_in_a_row += 1;
-        let max = limits.max_consecutive_failures;
-        if max > 0 && self.failures_in_a_row >= max {
-            let stage = self.runner.name().to_string();
-            return Err(RunError::CircuitOpen {
-                stage,
-                failures: self.failures_in_a_row,
-                last: log_safe(&reason).into_owned(),
-            }
-            .into());
-        }
-        counters.dead_lettered.fetch_add(1, Relaxed);
-        send_dead(&self.dead, self.runner.name(), kind, reason, envelope.origin, envelope.message).await?;
-        Ok(())
-    }
-}
-
-/// Sends `outputs` downstream in order, taking room in the channel for as
-/// many at once as it can hold: one wait per batch rather than per message.
-async fn send_all(tx: &Sender<Envelope>, outputs: Vec<Envelope>) -> Result<(), TaskError> {
-    let mut left = outputs.len();
-    let mut outputs = outputs.into_iter();
-    while left > 0 {
-        let room = left.min(tx.max_capacity());
-        let permits = tx.reserve_many(room).await.map_err(|_| TaskError::Closed)?;
-        for (permit, envelope) in permits.zip(outputs.by_ref()) {
-            permit.send(envelope);
-        }
-        left -= room;
-    }
-    Ok(())
-}
-
-/// The partition of a keyed message: its key; messages without one share a partition.
-fn key_of(message: &Message) -> Vec<u8> {
-    message.key.clone().unwrap_or_default()
 }

@@ -6,109 +6,27 @@
 //! backoff gives both back (it is *parked*): the stage's other messages go
 //! on meanwhile, and an ordered stage's reorder buffer holds their outputs
 //! until the parked one is done.
+//!
+//! This file runs a job's messages; `retry` waits out a retry's backoff,
+//! `port` is where emitted messages go, `runner` what runs a stage.
+
+mod port;
+mod retry;
+mod runner;
+
+pub(super) use port::{EmitPlan, JobPlan};
+pub(super) use runner::{NativeRunner, Runner};
 
 use super::dead_letter::Kind;
 use super::slots::Seat;
 use crate::bindings::{Message, StageError};
-use crate::capabilities::emit::{Downstream, EmitTarget, Emitted, Stopping};
+use crate::capabilities::emit::Emitted;
 use crate::config::RetryConfig;
 use crate::envelope::{Envelope, Origin};
-use crate::limits::Limits;
-use crate::stage::{LoadError, NativeStage, StagePre, Trap};
-use futures_util::future::BoxFuture;
-use std::sync::Arc;
+use crate::native::NativeStage;
+use crate::stage::{LoadError, StagePre, Trap};
+use retry::retry_after;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::Sender;
-
-/// What runs a stage's messages.
-#[derive(Clone)]
-pub(super) enum Runner {
-    /// A WebAssembly component, in instances from `StagePre`.
-    Wasm(Arc<StagePre>),
-    /// A Rust function (`StageConfig::native`).
-    Native(NativeRunner),
-}
-
-#[derive(Clone)]
-pub(super) struct NativeRunner {
-    pub(super) name: Arc<str>,
-    pub(super) limits: Limits,
-    pub(super) stage: NativeStage,
-}
-
-impl Runner {
-    pub(super) fn name(&self) -> &Arc<str> {
-        match self {
-            Runner::Wasm(pre) => pre.name(),
-            Runner::Native(native) => &native.name,
-        }
-    }
-
-    pub(super) fn limits(&self) -> &Limits {
-        match self {
-            Runner::Wasm(pre) => pre.limits(),
-            Runner::Native(native) => &native.limits,
-        }
-    }
-}
-
-/// How a stage's jobs run: its retries, and where emitted messages go.
-#[derive(Clone)]
-pub(super) struct JobPlan {
-    pub(super) retry: RetryConfig,
-    pub(super) emit: EmitPlan,
-}
-
-/// Where a stage's emitted messages go.
-#[derive(Clone)]
-pub(super) enum EmitPlan {
-    /// The stage does not emit.
-    Unused,
-    /// Downstream at once, each tagged with its input's origin.
-    Now(Sender<Envelope>),
-    /// Held until the message succeeds.
-    Held,
-}
-
-impl EmitPlan {
-    fn target(&self, origin: &Origin) -> Option<EmitTarget> {
-        match self {
-            EmitPlan::Unused => None,
-            EmitPlan::Now(tx) => {
-                Some(EmitTarget::Now(Box::new(SendOn { tx: tx.clone(), origin: Some(origin.clone()) })))
-            }
-            EmitPlan::Held => Some(EmitTarget::Held),
-        }
-    }
-}
-
-/// The emit port of one call: what the stage emits goes downstream with its
-/// input's origin (and a share of its acknowledgement).
-struct SendOn {
-    tx: Sender<Envelope>,
-    origin: Option<Origin>,
-}
-
-impl Downstream for SendOn {
-    fn send(&mut self, message: Message) -> BoxFuture<'_, Result<(), Stopping>> {
-        Box::pin(async move {
-            let permit = self.tx.reserve().await.map_err(|_| Stopping)?;
-            let origin = self.origin.clone().expect("set until the port is dropped");
-            permit.send(Envelope { message, origin });
-            Ok(())
-        })
-    }
-}
-
-impl Drop for SendOn {
-    /// The port's own share only stood for the call: the messages it sent
-    /// and the input itself hold theirs.
-    fn drop(&mut self) {
-        if let Some(origin) = self.origin.take() {
-            origin.settle();
-        }
-    }
-}
 
 /// What came of a job.
 pub(super) struct Ran {
@@ -330,41 +248,4 @@ async fn single(
         }
     };
     Ok(Done { envelope, sent, sent_last, result, retries, latency: started.elapsed() })
-}
-
-/// After a `transient` error: waits out the backoff (parked) and returns
-/// `None` to try again, or, once `retry.max` retries are spent, the failure
-/// to dead-letter.
-async fn retry_after(retry: &RetryConfig, retries: &mut u32, reason: String, seat: &mut Seat) -> Option<Failure> {
-    if *retries < retry.max {
-        seat.wait(backoff(retry, *retries)).await;
-        *retries += 1;
-        return None;
-    }
-    let reason = if *retries > 0 { format!("{reason} (after {retries} retries)") } else { reason };
-    Some(Failure::Rejected(Kind::Transient, reason))
-}
-
-/// Exponential backoff with "equal jitter": half the delay fixed, half random,
-/// so that retries of many messages spread out.
-fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let exp = retry.backoff.saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX)).min(retry.max_backoff);
-    let half = exp / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_within_jitter_and_is_capped() {
-        let retry = RetryConfig { max: 10, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1) };
-        for attempt in 0..4 {
-            let full = Duration::from_millis(100 << attempt);
-            let d = backoff(&retry, attempt);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff(&retry, 30) <= Duration::from_secs(1));
-    }
 }
