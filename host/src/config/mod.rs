@@ -44,10 +44,12 @@
 //! `schema` is the file as serde reads it; `pipeline` and `stage` the types
 //! built from it (or in code), `resolve` what their paths and defaults come
 //! to, `validate` what serde cannot check; `sections` and `execution` the
-//! plain settings; `tables` and `error` the errors' text and places.
+//! plain settings, `grants` a stage's authority; `tables` and `error` the
+//! errors' text and places.
 
 mod error;
 mod execution;
+mod grants;
 mod pipeline;
 #[cfg(test)]
 mod props;
@@ -62,12 +64,13 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use execution::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
+pub use grants::Grants;
 pub use pipeline::PipelineConfig;
 pub use sections::{
     Allocator, DeadLetterConfig, DeadLetterKind, EngineConfig, Format, SinkConfig, SinkKind, SourceConfig, SourceKind,
     StateBackend, StateConfig,
 };
-pub use stage::{Grants, StageConfig};
+pub use stage::StageConfig;
 
 /// The only version of the pipeline file format this build reads.
 pub const VERSION: u32 = 1;

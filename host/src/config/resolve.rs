@@ -2,9 +2,9 @@
 //! pipeline file's directory, default file names, the limits and grants a
 //! stage runs with.
 
+use super::grants::Grants;
 use super::pipeline::PipelineConfig;
 use super::sections::{SinkKind, SourceKind};
-use super::stage::Grants;
 use crate::limits::Limits;
 use std::path::{Path, PathBuf};
 

@@ -8,8 +8,8 @@
 //! field" error: `tests/all/config_errors.rs` pins it.
 
 use super::execution::{EmitMode, Order, PartitionBy, RetryConfig};
+use super::grants::Grants;
 use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SourceConfig, StateConfig};
-use super::stage::Grants;
 use crate::limits::LimitsConfig;
 use serde::Deserialize;
 use std::path::PathBuf;

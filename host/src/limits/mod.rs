@@ -153,6 +153,7 @@ impl<'de> Deserialize<'de> for Limit<Duration> {
 /// pipeline's, then the default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LimitsConfig {
     /// Fuel (roughly, WebAssembly instructions) per message, or `"unlimited"`.
     pub fuel: Option<Limit<u64>>,

@@ -40,6 +40,7 @@ impl StageLoadError {
 
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The pipeline file is wrong.
     #[error(transparent)]
@@ -60,6 +61,7 @@ pub enum BuildError {
 
 /// Why a run failed. Output files are not written when a run fails.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The input could not be opened or read.
     #[error("cannot read input {}: {error}", path.display())]

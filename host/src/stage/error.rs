@@ -12,6 +12,7 @@ use wasmtime::Store;
 
 /// Why a stage's component could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read {}: {error}", path.display())]
