@@ -34,8 +34,9 @@ pub use config::{
 };
 pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
 pub use limits::{Limit, Limits, LimitsConfig};
+pub use native::NativeStage;
 pub use pipeline::{
     BuildError, CompiledStage, DeadLetterCounts, Error, LiveStats, Pipeline, RunError, RunReport, StageLoadError,
     StageReport, StageStats, Stats, Summary, compile, run_blocking,
 };
-pub use native::NativeStage;
+pub use stage::{LoadError, Trap};

@@ -2,7 +2,7 @@
 
 use super::error::{BuildError, StageLoadError};
 use super::events::Events;
-use super::job::{NativeRunner, Runner};
+use super::runner::{NativeRunner, Runner};
 use super::{BuiltStage, Pipeline};
 use crate::config::{Allocator, PipelineConfig, StateBackend};
 use crate::engine::memory::{self, StageMemory};

@@ -11,6 +11,7 @@ mod events;
 mod halt;
 mod in_flight;
 mod job;
+mod runner;
 mod running;
 mod sink;
 mod slots;
@@ -21,7 +22,8 @@ mod task;
 
 pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};
-pub use stats::{DeadLetterCounts, LiveStats, RunReport, StageReport, StageStats, Stats, Summary};
+pub use events::LiveStats;
+pub use stats::{DeadLetterCounts, RunReport, StageReport, StageStats, Stats, Summary};
 
 use crate::config::PipelineConfig;
 use crate::connect::{MemorySink, MemorySource};
@@ -42,7 +44,7 @@ pub struct Pipeline {
 }
 
 struct BuiltStage {
-    runner: job::Runner,
+    runner: runner::Runner,
     exec: crate::config::Execution,
     /// The instance made at build time to check `init`; the run starts with it.
     first: Option<StageInstance>,

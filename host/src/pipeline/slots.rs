@@ -3,7 +3,7 @@
 //! runs the guest, and gives both back while it waits out a retry's backoff.
 
 use super::events::{InstanceDropped, InstanceMade, StageEvents};
-use super::job::Runner;
+use super::runner::Runner;
 use crate::stage::{LoadError, StageInstance, StagePre};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};

@@ -1,23 +1,8 @@
 //! What a run tells about itself: [`Stats`], a snapshot of its counters
-//! (taken from the live ones, [`super::events`], through [`LiveStats`]),
+//! (taken from the live ones, [`super::events`], through `LiveStats`),
 //! and [`RunReport`], what the run did, made from the last snapshot.
 
-use super::events::Events;
 use std::time::Duration;
-
-/// The counters of a running pipeline, to take snapshots of while it runs
-/// (for progress, or an exporter): [`Pipeline::stats`](super::Pipeline::stats).
-#[derive(Clone)]
-pub struct LiveStats(pub(super) Events);
-
-impl LiveStats {
-    /// The counters as they are now. Each is read on its own, so a snapshot
-    /// taken while messages move may be a message or so apart between
-    /// counts, never more.
-    pub fn snapshot(&self) -> Stats {
-        self.0.snapshot()
-    }
-}
 
 /// A snapshot of a run's counters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -78,3 +78,17 @@ impl StageEvents {
         event.record(&self.0);
     }
 }
+
+/// The counters of a running pipeline, to take snapshots of while it runs
+/// (for progress, or an exporter): [`Pipeline::stats`](crate::Pipeline::stats).
+#[derive(Clone)]
+pub struct LiveStats(pub(in crate::pipeline) Events);
+
+impl LiveStats {
+    /// The counters as they are now. Each is read on its own, so a snapshot
+    /// taken while messages move may be a message or so apart between
+    /// counts, never more.
+    pub fn snapshot(&self) -> Stats {
+        self.0.snapshot()
+    }
+}

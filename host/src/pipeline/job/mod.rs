@@ -12,12 +12,11 @@
 
 mod port;
 mod retry;
-mod runner;
 
 pub(super) use port::{EmitPlan, JobPlan};
-pub(super) use runner::{NativeRunner, Runner};
 
 use super::dead_letter::Kind;
+use super::runner::Runner;
 use super::slots::Seat;
 use crate::bindings::{Message, StageError};
 use crate::capabilities::emit::Emitted;
