@@ -53,16 +53,16 @@ impl<S: Source> SourceTask<S> {
             }
             // A checkpoint after the last input read, once due by count or
             // time. If a task fails meanwhile, the pipeline never empties: stop.
-            if let (Some(c), Some(acks)) = (checkpoints.as_mut(), acks.as_mut()) {
-                if c.due() {
-                    let since = Instant::now();
-                    tokio::select! {
-                        taken = c.take(read_through, acks, &mut source) => taken?,
-                        () = tx.closed() => return Err(TaskError::Closed),
-                        () = dead.closed() => return Err(TaskError::Closed),
-                    }
-                    events.emit(CheckpointTaken { took: since.elapsed() });
+            if let (Some(c), Some(acks)) = (checkpoints.as_mut(), acks.as_mut())
+                && c.due()
+            {
+                let since = Instant::now();
+                tokio::select! {
+                    taken = c.take(read_through, acks, &mut source) => taken?,
+                    () = tx.closed() => return Err(TaskError::Closed),
+                    () = dead.closed() => return Err(TaskError::Closed),
                 }
+                events.emit(CheckpointTaken { took: since.elapsed() });
             }
             let input = tokio::select! {
                 biased;
