@@ -142,6 +142,7 @@ impl Stats {
 
 /// What a run did, overall and per stage.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// Messages read from the source.
     pub read: u64,
@@ -168,6 +169,7 @@ pub struct RunReport {
 
 /// What one stage did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct StageReport {
     /// The stage's name.
     pub name: String,
