@@ -173,20 +173,32 @@ fn main() {
         }
         return;
     }
-    std::fs::write(&out, report + &kept_latency_block(&out)).unwrap();
+    std::fs::write(&out, report + &kept_blocks(&out)).unwrap();
     eprintln!("wrote {} in {:.0} s", out.display(), started.elapsed().as_secs_f64());
 }
 
-/// The latency section (`--bench latency` writes it between its markers):
-/// kept when this bench rewrites the report, since this run did not measure it.
-fn kept_latency_block(out: &Path) -> String {
+/// The sections this bench does not measure, each between its own markers
+/// (`<!-- latency:begin -->` … `<!-- latency:end -->`, which `--bench
+/// latency` writes; notes such as the compile cache's): kept, in order,
+/// when this bench rewrites the report.
+fn kept_blocks(out: &Path) -> String {
     let old = std::fs::read_to_string(out).unwrap_or_default();
-    match (old.find("<!-- latency:begin -->"), old.find("<!-- latency:end -->")) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("\n{}\n", &old[begin..end + "<!-- latency:end -->".len()])
-        }
-        _ => String::new(),
+    let mut kept = String::new();
+    let mut rest = old.as_str();
+    while let Some(begin) = rest.find("<!-- ") {
+        let name = rest[begin + 5..].split_once(":begin -->").map(|(name, _)| name);
+        let Some(name) = name.filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')) else {
+            rest = &rest[begin + 5..];
+            continue;
+        };
+        let end_marker = format!("<!-- {name}:end -->");
+        let Some(end) = rest[begin..].find(&end_marker).map(|e| begin + e + end_marker.len()) else { break };
+        kept.push('\n');
+        kept.push_str(&rest[begin..end]);
+        kept.push('\n');
+        rest = &rest[end..];
     }
+    kept
 }
 
 /// `old` (a whole report) with the sections in `body` and the summary rows in
