@@ -188,7 +188,7 @@ async fn connector_kinds_are_checked_with_their_settings() {
         ("[sink]\ntype = \"file\"\n", "<dir>/pipeline.toml:3:8: a `file` sink needs `path`: the file to write"),
         (
             "[source]\ntype = \"kafka\"\n",
-            "<dir>/pipeline.toml:3:8: unknown variant `kafka`, expected `file` or `stdin`",
+            "<dir>/pipeline.toml:3:8: `type` must be \"file\" or \"stdin\", not `\"kafka\"`",
         ),
     ];
     for (section, want) in cases {

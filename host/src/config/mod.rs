@@ -45,11 +45,14 @@
 //! built from it (or in code), `resolve` what their paths and defaults come
 //! to, `validate` what serde cannot check; `sections` and `execution` the
 //! plain settings, `grants` a stage's authority; `tables` and `error` the
-//! errors' text and places.
+//! errors' text and places; `explain` words serde's errors for the user,
+//! with what each key takes from `keys`.
 
 mod error;
 mod execution;
+mod explain;
 mod grants;
+mod keys;
 mod pipeline;
 #[cfg(test)]
 mod props;

@@ -2,7 +2,7 @@
 //! in code; what it holds and how to change it. Paths are resolved in
 //! `resolve`, and the whole is checked in `validate`.
 
-use super::schema::{Document, default_shutdown_timeout, unplaced, with_duration_hint};
+use super::schema::{Document, default_shutdown_timeout, unplaced};
 use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SourceConfig, StateConfig};
 use super::stage::StageConfig;
 use super::{ConfigError, ConfigErrors, VERSION};
@@ -85,12 +85,7 @@ impl PipelineConfig {
     /// and anchors relative paths.
     pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigErrors> {
         let doc: Document = toml::from_str(text).map_err(|e| {
-            let mut message = e.message().trim_end().to_string();
-            if message == "missing field `version`" {
-                message.push_str(": add `version = 1` at the top of the file");
-            }
-            with_duration_hint(&mut message);
-            ConfigErrors(vec![ConfigError::new(file, Some(text), e.span(), message)])
+            ConfigErrors(vec![ConfigError::new(file, Some(text), e.span(), super::explain::message(&e, text))])
         })?;
         let arrays = super::tables::arrays_for_tables(text);
         if !arrays.is_empty() {

@@ -159,8 +159,70 @@ fn parse_checked(text: &str) -> Result<Option<ConfigErrors>, TestCaseError> {
         }
         let shown = e.to_string();
         prop_assert!(shown.starts_with(&format!("{}:", file.display())), "the error does not name the file: {}", shown);
+        let rust = rust_words(&e.message);
+        prop_assert!(rust.is_empty(), "the error speaks Rust ({:?}): {}", rust, shown);
     }
     Ok(Some(errors))
+}
+
+/// Rust type names and serde's phrases in `message`, outside the text in
+/// backticks or quotes (what the user wrote, or an example).
+pub(super) fn rust_words(message: &str) -> Vec<String> {
+    const TYPES: &[&str] = &[
+        "usize",
+        "isize",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "f32",
+        "f64",
+        "bool",
+        "str",
+        "String",
+        "PathBuf",
+        "Option",
+        "Vec",
+        "Duration",
+        "ByteSize",
+        "SocketAddr",
+        "Spanned",
+        "struct",
+        "enum",
+        "map",
+        "sequence",
+        "variant",
+        "untagged",
+        "field",
+    ];
+    const PHRASES: &[&str] = &["invalid type", "invalid value", "invalid length", "parsable", "wanted string"];
+    let mut plain = String::new();
+    let mut quoted = None;
+    for c in message.chars() {
+        match (quoted, c) {
+            (None, '`' | '"') => quoted = Some(c),
+            (Some(q), c) if c == q => quoted = None,
+            (None, c) => plain.push(c),
+            (Some(_), _) => {}
+        }
+    }
+    let tokens = plain.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    let mut found: Vec<String> = tokens.filter(|t| TYPES.contains(t)).map(str::to_string).collect();
+    found.extend(PHRASES.iter().filter(|p| plain.contains(*p)).map(|p| p.to_string()));
+    found
+}
+
+#[test]
+fn rust_words_are_found_outside_quotes_only() {
+    assert_eq!(rust_words("invalid type: string \"x\", expected usize"), ["usize", "invalid type"]);
+    assert_eq!(rust_words("expected struct LimitsConfig"), ["struct"]);
+    assert!(rust_words("`concurrency` must be a whole number, e.g. `concurrency = 4`, not `\"u64\"`").is_empty());
 }
 
 /// One change to the seed file.

@@ -138,11 +138,3 @@ fn default_buffer() -> Spanned<usize> {
 fn no_grants() -> Spanned<Grants> {
     unplaced(Grants::default())
 }
-
-/// humantime-serde's error names the value and says "expected a duration";
-/// an example of one helps more than the grammar.
-pub(super) fn with_duration_hint(message: &mut String) {
-    if message.ends_with("expected a duration") {
-        message.push_str(" such as \"100ms\", \"2s\" or \"1m 30s\"");
-    }
-}

@@ -17,7 +17,7 @@ fn durations_read_as_before_and_a_bad_one_is_named_with_an_example() {
     let text = "version = 1\n[[stages]]\nname = \"a\"\nplugin = \"a.wasm\"\nretries = { backoff = \"soon\" }\n";
     assert_eq!(
         parse_error(text),
-        "p.toml:5:23: invalid value: string \"soon\", expected a duration such as \"100ms\", \"2s\" or \"1m 30s\""
+        "p.toml:5:23: `backoff` must be a duration such as \"100ms\", \"2s\" or \"1m 30s\", not `\"soon\"`"
     );
 }
 
