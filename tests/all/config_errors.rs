@@ -9,7 +9,7 @@ async fn unknown_keys_name_the_allowed_ones_or_the_one_meant() {
     assert_eq!(
         err,
         "<dir>/pipeline.toml:2:1: unknown key `colour` at the top of the file: the keys allowed there are `version`, \
-         `source`, `sink`, `dead_letter`, `limits`, `shutdown_timeout`, `engine`, `state`, `stages`"
+         `source`, `sink`, `dead_letter`, `limits`, `shutdown_timeout`, `engine`, `state`, `metrics`, `stages`"
     );
     let cases = [
         ("concurency = 4", "5:1: unknown key `concurency` in a [[stages]] table: did you mean `concurrency`?"),

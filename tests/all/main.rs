@@ -12,6 +12,7 @@ mod input;
 mod languages;
 mod latency;
 mod load_errors;
+mod metrics;
 mod quickstart;
 mod resume;
 mod sandbox;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The `sluice` binary cargo built for this workspace's tests.
-fn sluice_binary() -> PathBuf {
+pub(crate) fn sluice_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
     assert!(bin.is_file(), "{} is missing: `cargo test` at the workspace root builds it", bin.display());

@@ -2,6 +2,7 @@
 
 mod check;
 mod compile;
+mod metrics;
 mod run;
 mod state;
 

@@ -1,3 +1,4 @@
+use super::metrics::{MetricsServer, draining_after};
 use anyhow::{Context, Result};
 use sluice::{LiveStats, Pipeline, PipelineConfig};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ pub(crate) struct RunCommand {
     /// they were.
     #[arg(long)]
     append: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while the pipeline
+    /// runs, with /health and /ready (overrides `[metrics] addr`), e.g.
+    /// 127.0.0.1:9898.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunCommand {
@@ -73,7 +80,16 @@ impl RunCommand {
         // path it cannot be written to must fail the run before it starts.
         let report_file = self.report_json.as_deref().map(ReportFile::create).transpose()?;
 
+        // Listening before the build: a port in use fails at once, and
+        // /health answers while stages compile (/ready says 503 until the run).
+        let metrics = match self.metrics_addr.or(config.metrics().addr) {
+            Some(addr) => Some(MetricsServer::start(addr).await?),
+            None => None,
+        };
         let pipeline = Pipeline::build(config).await?;
+        if let Some(metrics) = &metrics {
+            metrics.running(pipeline.stats());
+        }
         let helpers = [
             (self.progress > 0).then(|| tokio::spawn(report_progress(pipeline.stats(), self.progress))),
             Some(tokio::spawn(stats_on_sigusr1(pipeline.stats()))),
@@ -81,10 +97,11 @@ impl RunCommand {
         // A second signal drops the run: its tasks end with the runtime, and
         // their temporary files are removed. Nothing is written.
         let result = tokio::select! {
-            result = pipeline.run_until(shutdown_signal(drain)) => result,
+            result = pipeline.run_until(draining_after(metrics.as_ref(), shutdown_signal(drain))) => result,
             () = second_signal() => anyhow::bail!("aborted by a second signal: no output was written"),
         };
         helpers.into_iter().flatten().for_each(|h| h.abort());
+        drop(metrics);
         let report = result?;
 
         eprint!("{report}");

@@ -70,8 +70,8 @@ pub use execution::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
 pub use grants::Grants;
 pub use pipeline::PipelineConfig;
 pub use sections::{
-    Allocator, DeadLetterConfig, DeadLetterKind, EngineConfig, Format, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    StateBackend, StateConfig,
+    Allocator, DeadLetterConfig, DeadLetterKind, EngineConfig, Format, MetricsConfig, SinkConfig, SinkKind,
+    SourceConfig, SourceKind, StateBackend, StateConfig,
 };
 pub use stage::StageConfig;
 

@@ -3,7 +3,7 @@
 //! `resolve`, and the whole is checked in `validate`.
 
 use super::schema::{Document, default_shutdown_timeout, unplaced};
-use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SourceConfig, StateConfig};
+use super::sections::{DeadLetterConfig, EngineConfig, MetricsConfig, SinkConfig, SourceConfig, StateConfig};
 use super::stage::StageConfig;
 use super::{ConfigError, ConfigErrors, VERSION};
 use crate::limits::LimitsConfig;
@@ -44,6 +44,7 @@ pub struct PipelineConfig {
     pub(super) shutdown_timeout: Duration,
     pub(super) engine: EngineConfig,
     pub(super) state: StateConfig,
+    pub(super) metrics: MetricsConfig,
     pub(super) stages: Vec<StageConfig>,
     /// The file this came from; relative paths inside are relative to its directory.
     pub(super) file: Option<PathBuf>,
@@ -65,6 +66,7 @@ impl PipelineConfig {
             shutdown_timeout: default_shutdown_timeout(),
             engine: EngineConfig::default(),
             state: StateConfig::default(),
+            metrics: MetricsConfig::default(),
             stages: Vec::new(),
             file: None,
             text: None,
@@ -93,7 +95,8 @@ impl PipelineConfig {
                 arrays.into_iter().map(|(span, message)| ConfigError::new(file, Some(text), Some(span), message));
             return Err(ConfigErrors(errors.collect()));
         }
-        let Document { version, source, sink, dead_letter, limits, shutdown_timeout, engine, state, stages } = doc;
+        let Document { version, source, sink, dead_letter, limits, shutdown_timeout, engine, state, metrics, stages } =
+            doc;
         let config = PipelineConfig {
             version,
             source,
@@ -103,6 +106,7 @@ impl PipelineConfig {
             shutdown_timeout,
             engine,
             state,
+            metrics,
             stages: stages.into_iter().map(StageConfig::from).collect(),
             file: file.map(Path::to_path_buf),
             text: Some(text.to_string()),
@@ -175,6 +179,11 @@ impl PipelineConfig {
     /// The state settings, to change before building.
     pub fn state_mut(&mut self) -> &mut StateConfig {
         &mut self.state
+    }
+
+    /// Where `sluice run` serves its metrics (`[metrics]`).
+    pub fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
     }
 
     /// Engine-wide settings.

@@ -9,7 +9,7 @@
 
 use super::execution::{EmitMode, Order, PartitionBy, RetryConfig};
 use super::grants::Grants;
-use super::sections::{DeadLetterConfig, EngineConfig, SinkConfig, SourceConfig, StateConfig};
+use super::sections::{DeadLetterConfig, EngineConfig, MetricsConfig, SinkConfig, SourceConfig, StateConfig};
 use crate::limits::LimitsConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -39,6 +39,9 @@ pub(super) struct Document {
     /// Where stages' state is kept, and how often it is checkpointed.
     #[serde(default)]
     pub(super) state: StateConfig,
+    /// Where `sluice run` serves its metrics; off by default.
+    #[serde(default)]
+    pub(super) metrics: MetricsConfig,
     #[serde(default)]
     pub(super) stages: Vec<StageTable>,
 }

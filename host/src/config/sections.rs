@@ -1,5 +1,5 @@
 //! The pipeline file's sections besides the stages: source, sink, dead
-//! letters, state and engine.
+//! letters, state, engine and metrics.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -285,4 +285,27 @@ pub enum Format {
     Jsonl,
     /// One message per line, bytes as they are.
     Lines,
+}
+
+/// Where `sluice run` serves its metrics (`[metrics]`): Prometheus text at
+/// `/metrics`, and `/health` and `/ready` for an orchestrator. Off unless
+/// `addr` is set (or `--metrics-addr` given).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// The address to listen on, such as `127.0.0.1:9898`.
+    #[serde(default, deserialize_with = "listen_addr")]
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+/// std's own error ("invalid socket address syntax") does not say what a
+/// good one looks like.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address to listen on: give an IP address and a port, such as \"127.0.0.1:9898\""
+        ))
+    })
 }
