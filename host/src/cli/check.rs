@@ -1,10 +1,12 @@
+use super::outcome::{Decided, Outcome, of_build};
 use anyhow::Result;
 use sluice::{Pipeline, PipelineConfig};
 use std::path::{Path, PathBuf};
 
 /// Check a pipeline file, load every stage, and check the files a run opens:
 /// the source can be read, and the output, dead-letter and state files can be
-/// created. Reads no input.
+/// created. Reads no input. Exits 78 for anything it finds wrong, 1 if the
+/// engine or the state store fails.
 #[derive(clap::Args)]
 pub(crate) struct CheckCommand {
     /// The pipeline file (TOML).
@@ -16,16 +18,23 @@ impl CheckCommand {
         let config = PipelineConfig::from_file(&self.pipeline)?;
         // Every problem at once: the files' and the stages'.
         let mut problems = check_files(&config);
-        match Pipeline::build(config).await {
+        // Like `vector validate`: a file the pipeline names that cannot be
+        // opened is a config error here too, as the pipeline cannot run as
+        // it is; only a failure of sluice's own machinery is not.
+        let outcome = match Pipeline::build(config).await {
             Ok(pipeline) if problems.is_empty() => {
                 let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
-                eprintln!("{}: ok ({} stages: {})", self.pipeline.display(), names.len(), names.join(" → "));
+                let ok = format!("{}: ok ({} stages: {})", self.pipeline.display(), names.len(), names.join(" → "));
+                super::logging::tell(tracing::Level::INFO, &ok);
                 return Ok(());
             }
-            Ok(_) => {}
-            Err(e) => problems.push(e.to_string()),
-        }
-        anyhow::bail!("{}", problems.join("\n"))
+            Ok(_) => Outcome::ConfigError,
+            Err(e) => {
+                problems.push(e.to_string());
+                if problems.len() > 1 { Outcome::ConfigError } else { of_build(&e) }
+            }
+        };
+        Err(Decided { outcome, message: problems.join("\n") }.into())
     }
 }
 

@@ -2,11 +2,15 @@
 
 mod check;
 mod compile;
+mod logging;
 mod metrics;
+mod outcome;
 mod run;
 mod state;
 
 use clap::{Parser, Subcommand};
+use logging::LogFormat;
+use outcome::Outcome;
 use std::process::ExitCode;
 
 /// Run WebAssembly pipeline stages over a stream of messages.
@@ -19,6 +23,12 @@ struct Cli {
     /// Log filter, e.g. `warn` or `info,sluice::stage=debug` (also from SLUICE_LOG).
     #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
     log: String,
+
+    /// Log format: `text` (readable, with RFC 3339 UTC timestamps; colour
+    /// only on a terminal without NO_COLOR) or `json` (one object per line,
+    /// everything on stderr included). Also from SLUICE_LOG_FORMAT.
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -30,44 +40,45 @@ enum Command {
 }
 
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli.log);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A wrong argument is a config error (78), as a wrong pipeline file
+        // is; `--help` and `--version` are not errors.
+        Err(e) => {
+            let _ = e.print();
+            let outcome = if e.use_stderr() { Outcome::ConfigError } else { Outcome::Success };
+            return ExitCode::from(outcome.exit_code());
+        }
+    };
+    logging::init(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            logging::tell(tracing::Level::ERROR, &format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::from(Outcome::Failed.exit_code());
         }
     };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(cmd) => cmd.execute().await,
-            Command::Check(cmd) => cmd.execute().await,
-            Command::Compile(cmd) => cmd.execute().await,
-            Command::State(cmd) => cmd.execute().await,
+            Command::Check(cmd) => cmd.execute().await.map(|()| Outcome::Success),
+            Command::Compile(cmd) => cmd.execute().await.map(|()| Outcome::Success),
+            Command::State(cmd) => cmd.execute().await.map(|()| Outcome::Success),
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = match result {
+        Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let outcome = Outcome::of_error(&e);
+            if logging::json() {
+                tracing::error!(outcome = outcome.name(), exit_code = outcome.exit_code(), "{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            outcome
         }
-    }
-}
-
-fn init_logging(filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("warning: bad log filter `{filter}` ({e}); using `info`");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+    };
+    ExitCode::from(outcome.exit_code())
 }

@@ -1,8 +1,11 @@
+use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
+use super::outcome::{Aborted, BadArgument, Outcome, StoppedEarly};
 use anyhow::{Context, Result};
-use sluice::{LiveStats, Pipeline, PipelineConfig};
+use sluice::{LiveStats, Pipeline, PipelineConfig, RunReport};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tracing::Level;
 
 /// Run a pipeline over its input.
 ///
@@ -55,7 +58,55 @@ pub(crate) struct RunCommand {
 }
 
 impl RunCommand {
-    pub(crate) async fn execute(self) -> Result<()> {
+    /// Runs the pipeline, tells how it went, and writes the report (also
+    /// when the run fails): [`Outcome::Success`] or [`Outcome::Interrupted`],
+    /// or the error (whose type gives the exit status).
+    pub(crate) async fn execute(self) -> Result<Outcome> {
+        // First: a path it cannot be written to fails the run before it
+        // starts, and from here on every way the run ends is written to it.
+        let report_file = self.report_json.as_deref().map(ReportFile::create).transpose()?;
+        let mut live = None;
+        let result = self.run(&mut live).await;
+        let outcome = match &result {
+            Ok((report, _)) if report.stop_reason.is_some() => Outcome::StoppedEarly,
+            Ok((report, _)) if report.stopped_after.is_some() => Outcome::Interrupted,
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::of_error(e),
+        };
+        let (report, error) = match result {
+            Ok((report, dead_letter_path)) => {
+                self.tell_end(&report, &dead_letter_path);
+                let error = (outcome == Outcome::StoppedEarly).then(|| anyhow::Error::from(StoppedEarly));
+                (Some(report), error)
+            }
+            Err(e) => {
+                // How far a failed run got (its outputs are not written);
+                // nothing to say if it failed before its pipeline was built.
+                let report = live.map(|(stats, started)| stats.snapshot().report(started.elapsed()));
+                if let Some(report) = &report {
+                    print_report(report);
+                }
+                (report, Some(e))
+            }
+        };
+        if let Some(file) = report_file {
+            let written = file.write(report.as_ref(), outcome, error.as_ref());
+            match (written, &error) {
+                (Err(e), None) => return Err(e),
+                // The run's own error is the one to report.
+                (Err(e), Some(_)) => tracing::warn!("{e:#}"),
+                (Ok(()), _) => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+
+    /// Builds and runs the pipeline. `live` gets its stats, and when the run
+    /// started, once it is built. Returns the report and the dead-letter file.
+    async fn run(&self, live: &mut Option<(LiveStats, Instant)>) -> Result<(RunReport, PathBuf)> {
         let mut config = PipelineConfig::from_file(&self.pipeline)?;
         // Paths on the command line are relative to where the command runs.
         if let Some(input) = &self.input {
@@ -76,9 +127,6 @@ impl RunCommand {
         config.set_append(self.append);
         let dead_letter_path = config.dead_letter_path();
         let drain = humantime::format_duration(config.shutdown_timeout()).to_string();
-        // The report is written last, after the outputs are committed: a
-        // path it cannot be written to must fail the run before it starts.
-        let report_file = self.report_json.as_deref().map(ReportFile::create).transpose()?;
 
         // Listening before the build: a port in use fails at once, and
         // /health answers while stages compile (/ready says 503 until the run).
@@ -87,6 +135,7 @@ impl RunCommand {
             None => None,
         };
         let pipeline = Pipeline::build(config).await?;
+        *live = Some((pipeline.stats(), Instant::now()));
         if let Some(metrics) = &metrics {
             metrics.running(pipeline.stats());
         }
@@ -98,41 +147,44 @@ impl RunCommand {
         // their temporary files are removed. Nothing is written.
         let result = tokio::select! {
             result = pipeline.run_until(draining_after(metrics.as_ref(), shutdown_signal(drain))) => result,
-            () = second_signal() => anyhow::bail!("aborted by a second signal: no output was written"),
+            () = second_signal() => return Err(Aborted.into()),
         };
         helpers.into_iter().flatten().for_each(|h| h.abort());
         drop(metrics);
-        let report = result?;
+        Ok((result?, dead_letter_path))
+    }
 
-        eprint!("{report}");
+    /// Tells the user how a run that ended well went: its report, and where
+    /// to resume if it stopped early.
+    fn tell_end(&self, report: &RunReport, dead_letter_path: &Path) {
+        print_report(report);
         match (report.stopped_after, &report.stop_reason) {
-            (Some(line), Some(reason)) => eprintln!(
-                "stopped early: {reason}. Every line up to input line {line} was written or dead-lettered. To \
-                 resume: {}",
-                self.resume_command(line)
+            (Some(line), Some(reason)) => tell(
+                Level::WARN,
+                &format!(
+                    "stopped early: {reason}. Every line up to input line {line} was written or dead-lettered. To \
+                     resume: {}",
+                    self.resume_command(line)
+                ),
             ),
             // The whole input was read before the stage stopped.
-            (None, Some(reason)) => eprintln!("stopped early: {reason}"),
-            (Some(line), None) => eprintln!(
-                "interrupted: stopped reading after input line {line}; everything read was processed and \
-                 written. To resume: {}",
-                self.resume_command(line)
+            (None, Some(reason)) => tell(Level::WARN, &format!("stopped early: {reason}")),
+            (Some(line), None) => tell(
+                Level::WARN,
+                &format!(
+                    "interrupted: stopped reading after input line {line}; everything read was processed and \
+                     written. To resume: {}",
+                    self.resume_command(line)
+                ),
             ),
             (None, None) => {}
         }
         if report.dead_lettered > 0 {
-            eprintln!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display());
-        }
-        if let Some(file) = report_file {
-            file.write(&report)?;
-        }
-        if report.stop_reason.is_some() {
-            // What finished is written, but the input is not done: not a success.
-            anyhow::bail!(
-                "the run did not finish: a stage could no longer start (see above for why and how to resume)"
+            tell(
+                Level::INFO,
+                &format!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display()),
             );
         }
-        Ok(())
     }
 
     /// The command that resumes this run after input line `line`: the same
@@ -149,6 +201,25 @@ impl RunCommand {
         words.extend(["--skip-lines".to_string(), line.to_string(), "--append".to_string()]);
         words.join(" ")
     }
+}
+
+/// The report's table on stderr; with JSON logs, its first line as an
+/// event with the counts as fields (the whole of it is `--report-json`).
+fn print_report(report: &RunReport) {
+    if !logging::json() {
+        eprint!("{report}");
+        return;
+    }
+    let text = report.to_string();
+    tracing::info!(
+        read = report.read,
+        written = report.written,
+        dead_lettered = report.dead_lettered,
+        skipped = report.skipped,
+        elapsed_s = report.elapsed.as_secs_f64(),
+        "{}",
+        text.lines().next().unwrap_or_default()
+    );
 }
 
 fn quote(path: &Path) -> String {
@@ -182,7 +253,7 @@ struct ReportFile {
 impl ReportFile {
     fn create(path: &Path) -> Result<Self> {
         if let Some(reason) = sluice::cannot_create(path) {
-            anyhow::bail!("--report-json {}: {reason}", path.display());
+            return Err(BadArgument(format!("--report-json {}: {reason}", path.display())).into());
         }
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let temp = tempfile::Builder::new()
@@ -190,13 +261,31 @@ impl ReportFile {
             .suffix(".partial")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)
-            .with_context(|| format!("--report-json {}: cannot create a file in {}", path.display(), dir.display()))?;
+            .map_err(|e| {
+                BadArgument(format!("--report-json {}: cannot create a file in {}: {e}", path.display(), dir.display()))
+            })?;
         Ok(ReportFile { temp, path: path.to_path_buf() })
     }
 
-    fn write(mut self, report: &sluice::RunReport) -> Result<()> {
+    /// Writes the report of a run that ended with `outcome` (and `error`).
+    /// A run that failed before its pipeline was built has no counts: the
+    /// file then holds only `outcome`, `exit_code` and `error`.
+    fn write(mut self, report: Option<&RunReport>, outcome: Outcome, error: Option<&anyhow::Error>) -> Result<()> {
+        /// The library's report, with how the run ended beside its fields:
+        /// a successful run's report is the library's, plus these three.
+        #[derive(serde::Serialize)]
+        struct Written<'a> {
+            #[serde(flatten)]
+            report: Option<&'a RunReport>,
+            outcome: Outcome,
+            exit_code: u8,
+            error: Option<String>,
+        }
+        let written =
+            Written { report, outcome, exit_code: outcome.exit_code(), error: error.map(|e| format!("{e:#}")) };
         let context = || format!("writing the report to {}", self.path.display());
-        serde_json::to_writer_pretty(&mut self.temp, report).with_context(context)?;
+        serde_json::to_writer_pretty(&mut self.temp, &written).with_context(context)?;
+        std::io::Write::write_all(&mut self.temp, b"\n").with_context(context)?;
         self.temp.persist(&self.path).map_err(|e| e.error).with_context(context)?;
         Ok(())
     }
@@ -206,7 +295,7 @@ fn from_cwd(path: &Path) -> Result<PathBuf> {
     if path.as_os_str() == "-" {
         return Ok(path.to_path_buf());
     }
-    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+    std::path::absolute(path).map_err(|e| BadArgument(format!("{}: {e}", path.display())).into())
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

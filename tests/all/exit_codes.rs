@@ -1,0 +1,171 @@
+//! What a script sees when `sluice run` ends: its exit status, and the
+//! `--report-json` file saying how the run ended, on every path. These run
+//! the real `sluice` binary, as a script would.
+
+use crate::resume::sluice_binary;
+use crate::support::{Scratch, guests, header, stage_with};
+use serde_json::Value;
+use std::io::{BufRead, Write};
+use std::process::{Command, Output, Stdio};
+
+/// `sluice run pipeline.toml --report-json report.json <args>` in the
+/// scratch directory, to the end.
+fn run(scratch: &Scratch, args: &[&str]) -> Output {
+    Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "--report-json", "report.json", "--progress", "0"])
+        .args(args)
+        .current_dir(scratch.dir.path())
+        .env("SLUICE_LOG", "info")
+        .env_remove("SLUICE_LOG_FORMAT")
+        .output()
+        .unwrap()
+}
+
+fn report(scratch: &Scratch) -> Value {
+    let text = std::fs::read(scratch.path("report.json")).expect("the report file is written");
+    serde_json::from_slice(&text).unwrap()
+}
+
+fn test_stage(extra: &str) -> String {
+    stage_with("t", guests::TEST_STAGE, "", extra)
+}
+
+#[test]
+fn a_run_that_finishes_exits_0_and_its_report_keeps_its_fields_adding_how_it_ended() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    scratch.write("input", "a\ninvalid:no\nb\n");
+    let out = run(&scratch, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report(&scratch);
+    let keys: Vec<&str> = report.as_object().unwrap().keys().map(String::as_str).collect();
+    // The library's report, as before, then the three the CLI adds.
+    let expected = [
+        "read",
+        "skipped",
+        "written",
+        "dead_lettered",
+        "elapsed",
+        "stages",
+        "stopped_after",
+        "stop_reason",
+        "outcome",
+        "exit_code",
+        "error",
+    ];
+    let (mut keys, mut expected) = (keys, expected.to_vec());
+    keys.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{report}");
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("success"), Some(0)), "{report}");
+    assert!(report["error"].is_null(), "{report}");
+    assert_eq!((report["read"].as_u64(), report["written"].as_u64()), (Some(3), Some(2)), "{report}");
+    assert_eq!(report["stages"][0]["dead_lettered"].as_u64(), Some(1), "{report}");
+}
+
+#[test]
+fn a_wrong_pipeline_exits_78_with_a_report_that_says_why() {
+    // A misspelt key, and a stage that refuses its config: both the file's fault.
+    for pipeline in [
+        "shutdown_timout = \"1s\"\n".to_string() + &header("lines") + &test_stage(""),
+        header("lines") + &stage_with("t", guests::TEST_STAGE, "fail_init = true", ""),
+    ] {
+        let scratch = Scratch::new();
+        scratch.write("pipeline.toml", &pipeline);
+        scratch.write("input", "a\n");
+        let out = run(&scratch, &[]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{pipeline}\n{log}");
+        let report = report(&scratch);
+        assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("config_error"), Some(78)));
+        let error = report["error"].as_str().unwrap();
+        assert!(log.contains(&format!("error: {error}")), "the report's error is the one printed:\n{log}\n{report}");
+        // Nothing ran, so there is nothing to count.
+        assert!(report.get("read").is_none() && report.get("stages").is_none(), "{report}");
+        assert!(!scratch.path("out").exists());
+    }
+}
+
+#[test]
+fn the_circuit_breaker_exits_3_and_the_report_has_the_counts_so_far() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage("limits = { max_consecutive_failures = 2 }"));
+    scratch.write("input", "a\ninvalid:x\ninvalid:y\nb\n");
+    let out = run(&scratch, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    let report = report(&scratch);
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("circuit_open"), Some(3)));
+    assert!(report["error"].as_str().unwrap().contains("limits.max_consecutive_failures"), "{report}");
+    assert_eq!(report["stages"][0]["name"], "t", "{report}");
+    assert!(report["stages"][0]["input"].as_u64().unwrap() >= 3, "{report}");
+    // A failed run writes no output.
+    assert!(!scratch.path("out").exists(), "{log}");
+}
+
+#[test]
+fn a_runtime_failure_exits_1_with_the_report() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    let out = run(&scratch, &["-i", "no-such-input"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let report = report(&scratch);
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("failed"), Some(1)));
+    assert!(report["error"].as_str().unwrap().contains("cannot read input"), "{report}");
+    // The pipeline was built: its counts are there, at zero.
+    assert_eq!((report["read"].as_u64(), report["stages"][0]["name"].as_str()), (Some(0), Some("t")), "{report}");
+}
+
+#[test]
+fn a_stage_that_can_no_longer_start_exits_4_having_written_what_finished() {
+    // `poison` makes every later `init` trap; `isolate` needs a fresh instance per message.
+    let scratch = Scratch::new();
+    let stage = stage_with("h", guests::HOSTILE, "", "isolate = true");
+    scratch.write("pipeline.toml", header("lines") + "[state]\nbackend = \"memory\"\n" + &stage);
+    let rest: String = (0..20).map(|i| format!("{i}\n")).collect();
+    scratch.write("input", format!("a\npoison\n{rest}"));
+    let out = run(&scratch, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    let report = report(&scratch);
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("stopped_early"), Some(4)));
+    assert!(report["stop_reason"].as_str().unwrap().starts_with("stage `h` cannot start a new instance"), "{report}");
+    assert!(report["error"].as_str().unwrap().contains("the run did not finish"), "{report}");
+    assert!(scratch.path("out").exists(), "what finished is written:\n{log}");
+}
+
+#[test]
+fn sigint_drains_exits_130_and_the_report_says_where_it_stopped() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    let mut child = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "-i", "-", "-o", "-", "--report-json", "report.json", "--progress", "0"])
+        .current_dir(scratch.dir.path())
+        .env("SLUICE_LOG", "info")
+        .env_remove("SLUICE_LOG_FORMAT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "a").unwrap();
+    stdin.flush().unwrap();
+    // Once its output is out, the run is under way (and its handlers installed).
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "a\n");
+    let signalled = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(signalled.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{log}");
+    assert!(log.contains("To resume: "), "{log}");
+    drop(stdin);
+    let report = report(&scratch);
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("interrupted"), Some(130)));
+    assert!(report["error"].is_null(), "{report}");
+    assert_eq!((report["stopped_after"].as_u64(), report["written"].as_u64()), (Some(1), Some(1)), "{report}");
+}
