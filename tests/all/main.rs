@@ -15,6 +15,7 @@ mod latency;
 mod load_errors;
 mod logs;
 mod metrics;
+mod progress;
 mod quickstart;
 mod resume;
 mod sandbox;

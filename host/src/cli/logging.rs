@@ -25,7 +25,8 @@ pub(crate) fn init(filter: &str, format: LogFormat) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    // Through the progress bar, when one is shown: cleared, the line written, redrawn.
+    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(|| super::progress::LogWriter);
     match format {
         // The default timer writes RFC 3339 in UTC with microseconds
         // (`2025-01-31T09:14:03.123456Z`): one clock for every host.

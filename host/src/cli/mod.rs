@@ -5,6 +5,7 @@ mod compile;
 mod logging;
 mod metrics;
 mod outcome;
+mod progress;
 mod run;
 mod state;
 

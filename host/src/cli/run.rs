@@ -1,10 +1,11 @@
 use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
 use super::outcome::{Aborted, BadArgument, Outcome, StoppedEarly};
+use super::progress::Progress;
 use anyhow::{Context, Result};
 use sluice::{LiveStats, Pipeline, PipelineConfig, RunReport};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::Level;
 
 /// Run a pipeline over its input.
@@ -33,7 +34,9 @@ pub(crate) struct RunCommand {
     #[arg(long)]
     report_json: Option<PathBuf>,
 
-    /// Seconds between progress lines on long runs (0: none).
+    /// Progress: on a terminal (with text logs), a bar redrawn as the run
+    /// goes, with percent and ETA for a file; elsewhere a log line every
+    /// this many seconds (0: neither).
     #[arg(long, default_value_t = 10)]
     progress: u64,
 
@@ -126,6 +129,7 @@ impl RunCommand {
         }
         config.set_append(self.append);
         let dead_letter_path = config.dead_letter_path();
+        let input_path = config.input_path();
         let drain = humantime::format_duration(config.shutdown_timeout()).to_string();
 
         // Listening before the build: a port in use fails at once, and
@@ -139,17 +143,17 @@ impl RunCommand {
         if let Some(metrics) = &metrics {
             metrics.running(pipeline.stats());
         }
-        let helpers = [
-            (self.progress > 0).then(|| tokio::spawn(report_progress(pipeline.stats(), self.progress))),
-            Some(tokio::spawn(stats_on_sigusr1(pipeline.stats()))),
-        ];
+        // Cleared when dropped, on every way out: the report is not drawn over.
+        let progress = Progress::start(pipeline.stats(), self.progress, input_path.as_deref(), !logging::json());
+        let sigusr1 = tokio::spawn(stats_on_sigusr1(pipeline.stats()));
         // A second signal drops the run: its tasks end with the runtime, and
         // their temporary files are removed. Nothing is written.
         let result = tokio::select! {
             result = pipeline.run_until(draining_after(metrics.as_ref(), shutdown_signal(drain))) => result,
             () = second_signal() => return Err(Aborted.into()),
         };
-        helpers.into_iter().flatten().for_each(|h| h.abort());
+        sigusr1.abort();
+        drop(progress);
         drop(metrics);
         Ok((result?, dead_letter_path))
     }
@@ -333,25 +337,8 @@ async fn stats_on_sigusr1(stats: LiveStats) {
     let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
     while usr1.recv().await.is_some() {
         match serde_json::to_string(&stats.snapshot().report(started.elapsed())) {
-            Ok(json) => eprintln!("{json}"),
+            Ok(json) => super::progress::suspended(|| eprintln!("{json}")),
             Err(e) => tracing::warn!("cannot serialise stats: {e}"),
         }
-    }
-}
-
-async fn report_progress(stats: LiveStats, every: u64) {
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(every));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let now = stats.snapshot();
-        tracing::info!(
-            "progress: {} read, {} written, {} dead-lettered ({:.0} messages/s)",
-            now.read,
-            now.written,
-            now.dead_lettered,
-            now.read as f64 / started.elapsed().as_secs_f64()
-        );
     }
 }

@@ -88,7 +88,8 @@ impl<S: Source> SourceTask<S> {
                 Read::Message(message) => message,
                 Read::Unreadable { head, reason } => {
                     let origin = enter(&mut acks, &mut checkpoints, position);
-                    events.emit(InputRead);
+                    // `head` may be cut short: the count is then a little low.
+                    events.emit(InputRead { bytes: line_bytes(&head) });
                     send_dead(&dead, "source", Kind::Input, reason, origin, unreadable(head)).await?;
                     read_through = position;
                     continue;
@@ -97,13 +98,13 @@ impl<S: Source> SourceTask<S> {
             match decode(format, &message.value) {
                 Decoded::Message => {}
                 Decoded::Blank => {
-                    events.emit(BlankSkipped);
+                    events.emit(BlankSkipped { bytes: line_bytes(&message.value) });
                     read_through = position;
                     continue;
                 }
                 Decoded::Invalid(reason) => {
                     let origin = enter(&mut acks, &mut checkpoints, position);
-                    events.emit(InputRead);
+                    events.emit(InputRead { bytes: line_bytes(&message.value) });
                     send_dead(&dead, "source", Kind::Input, reason, origin, message).await?;
                     read_through = position;
                     continue;
@@ -116,11 +117,18 @@ impl<S: Source> SourceTask<S> {
                 permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
             };
             let origin = enter(&mut acks, &mut checkpoints, position);
+            let bytes = line_bytes(&message.value);
             permit.send(Envelope { message, origin });
-            events.emit(InputRead);
+            events.emit(InputRead { bytes });
             read_through = position;
         }
     }
+}
+
+/// The bytes a line took in its file: its value and the newline (one too
+/// many for a last line without one; a `\r\n` line's `\r` is in the value).
+fn line_bytes(value: &[u8]) -> u64 {
+    value.len() as u64 + 1
 }
 
 /// An input enters the pipeline: its origin, tracked if the run tracks inputs.

@@ -12,6 +12,9 @@ pub struct Stats {
     pub read: u64,
     /// Blank lines of a `jsonl` source: no document, so no message.
     pub skipped: u64,
+    /// Bytes the source read: each line with its newline (of a file or
+    /// stdin; a broker message's value), lines skipped by `--skip-lines` not.
+    pub bytes_read: u64,
     /// Messages written to the sink.
     pub written: u64,
     /// Messages written to the dead letters, from every stage, the source

@@ -39,6 +39,7 @@ impl RunCounters {
         Stats {
             read: self.source.read.load(Relaxed),
             skipped: self.source.skipped.load(Relaxed),
+            bytes_read: self.source.bytes.load(Relaxed),
             written: self.written.load(Relaxed),
             dead_lettered: dead_letters.total(),
             dead_letters,
@@ -52,6 +53,7 @@ impl RunCounters {
 pub(super) struct SourceCounters {
     pub(super) read: AtomicU64,
     pub(super) skipped: AtomicU64,
+    pub(super) bytes: AtomicU64,
 }
 
 pub(in crate::pipeline) struct StageCounters {

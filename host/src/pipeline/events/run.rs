@@ -6,21 +6,28 @@ use crate::pipeline::dead_letter::Kind;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-/// An input entered the pipeline (those the source dead-letters too).
-pub(in crate::pipeline) struct InputRead;
+/// An input entered the pipeline (those the source dead-letters too), of
+/// `bytes` (a line's, with its newline): the progress bar's position.
+pub(in crate::pipeline) struct InputRead {
+    pub(in crate::pipeline) bytes: u64,
+}
 
 impl RunEvent for InputRead {
     fn record(self, to: &RunCounters) {
         to.source.read.fetch_add(1, Relaxed);
+        to.source.bytes.fetch_add(self.bytes, Relaxed);
     }
 }
 
-/// A blank line of a `jsonl` source: no document, so no message.
-pub(in crate::pipeline) struct BlankSkipped;
+/// A blank line of a `jsonl` source (of `bytes`): no document, so no message.
+pub(in crate::pipeline) struct BlankSkipped {
+    pub(in crate::pipeline) bytes: u64,
+}
 
 impl RunEvent for BlankSkipped {
     fn record(self, to: &RunCounters) {
         to.source.skipped.fetch_add(1, Relaxed);
+        to.source.bytes.fetch_add(self.bytes, Relaxed);
     }
 }
 

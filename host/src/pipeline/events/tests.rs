@@ -57,13 +57,14 @@ fn dead_letters_are_counted_by_kind_and_in_all() {
     for kind in [Kind::Input, Kind::Input, Kind::Output, Kind::Limit] {
         events.emit(DeadLettered { kind });
     }
-    events.emit(InputRead);
-    events.emit(BlankSkipped);
+    events.emit(InputRead { bytes: 10 });
+    events.emit(BlankSkipped { bytes: 1 });
     events.emit(Written { messages: 0 });
     events.emit(Written { messages: 7 });
     events.emit(CheckpointTaken { took: Duration::from_millis(3) });
     let stats = events.snapshot();
     assert_eq!((stats.read, stats.skipped, stats.written, stats.dead_lettered), (1, 1, 7, 4));
+    assert_eq!(stats.bytes_read, 11, "blank lines take bytes of the file too");
     let by_kind = &stats.dead_letters;
     assert_eq!((by_kind.input, by_kind.output, by_kind.limit, by_kind.trap), (2, 1, 1, 0));
     assert_eq!((stats.checkpoint_us.count, stats.checkpoint_us.sum), (1, 3000));
