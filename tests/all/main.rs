@@ -24,3 +24,4 @@ mod stages;
 mod state;
 mod state_quotas;
 mod support;
+mod top;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An address on 127.0.0.1 that nothing listens on now.
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
@@ -26,14 +26,14 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// The value of the series `series` (name and labels, as exposed) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Asks `addr` for `path` until `done` holds for the answer, and returns
 /// it. Gives up (failing the test, with the last answer) only after a
 /// minute: a bound for a broken build, not a measure of speed.
-fn poll(addr: SocketAddr, path: &str, done: impl Fn(u16, &str) -> bool) -> String {
+pub(crate) fn poll(addr: SocketAddr, path: &str, done: impl Fn(u16, &str) -> bool) -> String {
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let answer = get(addr, path);
@@ -48,7 +48,7 @@ fn poll(addr: SocketAddr, path: &str, done: impl Fn(u16, &str) -> bool) -> Strin
 }
 
 /// A `sluice` process, killed if a test fails before it ends.
-struct Sluice(Child);
+pub(crate) struct Sluice(pub(crate) Child);
 
 impl Drop for Sluice {
     fn drop(&mut self) {
@@ -59,7 +59,7 @@ impl Drop for Sluice {
 
 /// Starts `sluice run` on `pipeline` (in `scratch`), reading stdin (piped,
 /// held open) and serving metrics at `addr`.
-fn start(scratch: &Scratch, pipeline: &str, addr: SocketAddr) -> Sluice {
+pub(crate) fn start(scratch: &Scratch, pipeline: &str, addr: SocketAddr) -> Sluice {
     let file = scratch.write("pipeline.toml", pipeline);
     let child = Command::new(sluice_binary())
         .args(["run", file.to_str().unwrap(), "--metrics-addr", &addr.to_string(), "--progress", "0"])
@@ -74,7 +74,7 @@ fn start(scratch: &Scratch, pipeline: &str, addr: SocketAddr) -> Sluice {
 
 /// Lines from stdin to stdout, dead letters beside the pipeline, with the
 /// top-level keys `top`.
-fn stdin_to_stdout(top: &str) -> String {
+pub(crate) fn stdin_to_stdout(top: &str) -> String {
     format!(
         "version = 1\n{top}\n\
          [source]\ntype = \"stdin\"\nformat = \"lines\"\n\

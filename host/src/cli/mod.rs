@@ -8,6 +8,7 @@ mod outcome;
 mod progress;
 mod run;
 mod state;
+mod top;
 
 use clap::{Parser, Subcommand};
 use logging::LogFormat;
@@ -38,6 +39,7 @@ enum Command {
     Check(check::CheckCommand),
     Compile(compile::CompileCommand),
     State(state::StateCommand),
+    Top(top::TopCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -65,6 +67,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Check(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::Compile(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::State(cmd) => cmd.execute().await.map(|()| Outcome::Success),
+            Command::Top(cmd) => cmd.execute().await,
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.
