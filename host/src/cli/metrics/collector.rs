@@ -1,119 +1,10 @@
-//! `sluice run --metrics-addr` (or `[metrics] addr`): Prometheus metrics at
-//! `/metrics`, and `/health` and `/ready` for an orchestrator.
-//!
-//! The numbers are read from the run's live counters when Prometheus
-//! scrapes ([`StatsCollector`] takes one [`sluice::Stats`] snapshot per
-//! scrape), so a message costs nothing more with metrics on than off.
+//! The run's metrics in Prometheus' terms: each metric's name, help, type
+//! and labels, and its samples read from one [`sluice::Stats`] snapshot.
 
-use anyhow::{Context, Result};
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use sluice::{DeadLetterCounts, LiveStats, StageStats, Stats, Summary};
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-
-/// The metrics server of one run. Dropping it stops it.
-pub(crate) struct MetricsServer {
-    shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct Shared {
-    registry: prometheus::Registry,
-    /// Set once the pipeline is built; until then `/metrics` is empty.
-    stats: Arc<OnceLock<LiveStats>>,
-    phase: AtomicU8,
-}
-
-/// Where the run is, for `/ready`.
-const STARTING: u8 = 0;
-const RUNNING: u8 = 1;
-const DRAINING: u8 = 2;
-
-impl MetricsServer {
-    /// Listens on `addr` and answers at once: `/health` with 200, `/ready`
-    /// with 503 until [`Self::running`].
-    pub(crate) async fn start(addr: SocketAddr) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot serve metrics at {addr}: give another address with --metrics-addr or [metrics] addr")
-        })?;
-        // The address really listened on: with port 0, the system's choice.
-        let addr = listener.local_addr().unwrap_or(addr);
-        let stats = Arc::new(OnceLock::new());
-        let registry = prometheus::Registry::new();
-        registry.register(Box::new(StatsCollector::new(stats.clone()))).context("registering the metrics")?;
-        let shared = Arc::new(Shared { registry, stats, phase: AtomicU8::new(STARTING) });
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/health", get(health))
-            .route("/ready", get(ready))
-            .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!("the metrics server stopped: {e}");
-            }
-        });
-        tracing::info!("metrics at http://{addr}/metrics (and /health, /ready)");
-        Ok(MetricsServer { shared, task })
-    }
-
-    /// The pipeline is built and about to run: `/metrics` reads `stats`,
-    /// `/ready` says 200.
-    pub(crate) fn running(&self, stats: LiveStats) {
-        let _ = self.shared.stats.set(stats);
-        self.shared.phase.store(RUNNING, Relaxed);
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// `shutdown`, after which `server` (if any) says 503 at `/ready` while the
-/// messages already read drain.
-pub(crate) fn draining_after(
-    server: Option<&MetricsServer>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    let shared = server.map(|s| s.shared.clone());
-    async move {
-        shutdown.await;
-        if let Some(shared) = shared {
-            shared.phase.store(DRAINING, Relaxed);
-        }
-    }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match prometheus::TextEncoder::new().encode_to_string(&shared.registry.gather()) {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], format!("{e}\n")),
-    }
-}
-
-/// 200 as long as the process answers.
-async fn health() -> &'static str {
-    "ok\n"
-}
-
-/// 200 while the pipeline runs; 503 while it is built, and while it drains
-/// after a shutdown signal.
-async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    match shared.phase.load(Relaxed) {
-        RUNNING => (StatusCode::OK, "ready\n"),
-        DRAINING => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-    }
-}
 
 /// Every metric: its name (after `sluice_`), its help, and where its value
 /// comes from in a snapshot.
@@ -247,13 +138,13 @@ impl Value {
 }
 
 /// The run's metrics, from a snapshot taken at each scrape.
-struct StatsCollector {
+pub(super) struct StatsCollector {
     stats: Arc<OnceLock<LiveStats>>,
     descs: Vec<Desc>,
 }
 
 impl StatsCollector {
-    fn new(stats: Arc<OnceLock<LiveStats>>) -> Self {
+    pub(super) fn new(stats: Arc<OnceLock<LiveStats>>) -> Self {
         let descs = METRICS
             .iter()
             .map(|(name, help, value)| {
