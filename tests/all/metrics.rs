@@ -6,7 +6,7 @@ use crate::resume::sluice_binary;
 use crate::support::{Scratch, guests, stage_with};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An address on 127.0.0.1 that nothing listens on now.
@@ -83,18 +83,16 @@ pub(crate) fn stdin_to_stdout(top: &str) -> String {
     )
 }
 
-#[test]
-fn a_running_pipeline_is_scraped_with_its_counts_per_stage_and_exits_0_when_stdin_closes() {
-    let scratch = Scratch::new();
+/// `first` and `second` (both the test stage) reading stdin held open, fed
+/// 20 lines once ready: `first` drops 4 and dead-letters 1, 15 go through
+/// both. Returns the lines fed too; closing the returned stdin ends the run.
+pub(crate) fn two_stages_fed(scratch: &Scratch) -> (Sluice, ChildStdin, SocketAddr, Vec<String>) {
     let pipeline = stdin_to_stdout("")
         + &stage_with("first", guests::TEST_STAGE, "", "")
         + &stage_with("second", guests::TEST_STAGE, "prefix = \">\"", "");
     let addr = free_addr();
-    let mut child = start(&scratch, &pipeline, addr);
+    let mut child = start(scratch, &pipeline, addr);
     poll(addr, "/ready", |status, _| status == 200);
-    assert_eq!(get(addr, "/health").map(|(status, _)| status), Some(200));
-
-    // 20 lines: 4 dropped and 1 dead-lettered by `first`, 15 through both stages.
     let lines: Vec<String> = (0..20)
         .map(|i| match i {
             7 => "invalid:seven".to_string(),
@@ -105,6 +103,14 @@ fn a_running_pipeline_is_scraped_with_its_counts_per_stage_and_exits_0_when_stdi
     let mut stdin = child.0.stdin.take().unwrap();
     stdin.write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
     stdin.flush().unwrap();
+    (child, stdin, addr, lines)
+}
+
+#[test]
+fn a_running_pipeline_is_scraped_with_its_counts_per_stage_and_exits_0_when_stdin_closes() {
+    let scratch = Scratch::new();
+    let (mut child, stdin, addr, lines) = two_stages_fed(&scratch);
+    assert_eq!(get(addr, "/health").map(|(status, _)| status), Some(200));
 
     let scrape = poll(addr, "/metrics", |_, body| {
         sample(body, "sluice_written_total") == Some(15.0)

@@ -1,33 +1,15 @@
 //! `sluice top ADDR`: the per-stage table of a real running `sluice run
 //! --metrics-addr ADDR`, and its error when nothing answers there.
 
-use crate::metrics::{free_addr, poll, sample, start, stdin_to_stdout};
+use crate::metrics::{free_addr, poll, sample, two_stages_fed};
 use crate::resume::sluice_binary;
-use crate::support::{Scratch, guests, stage_with};
-use std::io::Write;
+use crate::support::Scratch;
 use std::process::Command;
 
 #[test]
 fn top_once_prints_a_row_per_stage_with_its_counts_and_rates() {
     let scratch = Scratch::new();
-    let pipeline = stdin_to_stdout("")
-        + &stage_with("first", guests::TEST_STAGE, "", "")
-        + &stage_with("second", guests::TEST_STAGE, "prefix = \">\"", "");
-    let addr = free_addr();
-    let mut child = start(&scratch, &pipeline, addr);
-    poll(addr, "/ready", |status, _| status == 200);
-
-    // 20 lines: `first` drops 4 and dead-letters 1, and passes 15 to `second`.
-    let lines: Vec<String> = (0..20)
-        .map(|i| match i {
-            7 => "invalid:seven".to_string(),
-            i if i % 5 == 0 => "drop".to_string(),
-            i => format!("m{i}"),
-        })
-        .collect();
-    let mut stdin = child.0.stdin.take().unwrap();
-    stdin.write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
-    stdin.flush().unwrap();
+    let (mut child, stdin, addr, _) = two_stages_fed(&scratch);
     poll(addr, "/metrics", |_, body| sample(body, "sluice_written_total") == Some(15.0));
 
     let out = Command::new(sluice_binary())

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sluice_tests::guests;
+use sluice_tests::{guests, thousands};
 
 /// Set (to a report path) when this binary runs as the native-floor child.
 const CHILD: &str = "SLUICE_LATENCY_CHILD";
@@ -515,19 +515,6 @@ impl Median {
             cpu_us: Spread::of(runs.iter().map(|r| r.cpu_us).collect()),
         }
     }
-}
-
-/// 10000 as "10,000".
-fn thousands(n: u32) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn yes(met: bool) -> &'static str {

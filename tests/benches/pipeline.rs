@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sluice_tests::guests;
+use sluice_tests::{guests, thousands};
 
 /// The environment variable that makes this binary a measurement child.
 const CHILD: &str = "SLUICE_BENCH_CHILD";
@@ -283,7 +283,7 @@ fn wasm_upper(name: &str) -> StageConfig {
 }
 
 fn trivial_stage_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
-    let shown = sep(COST_MESSAGES);
+    let shown = thousands(COST_MESSAGES);
     let input = dir.join("cost.lines");
     write_lines(&input, COST_MESSAGES);
     let variants: [(&str, MakeStage); 3] = [
@@ -348,7 +348,7 @@ fn trivial_stage_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
 }
 
 fn byte_pipeline_throughput(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
-    let shown = sep(BYTES_MESSAGES);
+    let shown = thousands(BYTES_MESSAGES);
     let input = dir.join("bytes.lines");
     write_lines(&input, BYTES_MESSAGES);
     let variants: [(&str, MakeNamedStage); 2] =
@@ -379,11 +379,12 @@ fn byte_pipeline_throughput(runtime: &tokio::runtime::Runtime, dir: &Path, out: 
         writeln!(out, "| {name} | {:.3} s | {:.0} |", d.as_secs_f64(), rate(*d)).unwrap();
     }
     let wasm = rate(medians[0]);
-    writeln!(out, "\n**Throughput: {} messages/s** (goal ≥ 1,000,000 on 2 cores).\n", sep(wasm as usize)).unwrap();
+    writeln!(out, "\n**Throughput: {} messages/s** (goal ≥ 1,000,000 on 2 cores).\n", thousands(wasm as usize))
+        .unwrap();
     goals.push(Goal {
         what: "3-stage byte pipeline (`upper` × 3), file to file".into(),
         goal: "≥ 1,000,000 messages/s".into(),
-        measured: format!("{} messages/s", sep(wasm as usize)),
+        measured: format!("{} messages/s", thousands(wasm as usize)),
         met: Some(wasm >= 1e6),
     });
     std::fs::remove_file(&input).unwrap();
@@ -431,14 +432,14 @@ fn json_pipeline_and_limits(runtime: &tokio::runtime::Runtime, dir: &Path, out: 
         "The quickstart's pipeline (json-filter → json-redact → json-set), {} JSON lines of ~110 bytes, file \
          to file, default settings and limits (batches of up to 64); the *on (defaults)* row of the next \
          table. Messages/s counts messages read: the filter drops about two thirds of them.\n",
-        sep(MESSAGES)
+        thousands(MESSAGES)
     )
     .unwrap();
-    writeln!(out, "**Throughput: {} messages/s** (goal ≥ 300,000).\n", sep(rate(on) as usize)).unwrap();
+    writeln!(out, "**Throughput: {} messages/s** (goal ≥ 300,000).\n", thousands(rate(on) as usize)).unwrap();
     goals.push(Goal {
         what: "3-stage JSON pipeline (quickstart stages), file to file".into(),
         goal: "≥ 300,000 messages/s".into(),
-        measured: format!("{} messages/s", sep(rate(on) as usize)),
+        measured: format!("{} messages/s", thousands(rate(on) as usize)),
         met: Some(rate(on) >= 300_000.0),
     });
 
@@ -563,7 +564,7 @@ fn cpu_bound_scaling(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut St
 // Instantiation: a fresh instance per message vs reuse.
 
 fn instantiation_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
-    let shown = sep(INST_MESSAGES);
+    let shown = thousands(INST_MESSAGES);
     let input = dir.join("inst.lines");
     write_lines(&input, INST_MESSAGES);
     let variants = [
@@ -636,7 +637,7 @@ fn instantiation_cost(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut S
 // State and checkpoints.
 
 fn state_and_checkpoints(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
-    let shown = sep(STATE_MESSAGES);
+    let shown = thousands(STATE_MESSAGES);
     let input = dir.join("users.jsonl");
     let mut text = String::with_capacity(STATE_MESSAGES * 24);
     for i in 0..STATE_MESSAGES {
@@ -700,7 +701,7 @@ fn state_and_checkpoints(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mu
 // Async I/O overlap and scheduler gaps.
 
 fn io_overlap(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
-    let shown = sep(IO_MESSAGES);
+    let shown = thousands(IO_MESSAGES);
     // N messages, each waiting 10 ms on the host (a WASI clock), at several
     // concurrencies, against the ideal and bare tokio.
     writeln!(out, "## Async host I/O overlap\n").unwrap();
@@ -761,7 +762,7 @@ fn io_overlap(runtime: &tokio::runtime::Runtime, dir: &Path, out: &mut String, g
     )
     .unwrap();
     goals.push(Goal {
-        what: format!("Async I/O at C=100 vs bare tokio, steady state ({} messages)", sep(n)),
+        what: format!("Async I/O at C=100 vs bare tokio, steady state ({} messages)", thousands(n)),
         goal: "≤ 1.05x".into(),
         measured: format!("{steady:.3}x ({shown} messages: {at_100:.3}x)"),
         met: Some(steady <= 1.05),
@@ -885,7 +886,7 @@ fn peak_memory(dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
         threads: String,
         secs: f64,
     }
-    let (small, large) = (sep(RSS_SMALL), sep(RSS_LARGE));
+    let (small, large) = (thousands(RSS_SMALL), thousands(RSS_LARGE));
     let big = tempfile::tempdir_in(dir).unwrap();
     let mut peaks = Vec::new();
     for lines in [RSS_SMALL, RSS_LARGE] {
@@ -928,7 +929,7 @@ fn peak_memory(dir: &Path, out: &mut String, goals: &mut Vec<Goal>) {
         writeln!(
             out,
             "| {} | {:.0} MB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {:.2} s |",
-            sep(p.lines),
+            thousands(p.lines),
             (p.lines * LINE_BYTES) as f64 / 1e6,
             p.built,
             p.peak,
@@ -1120,19 +1121,6 @@ fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
     v[v.len() / 2]
-}
-
-/// `n` with thousands separators: 1,000,000.
-fn sep(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
