@@ -16,5 +16,13 @@ wasmtime::component::bindgen!({
 pub use self::exports::sluice::pipeline::stage::Outcome;
 pub use self::sluice::pipeline::types::{Header, Message, StageError};
 
+impl Message {
+    /// A message of `value` alone: no key, no headers, no timestamp (what a
+    /// line of a file becomes).
+    pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
+        Message { key: None, value: value.into(), headers: Vec::new(), timestamp: None }
+    }
+}
+
 /// The export every stage must have, for error messages.
 pub const STAGE_EXPORT: &str = "sluice:pipeline/stage@0.1.0";

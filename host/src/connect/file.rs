@@ -47,7 +47,7 @@ impl Source for FileSource {
                 continue;
             }
             let read = match line {
-                Line::Text(value) => Read::Message(message(value)),
+                Line::Text(value) => Read::Message(Message::from_value(value)),
                 Line::TooLong(mut head) => {
                     head.truncate(TOO_LONG_KEPT);
                     let reason = format!(
@@ -65,10 +65,6 @@ impl Source for FileSource {
     fn locator(&self) -> Locator {
         Locator { kind: "file", name: self.name.clone(), position: "line" }
     }
-}
-
-fn message(value: Vec<u8>) -> Message {
-    Message { key: None, value, headers: Vec::new(), timestamp: None }
 }
 
 /// A file or standard output, one message per line.

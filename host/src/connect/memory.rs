@@ -4,12 +4,7 @@
 //! ```no_run
 //! # async fn demo(config: sluice::PipelineConfig) -> anyhow::Result<()> {
 //! use sluice::{MemorySink, MemorySource, Message, Pipeline};
-//! let inputs = (0..3).map(|i| Message {
-//!     key: None,
-//!     value: format!(r#"{{"n":{i}}}"#).into_bytes(),
-//!     headers: vec![],
-//!     timestamp: None,
-//! });
+//! let inputs = (0..3).map(|i| Message::from_value(format!(r#"{{"n":{i}}}"#)));
 //! let (sink, mut outputs) = MemorySink::channel(64);
 //! let (dead_letters, mut dead) = MemorySink::channel(64);
 //! let pipeline = Pipeline::build(config).await?

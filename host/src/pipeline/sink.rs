@@ -102,8 +102,7 @@ impl<S: Sink> SinkTask<S> {
                     continue;
                 }
             };
-            let record =
-                Message { key: None, value: letter.to_json_line(&locator), headers: Vec::new(), timestamp: None };
+            let record = Message::from_value(letter.to_json_line(&locator));
             writer.write(record, letter.origin).await?;
             writer.task.events.emit(DeadLettered { kind: letter.kind });
             writer.hand_on(rx.is_empty()).await?;

@@ -90,7 +90,8 @@ impl<S: Source> SourceTask<S> {
                     let origin = enter(&mut acks, &mut checkpoints, position);
                     // `head` may be cut short: the count is then a little low.
                     events.emit(InputRead { bytes: line_bytes(&head) });
-                    send_dead(&dead, "source", Kind::Input, reason, origin, unreadable(head)).await?;
+                    send_dead(&dead, "source", Kind::Input, reason, origin, crate::bindings::Message::from_value(head))
+                        .await?;
                     read_through = position;
                     continue;
                 }
@@ -147,8 +148,4 @@ async fn next_done(acks: &mut Option<Acks>) -> crate::envelope::Done {
         Some(acks) => acks.next_done().await,
         None => std::future::pending().await,
     }
-}
-
-fn unreadable(value: Vec<u8>) -> crate::bindings::Message {
-    crate::bindings::Message { key: None, value, headers: Vec::new(), timestamp: None }
 }
