@@ -55,6 +55,8 @@ mod grants;
 mod keys;
 mod pipeline;
 #[cfg(test)]
+mod plain_words;
+#[cfg(test)]
 mod props;
 mod resolve;
 mod schema;
