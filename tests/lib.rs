@@ -1,6 +1,6 @@
 //! Integration tests live in `all/`, benchmarks in `benches/`. This library
 //! holds what they share: where the guests `build.rs` built from source are,
-//! and how the benchmarks write numbers.
+//! the brokers the connector tests start, and how the benchmarks write numbers.
 
 /// Paths of the guests `build.rs` built (the example plugins and the
 /// test-only stages under `guests/`).
@@ -8,6 +8,8 @@
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+
+pub mod brokers;
 
 /// `n` with thousands separators: 1,000,000.
 pub fn thousands(n: impl std::fmt::Display) -> String {

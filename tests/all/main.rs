@@ -2,6 +2,7 @@
 //! through the real host. One binary, so the build is paid once.
 
 mod batching;
+mod brokers;
 mod config_errors;
 mod connectors;
 mod engine;
