@@ -29,13 +29,27 @@ pub(crate) struct Envelope {
 pub(crate) struct Origin {
     /// The source's own position of the input (for a file, its line number).
     pub(crate) position: u64,
+    /// Which of its input's outputs this message is: 0 for the input, and
+    /// for an output, a hash of its parent's branch and its index among the
+    /// parent's outputs. The same for every run of a deterministic
+    /// pipeline, whatever the scheduling, so that a sink can give an output
+    /// an id that a redelivered input's outputs repeat (a broker then drops
+    /// them as duplicates).
+    pub(crate) branch: u64,
     pub(crate) ack: Option<Ack>,
 }
 
 impl Origin {
     /// An origin without acknowledgement.
     pub(crate) fn at(position: u64) -> Self {
-        Origin { position, ack: None }
+        Origin { position, branch: 0, ack: None }
+    }
+
+    /// The origin of the `index`th output a stage made of this message (the
+    /// messages it emits, then those it returns, counted from 0): a share of
+    /// the same acknowledgement, on a branch of its own.
+    pub(crate) fn output(&self, index: usize) -> Origin {
+        Origin { position: self.position, branch: branch(self.branch, index), ack: self.ack.clone() }
     }
 
     /// This message left the pipeline as it should: filtered out, or
@@ -45,6 +59,15 @@ impl Origin {
             ack.settle();
         }
     }
+}
+
+/// splitmix64's finaliser over the parent and the index: distinct outputs of
+/// one input get distinct branches but for a 2^-64 chance.
+fn branch(parent: u64, index: usize) -> u64 {
+    let mut z = parent.rotate_left(29) ^ (index as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// What became of an input, once every message it led to has left.
@@ -135,7 +158,7 @@ impl Acks {
         self.open.push_back((position, Settled::Open));
         let done = Done { seq, position, delivered: true, all_up_to: None };
         let input = Arc::new(Pending { done, abandoned: AtomicBool::new(false), to: self.to.clone() });
-        Origin { position, ack: Some(Ack { input, settled: false }) }
+        Origin { position, branch: 0, ack: Some(Ack { input, settled: false }) }
     }
 
     /// Whether every input read is done.
@@ -231,6 +254,22 @@ mod tests {
         let next = acks.origin(2);
         next.settle();
         assert_eq!(taken(&mut acks)[0].all_up_to, None, "never past an input given up on");
+    }
+
+    #[test]
+    fn outputs_get_distinct_branches_that_do_not_depend_on_order() {
+        let input = Origin::at(3);
+        let first: Vec<u64> = (0..1000).map(|i| input.output(i).branch).collect();
+        let mut distinct = first.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), first.len(), "every output its own branch");
+        assert!(!first.contains(&0), "no output on its input's branch");
+        // A second run makes the same outputs in another order: same branches.
+        let again: Vec<u64> = (0..1000).rev().map(|i| input.output(i).branch).collect();
+        assert!(again.iter().rev().eq(first.iter()));
+        // The first output of the first output is not the first output.
+        assert_ne!(input.output(0).output(0).branch, input.output(0).branch);
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub mod state;
 pub use bindings::{Header, Message, StageError};
 pub use config::{
     Allocator, ConfigError, ConfigErrors, DeadLetterConfig, DeadLetterKind, EmitMode, EngineConfig, Execution, Format,
-    Grants, MetricsConfig, Order, PartitionBy, PipelineConfig, RetryConfig, SinkConfig, SinkKind, SourceConfig,
-    SourceKind, StageConfig, StateBackend, StateConfig, VERSION,
+    Grants, MetricsConfig, NatsSink, NatsSource, Order, PartitionBy, PipelineConfig, RedisSink, RedisSource,
+    RetryConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, StageConfig, StateBackend, StateConfig, VERSION,
 };
 pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
 pub use limits::{Limit, Limits, LimitsConfig};

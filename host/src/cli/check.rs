@@ -49,7 +49,7 @@ fn check_files(config: &PipelineConfig) -> Vec<String> {
             problems.push(format!("{file}[source] path: cannot read {}: {reason}", input.display()));
         }
     }
-    let outputs = [("[sink] path", config.output_path()), ("[dead_letter] path", Some(config.dead_letter_path()))];
+    let outputs = [("[sink] path", config.output_path()), ("[dead_letter] path", config.dead_letter_path())];
     for (key, path) in outputs {
         let Some(path) = path else { continue };
         if let Some(reason) = sluice::cannot_create(&path) {

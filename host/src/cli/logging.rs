@@ -21,10 +21,15 @@ static JSON: AtomicBool = AtomicBool::new(false);
 /// (`--log`); a bad one is reported, in the chosen format, and `info` used.
 pub(crate) fn init(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let (env_filter, bad) = match EnvFilter::try_new(filter) {
+    let (mut env_filter, bad) = match EnvFilter::try_new(filter) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
+    // The NATS client tells of every (re)connection at `info`: only its
+    // warnings, unless asked for by name.
+    if !filter.contains("async_nats") {
+        env_filter = env_filter.add_directive("async_nats=warn".parse().expect("a valid directive"));
+    }
     // Through the progress bar, when one is shown: cleared, the line written, redrawn.
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(|| super::progress::LogWriter);
     match format {

@@ -77,8 +77,8 @@ impl RunCommand {
             Err(e) => Outcome::of_error(e),
         };
         let (report, error) = match result {
-            Ok((report, dead_letter_path)) => {
-                self.tell_end(&report, &dead_letter_path);
+            Ok((report, ending)) => {
+                self.tell_end(&report, &ending);
                 let error = (outcome == Outcome::StoppedEarly).then(|| anyhow::Error::from(StoppedEarly));
                 (Some(report), error)
             }
@@ -109,7 +109,7 @@ impl RunCommand {
 
     /// Builds and runs the pipeline. `live` gets its stats, and when the run
     /// started, once it is built. Returns the report and the dead-letter file.
-    async fn run(&self, live: &mut Option<(LiveStats, Instant)>) -> Result<(RunReport, PathBuf)> {
+    async fn run(&self, live: &mut Option<(LiveStats, Instant)>) -> Result<(RunReport, Ending)> {
         let mut config = PipelineConfig::from_file(&self.pipeline)?;
         // Paths on the command line are relative to where the command runs.
         if let Some(input) = &self.input {
@@ -128,7 +128,8 @@ impl RunCommand {
             }
         }
         config.set_append(self.append);
-        let dead_letter_path = config.dead_letter_path();
+        let ending =
+            Ending { dead_letters: config.dead_letter_destination(), broker: config.source().kind().is_broker() };
         let input_path = config.input_path();
         let drain = humantime::format_duration(config.shutdown_timeout()).to_string();
 
@@ -155,14 +156,28 @@ impl RunCommand {
         sigusr1.abort();
         drop(progress);
         drop(metrics);
-        Ok((result?, dead_letter_path))
+        Ok((result?, ending))
     }
 
     /// Tells the user how a run that ended well went: its report, and where
     /// to resume if it stopped early.
-    fn tell_end(&self, report: &RunReport, dead_letter_path: &Path) {
+    fn tell_end(&self, report: &RunReport, ending: &Ending) {
         print_report(report);
+        let dead_letters = &ending.dead_letters;
         match (report.stopped_after, &report.stop_reason) {
+            // A broker keeps its place: nothing to resume by hand.
+            (Some(_), reason) if ending.broker => tell(
+                Level::WARN,
+                &match reason {
+                    Some(reason) => format!(
+                        "stopped early: {reason}. What was not acknowledged is delivered again, to the next run or \
+                         another worker"
+                    ),
+                    None => "stopped: everything read was processed, delivered and acknowledged; the rest stays on \
+                             the stream, for the next run or another worker"
+                        .to_string(),
+                },
+            ),
             (Some(line), Some(reason)) => tell(
                 Level::WARN,
                 &format!(
@@ -184,10 +199,7 @@ impl RunCommand {
             (None, None) => {}
         }
         if report.dead_lettered > 0 {
-            tell(
-                Level::INFO,
-                &format!("{} dead letters written to {}", report.dead_lettered, dead_letter_path.display()),
-            );
+            tell(Level::INFO, &format!("{} dead letters written to {dead_letters}", report.dead_lettered));
         }
     }
 
@@ -205,6 +217,14 @@ impl RunCommand {
         words.extend(["--skip-lines".to_string(), line.to_string(), "--append".to_string()]);
         words.join(" ")
     }
+}
+
+/// What the end of a run tells besides its report.
+struct Ending {
+    /// Where dead letters went, in words.
+    dead_letters: String,
+    /// Whether the source is a broker, which keeps its own place.
+    broker: bool,
 }
 
 /// The report's table on stderr; with JSON logs, its first line as an
@@ -235,7 +255,7 @@ fn quote(path: &Path) -> String {
 /// `--skip-lines` without `--append` replaces the output files, as it should
 /// when skipping a header; but someone resuming by hand may have meant to keep them.
 fn warn_if_replaced(config: &PipelineConfig) {
-    let files = config.output_path().into_iter().chain([config.dead_letter_path()]);
+    let files = config.output_path().into_iter().chain(config.dead_letter_path());
     let existing: Vec<String> =
         files.filter(|p| p.metadata().is_ok_and(|m| m.len() > 0)).map(|p| p.display().to_string()).collect();
     if !existing.is_empty() {

@@ -137,18 +137,40 @@ pub(super) const KEYS: &[Key] = &[
     key("limits", Table, "limits = { timeout = \"5s\", memory = \"64MiB\" }"),
     key("stages", Stages, "[[stages]]"),
     // [source]
-    key("source.type", Choice(&["file", "stdin"]), "type = \"file\""),
+    key("source.type", Choice(&["file", "stdin", "nats", "redis"]), "type = \"file\""),
     key("source.path", Path, "path = \"input.jsonl\""),
     key("format", Choice(&["jsonl", "lines"]), "format = \"lines\""),
     key("max_line_bytes", Whole(1), "max_line_bytes = 1048576"),
     key("skip_lines", Whole(0), "skip_lines = 1000"),
     // [sink]
-    key("sink.type", Choice(&["file", "stdout"]), "type = \"file\""),
+    key("sink.type", Choice(&["file", "stdout", "nats", "redis"]), "type = \"file\""),
     key("sink.path", Path, "path = \"output.jsonl\""),
     key("flush_interval", Duration, "flush_interval = \"100ms\""),
     // [dead_letter]
-    key("dead_letter.type", Choice(&["file"]), "type = \"file\""),
+    key("dead_letter.type", Choice(&["file", "nats", "redis"]), "type = \"file\""),
     key("dead_letter.path", Path, "path = \"dead-letter.jsonl\""),
+    // [source.nats], [sink.nats], [dead_letter.nats]
+    key("nats", Table, "[source.nats]"),
+    key("nats.url", Text, "url = \"nats://127.0.0.1:4222\""),
+    key("nats.stream", Text, "stream = \"ORDERS\""),
+    key("nats.consumer", Text, "consumer = \"enrich\""),
+    key("nats.subject", Text, "subject = \"orders.eu.>\""),
+    key("ack_wait", Duration, "ack_wait = \"30s\""),
+    key("max_ack_pending", Whole(1), "max_ack_pending = 1000"),
+    key("key_header", Text, "key_header = \"Sluice-Key\""),
+    key("key_token", Whole(1), "key_token = 3"),
+    key("max_in_flight", Whole(1), "max_in_flight = 256"),
+    // [source.redis], [sink.redis], [dead_letter.redis]
+    key("redis", Table, "[source.redis]"),
+    key("redis.url", Text, "url = \"redis://127.0.0.1:6379\""),
+    key("redis.stream", Text, "stream = \"orders\""),
+    key("redis.consumer", Text, "consumer = \"worker-1\""),
+    key("group", Text, "group = \"enrich\""),
+    key("claim_idle", Duration, "claim_idle = \"30s\""),
+    key("max_len", Whole(1), "max_len = 1000000"),
+    key("value_field", Text, "value_field = \"value\""),
+    key("key_field", Text, "key_field = \"key\""),
+    key("timestamp_field", Text, "timestamp_field = \"timestamp\""),
     // [engine]
     key("allocator", Choice(&["pooling", "on-demand"]), "allocator = \"on-demand\""),
     key("memory_budget", SizeOrUnlimited, "memory_budget = \"8GiB\""),
@@ -295,7 +317,8 @@ mod tests {
         assert_eq!(lookup(&["stages", "limits", "memory"]).unwrap().path, "memory");
         assert_eq!(lookup(&["stages", "retries", "max"]).unwrap().path, "retries.max");
         assert_eq!(lookup(&["stages", "grants", "env", "name"]).unwrap().path, "env.*");
-        assert_eq!(lookup(&["sink", "type"]).unwrap().shape, Choice(&["file", "stdout"]));
+        assert_eq!(lookup(&["sink", "type"]).unwrap().shape, Choice(&["file", "stdout", "nats", "redis"]));
+        assert_eq!(lookup(&["dead_letter", "nats", "url"]).unwrap().path, "nats.url");
         assert!(lookup(&["nothing_like_it"]).is_none());
     }
 

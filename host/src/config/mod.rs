@@ -48,6 +48,7 @@
 //! errors' text and places; `explain` words serde's errors for the user,
 //! with what each key takes from `keys`.
 
+mod brokers;
 mod error;
 mod execution;
 mod explain;
@@ -67,6 +68,7 @@ mod tables;
 mod tests;
 mod validate;
 
+pub use brokers::{NatsSink, NatsSource, RedisSink, RedisSource};
 pub use error::{ConfigError, ConfigErrors};
 pub use execution::{EmitMode, Execution, Order, PartitionBy, RetryConfig};
 pub use grants::Grants;

@@ -161,7 +161,12 @@ impl PipelineConfig {
         &mut self.source
     }
 
-    /// The sink settings.
+    /// The dead-letter settings, if the file has them.
+    pub fn dead_letters(&self) -> Option<&DeadLetterConfig> {
+        self.dead_letter.as_ref()
+    }
+
+    /// Where outputs go.
     pub fn sink(&self) -> &SinkConfig {
         &self.sink
     }

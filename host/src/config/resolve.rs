@@ -4,7 +4,7 @@
 
 use super::grants::Grants;
 use super::pipeline::PipelineConfig;
-use super::sections::{SinkKind, SourceKind};
+use super::sections::{DeadLetterKind, SinkKind, SourceKind};
 use crate::limits::Limits;
 use std::path::{Path, PathBuf};
 
@@ -40,15 +40,29 @@ impl PipelineConfig {
     }
 
     /// The dead-letter file: as configured, or `<stem>.dead-letter.jsonl`
-    /// beside the pipeline file (`dead-letter.jsonl` without one).
-    pub fn dead_letter_path(&self) -> PathBuf {
+    /// beside the pipeline file (`dead-letter.jsonl` without one). `None`
+    /// when dead letters go to a broker.
+    pub fn dead_letter_path(&self) -> Option<PathBuf> {
         match &self.dead_letter {
-            Some(d) => self.resolve(d.path()),
-            None => {
+            Some(d) if d.kind() != DeadLetterKind::File => None,
+            Some(d) if d.path().is_some() => d.path().map(|p| self.resolve(p)),
+            _ => {
                 let stem = self.file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
                 let name = stem.map_or_else(|| "dead-letter.jsonl".to_string(), |s| format!("{s}.dead-letter.jsonl"));
-                self.base_dir().join(name)
+                Some(self.base_dir().join(name))
             }
+        }
+    }
+
+    /// Where dead letters go, in words: a file's path, a NATS subject, a
+    /// Redis stream.
+    pub fn dead_letter_destination(&self) -> String {
+        let dead = self.dead_letter.as_ref();
+        match (self.dead_letter_path(), dead.and_then(|d| d.nats.as_ref()), dead.and_then(|d| d.redis.as_ref())) {
+            (Some(path), _, _) => path.display().to_string(),
+            (None, Some(nats), _) => format!("NATS subject {}", nats.get_ref().subject),
+            (None, _, Some(redis)) => format!("Redis stream {}", redis.get_ref().stream),
+            (None, None, None) => "the dead-letter sink".into(),
         }
     }
 

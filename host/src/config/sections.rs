@@ -1,6 +1,7 @@
 //! The pipeline file's sections besides the stages: source, sink, dead
 //! letters, state, engine and metrics.
 
+use super::brokers::{NatsSink, NatsSource, RedisSink, RedisSource};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -11,12 +12,17 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SourceConfig {
-    /// The connector: `file` or `stdin`. Default: `file` when `path` is
-    /// set, else `stdin`.
+    /// The connector: `file`, `stdin`, `nats` or `redis`. Default: the one
+    /// whose settings are given (`path`, `[source.nats]`,
+    /// `[source.redis]`), else `stdin`.
     #[serde(rename = "type", default)]
     pub(super) kind: Option<Spanned<SourceKind>>,
     /// The file to read (`type = "file"`); `-` is standard input.
     pub(super) path: Option<Spanned<PathBuf>>,
+    /// A NATS JetStream consumer to read (`type = "nats"`).
+    pub nats: Option<Spanned<NatsSource>>,
+    /// A Redis stream to read through a consumer group (`type = "redis"`).
+    pub redis: Option<Spanned<RedisSource>>,
     /// How the input is split into messages.
     #[serde(default)]
     pub format: Format,
@@ -38,6 +44,8 @@ impl Default for SourceConfig {
         SourceConfig {
             kind: None,
             path: None,
+            nats: None,
+            redis: None,
             format: Format::default(),
             max_line_bytes: default_max_line_bytes(),
             skip_lines: 0,
@@ -51,6 +59,8 @@ impl SourceConfig {
         match (&self.kind, &self.path) {
             (Some(kind), _) => *kind.get_ref(),
             (None, Some(path)) if path.get_ref().as_os_str() != "-" => SourceKind::File,
+            (None, _) if self.nats.is_some() => SourceKind::Nats,
+            (None, _) if self.redis.is_some() => SourceKind::Redis,
             (None, _) => SourceKind::Stdin,
         }
     }
@@ -76,6 +86,18 @@ pub enum SourceKind {
     File,
     /// Standard input, read line by line as it comes.
     Stdin,
+    /// A NATS JetStream durable consumer, `[source.nats]`.
+    Nats,
+    /// A Redis stream's consumer group, `[source.redis]`.
+    Redis,
+}
+
+impl SourceKind {
+    /// Whether the source is a broker, which keeps its own place in what it
+    /// delivers and delivers again what is not acknowledged.
+    pub fn is_broker(self) -> bool {
+        matches!(self, SourceKind::Nats | SourceKind::Redis)
+    }
 }
 
 /// The kinds of sink a pipeline file can name (`[sink] type`).
@@ -87,6 +109,10 @@ pub enum SinkKind {
     File,
     /// Standard output, written as outputs are done.
     Stdout,
+    /// Publishing to NATS JetStream, `[sink.nats]`.
+    Nats,
+    /// Adding to a Redis stream, `[sink.redis]`.
+    Redis,
 }
 
 /// Where stages' state is kept, and how often it is checkpointed. Used only
@@ -185,8 +211,9 @@ pub enum Allocator {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SinkConfig {
-    /// The connector: `file` or `stdout`. Default: `file` when `path` is
-    /// set, else `stdout`.
+    /// The connector: `file`, `stdout`, `nats` or `redis`. Default: the one
+    /// whose settings are given (`path`, `[sink.nats]`, `[sink.redis]`),
+    /// else `stdout`.
     #[serde(rename = "type", default)]
     pub(super) kind: Option<Spanned<SinkKind>>,
     /// The file to write (`type = "file"`; atomically, when the run
@@ -200,11 +227,22 @@ pub struct SinkConfig {
     /// at least this often while it is busy.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: std::time::Duration,
+    /// NATS JetStream to publish to (`type = "nats"`).
+    pub nats: Option<Spanned<NatsSink>>,
+    /// A Redis stream to add to (`type = "redis"`).
+    pub redis: Option<Spanned<RedisSink>>,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: None, path: None, format: Format::default(), flush_interval: default_flush_interval() }
+        SinkConfig {
+            kind: None,
+            path: None,
+            format: Format::default(),
+            flush_interval: default_flush_interval(),
+            nats: None,
+            redis: None,
+        }
     }
 }
 
@@ -214,6 +252,8 @@ impl SinkConfig {
         match (&self.kind, &self.path) {
             (Some(kind), _) => *kind.get_ref(),
             (None, Some(path)) if path.as_os_str() != "-" => SinkKind::File,
+            (None, _) if self.nats.is_some() => SinkKind::Nats,
+            (None, _) if self.redis.is_some() => SinkKind::Redis,
             (None, _) => SinkKind::Stdout,
         }
     }
@@ -241,27 +281,38 @@ fn default_flush_interval() -> std::time::Duration {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DeadLetterConfig {
-    /// The connector: `file`, the only kind so far.
+    /// The connector: `file`, `nats` or `redis`. Default: the one whose
+    /// settings are given.
     #[serde(rename = "type", default)]
-    kind: Option<Spanned<DeadLetterKind>>,
+    pub(super) kind: Option<Spanned<DeadLetterKind>>,
     /// A JSON-lines file, one record per failed message (stage, reason, message).
-    path: PathBuf,
+    pub(super) path: Option<PathBuf>,
+    /// NATS JetStream to publish the records to (`type = "nats"`).
+    pub nats: Option<Spanned<NatsSink>>,
+    /// A Redis stream to add the records to (`type = "redis"`).
+    pub redis: Option<Spanned<RedisSink>>,
 }
 
 impl DeadLetterConfig {
     /// Dead letters to the file at `path`.
     pub(super) fn file(path: PathBuf) -> Self {
-        DeadLetterConfig { kind: None, path }
+        DeadLetterConfig { kind: None, path: Some(path), nats: None, redis: None }
     }
 
     /// The connector.
     pub fn kind(&self) -> DeadLetterKind {
-        self.kind.as_ref().map_or(DeadLetterKind::File, |k| *k.get_ref())
+        match &self.kind {
+            Some(kind) => *kind.get_ref(),
+            None if self.path.is_some() => DeadLetterKind::File,
+            None if self.nats.is_some() => DeadLetterKind::Nats,
+            None if self.redis.is_some() => DeadLetterKind::Redis,
+            None => DeadLetterKind::File,
+        }
     }
 
     /// The file, as written.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 }
 
@@ -272,6 +323,10 @@ impl DeadLetterConfig {
 pub enum DeadLetterKind {
     /// A JSON-lines file, which appears whole when the run completes.
     File,
+    /// Publishing to NATS JetStream, `[dead_letter.nats]`.
+    Nats,
+    /// Adding to a Redis stream, `[dead_letter.redis]`.
+    Redis,
 }
 
 /// How a stream of bytes is split into messages, and joined back.

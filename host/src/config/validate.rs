@@ -116,7 +116,7 @@ impl PipelineConfig {
 
     /// Two outputs renamed onto one path would silently lose one of them.
     fn validate_files(&self, err: &mut impl FnMut(Range<usize>, String)) {
-        let dead = self.dead_letter_path();
+        let Some(dead) = self.dead_letter_path() else { return };
         let output = self.output_path();
         let same = |a: &Path, b: &Path| {
             a == b || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b)

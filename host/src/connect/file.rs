@@ -5,8 +5,9 @@
 
 use super::lines::{Line, LineReader};
 use super::output::Output;
-use super::{Finished, Input, Locator, Read, Sink, Source};
+use super::{Finished, Input, Locator, PositionForm, Read, Sink, Source};
 use crate::bindings::Message;
+use crate::envelope::Origin;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufRead, BufReader};
 
@@ -63,7 +64,7 @@ impl Source for FileSource {
     }
 
     fn locator(&self) -> Locator {
-        Locator { kind: "file", name: self.name.clone(), position: "line" }
+        Locator { kind: "file", name: self.name.clone(), position: "line", form: PositionForm::Number }
     }
 }
 
@@ -113,7 +114,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    async fn write(&mut self, message: Message, _position: u64) -> std::io::Result<()> {
+    async fn write(&mut self, message: Message, _origin: &Origin) -> std::io::Result<()> {
         self.0.write_line(&message.value).await
     }
 

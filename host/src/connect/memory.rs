@@ -23,9 +23,9 @@
 //! # }
 //! ```
 
-use super::{Finished, Input, Locator, Read, Sink, Source};
+use super::{Finished, Input, Locator, PositionForm, Read, Sink, Source};
 use crate::bindings::Message;
-use crate::envelope::Done;
+use crate::envelope::{Done, Origin};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -87,7 +87,7 @@ impl Source for MemorySource {
     }
 
     fn locator(&self) -> Locator {
-        Locator { kind: "source", name: "memory".into(), position: "index" }
+        Locator { kind: "source", name: "memory".into(), position: "index", form: PositionForm::Number }
     }
 
     fn acknowledges(&self) -> bool {
@@ -131,8 +131,8 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    async fn write(&mut self, message: Message, position: u64) -> std::io::Result<()> {
-        self.tx.send(Delivered { message, input: position }).await.map_err(|_| {
+    async fn write(&mut self, message: Message, origin: &Origin) -> std::io::Result<()> {
+        self.tx.send(Delivered { message, input: origin.position }).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the receiving end of the memory sink was dropped")
         })?;
         self.sent += 1;

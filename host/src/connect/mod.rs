@@ -24,6 +24,7 @@ mod file;
 mod format;
 mod lines;
 mod memory;
+mod nats;
 mod output;
 #[cfg(test)]
 mod props;
@@ -31,11 +32,12 @@ mod props;
 pub(crate) use file::{FileOpening, FileSink, FileSource};
 pub(crate) use format::{Decoded, decode, encode, one_line_json};
 pub use memory::{Acknowledged, Delivered, MemorySink, MemorySource};
+pub(crate) use nats::{NatsSink, NatsSource};
 pub use output::cannot_create;
 pub(crate) use output::partial_path;
 
 use crate::bindings::Message;
-use crate::envelope::Done;
+use crate::envelope::{Done, Origin};
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -70,13 +72,32 @@ pub(crate) trait Source: Send + 'static {
     /// An input is done: delivered, or given up on (the run failed), in
     /// which case a broker should deliver it again.
     fn done(&mut self, _done: Done) {}
+
+    /// A name for what this source reads that no source reading other
+    /// input shares: with an input's position and an output's branch, the
+    /// id a broker sink gives each output so that the outputs of an input
+    /// read twice (redelivered) are dropped as duplicates.
+    fn id(&self) -> String {
+        let Locator { kind, name, .. } = self.locator();
+        format!("{kind}:{name}")
+    }
+
+    /// The end of the run: whatever [`Source::done`] started telling (acks
+    /// on their way to a broker) is sent.
+    fn close(self) -> impl Future<Output = std::io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Where messages go: the sink, and the dead-letter sink.
 pub(crate) trait Sink: Send + 'static {
-    /// Writes one message, which the sink may buffer. `position` is its
-    /// input's, for sinks that pass it on.
-    fn write(&mut self, message: Message, position: u64) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Writes one message, which the sink may buffer. `origin` says which
+    /// input it came from and which of its outputs it is, for sinks that
+    /// pass that on.
+    fn write(&mut self, message: Message, origin: &Origin) -> impl Future<Output = std::io::Result<()>> + Send;
 
     /// Hands on what is buffered and makes it durable as far as this sink
     /// can; returns the sink's position (for a file, its length), for a
@@ -119,6 +140,18 @@ pub(crate) struct Locator {
     pub(crate) kind: &'static str,
     pub(crate) name: String,
     pub(crate) position: &'static str,
+    /// How a position is written for a user.
+    pub(crate) form: PositionForm,
+}
+
+/// How a source's positions are written for a user.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) enum PositionForm {
+    /// As the number it is (a line, a sequence number).
+    #[default]
+    Number,
+    /// As the text a broker names it by (a Redis entry id, `1700000000000-3`).
+    Text(fn(u64) -> String),
 }
 
 impl Locator {
@@ -131,12 +164,19 @@ impl Locator {
     pub(crate) fn input(&self, position: u64) -> serde_json::Value {
         let mut input = serde_json::Map::new();
         input.insert(self.kind.into(), self.name.clone().into());
-        input.insert(self.position.into(), position.into());
+        let position = match self.form {
+            PositionForm::Number => position.into(),
+            PositionForm::Text(text) => text(position).into(),
+        };
+        input.insert(self.position.into(), position);
         input.into()
     }
 
     /// A position in words, for messages: "input line 7".
     pub(crate) fn describe(&self, position: u64) -> String {
-        format!("input {} {position}", self.position)
+        match self.form {
+            PositionForm::Number => format!("input {} {position}", self.position),
+            PositionForm::Text(text) => format!("input {} {}", self.position, text(position)),
+        }
     }
 }

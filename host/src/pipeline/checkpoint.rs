@@ -14,7 +14,6 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::connect::Source;
 use crate::envelope::Acks;
 use crate::state::{Checkpoint, StateStore};
 use std::sync::Arc;
@@ -68,9 +67,9 @@ impl Checkpoints {
         &mut self,
         position: u64,
         acks: &mut Acks,
-        source: &mut impl Source,
+        each_done: impl FnMut(crate::envelope::Done),
     ) -> Result<(), RunError> {
-        acks.drain(|done| source.done(done)).await;
+        acks.drain(each_done).await;
         let sink = flush(&self.sink, "the sink").await?;
         let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
         commit(&self.store, Some(Checkpoint { source: position, sink, dead_letters, complete: false })).await?;

@@ -4,9 +4,12 @@
 
 use super::error::RunError;
 use crate::bindings::Message;
+use crate::config::DeadLetterKind;
 use crate::config::{PipelineConfig, SinkKind, SourceKind};
-use crate::connect::{FileSink, FileSource, Finished, Input, Locator, MemorySink, MemorySource, Sink, Source};
-use crate::envelope::Done;
+use crate::connect::{
+    FileSink, FileSource, Finished, Input, Locator, MemorySink, MemorySource, NatsSink, NatsSource, Sink, Source,
+};
+use crate::envelope::{Done, Origin};
 use crate::state::Checkpoint;
 use std::path::PathBuf;
 
@@ -29,6 +32,12 @@ macro_rules! sources {
             fn done(&mut self, done: Done) {
                 match self { $(AnySource::$kind(s) => s.done(done)),* }
             }
+            fn id(&self) -> String {
+                match self { $(AnySource::$kind(s) => s.id()),* }
+            }
+            async fn close(self) -> std::io::Result<()> {
+                match self { $(AnySource::$kind(s) => s.close().await),* }
+            }
         }
     };
 }
@@ -38,8 +47,8 @@ macro_rules! sinks {
         pub(super) enum AnySink { $($kind($connector)),* }
 
         impl Sink for AnySink {
-            async fn write(&mut self, message: Message, position: u64) -> std::io::Result<()> {
-                match self { $(AnySink::$kind(s) => s.write(message, position).await),* }
+            async fn write(&mut self, message: Message, origin: &Origin) -> std::io::Result<()> {
+                match self { $(AnySink::$kind(s) => s.write(message, origin).await),* }
             }
             async fn flush(&mut self) -> std::io::Result<u64> {
                 match self { $(AnySink::$kind(s) => s.flush().await),* }
@@ -57,11 +66,13 @@ macro_rules! sinks {
 sources! {
     File(FileSource),
     Memory(MemorySource),
+    Nats(NatsSource),
 }
 
 sinks! {
     File(FileSink),
     Memory(MemorySink),
+    Nats(NatsSink),
 }
 
 /// Connectors handed over in code ([`super::Pipeline::with_source`] and
@@ -96,16 +107,26 @@ impl Opened {
         durable: bool,
     ) -> Result<Self, RunError> {
         // After `skip_lines`, or after the checkpoint the run resumes from.
-        let start_after = config.source().skip_lines.max(resume.map_or(0, |c| c.source));
+        // A broker keeps its own place: what was not acknowledged comes again.
+        let broker = given.source.is_none() && config.source().kind().is_broker();
+        let start_after = match broker {
+            true => 0,
+            false => config.source().skip_lines.max(resume.map_or(0, |c| c.source)),
+        };
         let source = open_source(config, given.source, start_after).await?;
         if let Some(checkpoint) = &resume {
-            let at = source.locator().describe(checkpoint.source);
-            tracing::info!("resuming after {at} from the last checkpoint");
+            match broker {
+                true => tracing::info!("resuming from the last checkpoint: what it had not committed comes again"),
+                false => tracing::info!(
+                    "resuming after {} from the last checkpoint",
+                    source.locator().describe(checkpoint.source)
+                ),
+            }
         }
         // Appending (resuming an interrupted run) keeps what the files hold.
-        let run = SinkRun { resume, durable, append: config.append() };
-        let (sink, sink_name) = open_sink(config, given.sink, run)?;
-        let (dead_letters, dead_letters_name) = open_dead_letters(config, given.dead_letters, run)?;
+        let run = SinkRun { resume, durable, append: config.append(), source: source.id() };
+        let (sink, sink_name) = open_sink(config, given.sink, &run).await?;
+        let (dead_letters, dead_letters_name) = open_dead_letters(config, given.dead_letters, &run).await?;
         Ok(Opened { source, start_after, sink, sink_name, dead_letters, dead_letters_name })
     }
 }
@@ -119,6 +140,7 @@ async fn open_source(
         return Ok(AnySource::Memory(source));
     }
     let source = config.source();
+    let broker = |name: String| move |error| RunError::Input { path: name.into(), error };
     match source.kind() {
         SourceKind::File | SourceKind::Stdin => {
             let path = config.input_path();
@@ -127,24 +149,40 @@ async fn open_source(
                 .map(AnySource::File)
                 .map_err(|error| RunError::Input { path: path.unwrap_or_else(|| "-".into()), error })
         }
+        SourceKind::Nats => {
+            let nats = source.nats.as_ref().expect("validated: a nats source has [source.nats]").get_ref();
+            let name = format!("NATS stream {}", nats.stream);
+            NatsSource::open(nats).await.map(AnySource::Nats).map_err(broker(name))
+        }
+        SourceKind::Redis => unimplemented!(),
     }
 }
 
 /// How a run's sinks open: where it resumes, whether it checkpoints, whether
 /// it appends.
-#[derive(Clone, Copy)]
 struct SinkRun {
     resume: Option<Checkpoint>,
     durable: bool,
     append: bool,
+    /// The source's [`Source::id`], which broker sinks build message ids on.
+    source: String,
 }
 
 /// The sink, and its name in errors.
-fn open_sink(config: &PipelineConfig, given: Option<MemorySink>, run: SinkRun) -> Result<(AnySink, PathBuf), RunError> {
+async fn open_sink(
+    config: &PipelineConfig,
+    given: Option<MemorySink>,
+    run: &SinkRun,
+) -> Result<(AnySink, PathBuf), RunError> {
     if let Some(sink) = given {
         return Ok((AnySink::Memory(sink), "<memory>".into()));
     }
     match config.sink().kind() {
+        SinkKind::Nats => {
+            let nats = config.sink().nats.as_ref().expect("validated: a nats sink has [sink.nats]").get_ref();
+            open_nats(nats, run, false).await
+        }
+        SinkKind::Redis => unimplemented!(),
         SinkKind::File | SinkKind::Stdout => {
             let path = config.output_path();
             let name = FileSink::name(path.as_deref());
@@ -157,29 +195,50 @@ fn open_sink(config: &PipelineConfig, given: Option<MemorySink>, run: SinkRun) -
 }
 
 /// The dead-letter sink, and its name in errors.
-fn open_dead_letters(
+async fn open_dead_letters(
     config: &PipelineConfig,
     given: Option<MemorySink>,
-    run: SinkRun,
+    run: &SinkRun,
 ) -> Result<(AnySink, PathBuf), RunError> {
     if let Some(sink) = given {
         return Ok((AnySink::Memory(sink), "<memory>".into()));
     }
-    let path = config.dead_letter_path();
+    let dead = config.dead_letters();
+    match dead.map_or(DeadLetterKind::File, |d| d.kind()) {
+        DeadLetterKind::File => {}
+        DeadLetterKind::Nats => {
+            let nats = dead.and_then(|d| d.nats.as_ref()).expect("validated: [dead_letter.nats]").get_ref();
+            return open_nats(nats, run, true).await;
+        }
+        DeadLetterKind::Redis => unimplemented!(),
+    }
+    let path = config.dead_letter_path().expect("dead letters to a file have a path");
     // Dead letters hold input as it was, unredacted: private by default.
     let opening = file_opening(0o600, run, run.resume.map(|c| c.dead_letters));
     let sink = FileSink::open(Some(&path), opening).map_err(|error| RunError::Output { path: path.clone(), error })?;
     Ok((AnySink::File(sink), path))
 }
 
-fn file_opening(mode: u32, run: SinkRun, resume_at: Option<u64>) -> crate::connect::FileOpening {
+async fn open_nats(
+    config: &crate::config::NatsSink,
+    run: &SinkRun,
+    dead_letters: bool,
+) -> Result<(AnySink, PathBuf), RunError> {
+    let name = PathBuf::from(format!("NATS subject {}", config.subject));
+    match NatsSink::open(config, run.source.clone(), dead_letters).await {
+        Ok(sink) => Ok((AnySink::Nats(sink), name)),
+        Err(error) => Err(RunError::Output { path: name, error }),
+    }
+}
+
+fn file_opening(mode: u32, run: &SinkRun, resume_at: Option<u64>) -> crate::connect::FileOpening {
     crate::connect::FileOpening { mode, resumable: run.durable, resume_at, append: run.append }
 }
 
 /// After a run that finished but died while moving its files into place:
 /// moves the rest.
 pub(super) fn complete_interrupted(config: &PipelineConfig) -> Result<(), RunError> {
-    for path in config.output_path().into_iter().chain([config.dead_letter_path()]) {
+    for path in config.output_path().into_iter().chain(config.dead_letter_path()) {
         FileSink::complete_interrupted(&path).map_err(|error| RunError::Output { path, error })?;
     }
     Ok(())

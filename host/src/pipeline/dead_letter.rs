@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn file(name: &str) -> Locator {
-        Locator { kind: "file", name: name.into(), position: "line" }
+        Locator { kind: "file", name: name.into(), position: "line", form: Default::default() }
     }
 
     fn letter(value: &[u8]) -> DeadLetter {

@@ -220,8 +220,10 @@ impl Running {
                 note(&mut failure, sink.map(drop));
                 note(&mut failure, dead_letters.map(drop));
                 // What was given up on is told to the source (a broker redelivers it).
-                if let Some(stopped) = stopped.as_mut() {
-                    stopped.tell_done();
+                if let Some(stopped) = stopped.take()
+                    && let Err(e) = stopped.close(false).await
+                {
+                    tracing::warn!("{e}");
                 }
                 Err(failure.unwrap_or_else(|| RunError::Internal("a task stopped without saying why".into())))
             }
@@ -233,7 +235,7 @@ impl Ended {
     /// Makes the run's work durable and visible; returns where the source
     /// stopped, if a signal stopped it.
     async fn commit(
-        mut self,
+        self,
         state: Option<&Arc<StateStore>>,
         durable: Option<&Arc<StateStore>>,
     ) -> Result<Option<u64>, RunError> {
@@ -256,7 +258,7 @@ impl Ended {
             commit(store, None).await?;
         }
         sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
-        self.stopped.tell_done();
+        self.stopped.close(true).await?;
         Ok(stopped_after)
     }
 }
@@ -272,10 +274,20 @@ async fn finish<S: Sink>(
 }
 
 impl<S: Source> Stopped<S> {
-    /// Tells the source of the inputs done since it last heard.
-    fn tell_done(&mut self) {
-        if let Some(acks) = self.acks.as_mut() {
-            acks.take_done(|done| self.source.done(done));
+    /// Tells the source of the inputs done since it last heard, their state
+    /// (if any) committed or, if not `committed`, given up on; then closes
+    /// it, so that what it tells a broker is sent.
+    async fn close(mut self, committed: bool) -> Result<(), RunError> {
+        let Stopped { source, acks, told, .. } = &mut self;
+        if let Some(acks) = acks.as_mut() {
+            acks.take_done(|done| told.done(source, done));
         }
+        if committed {
+            told.committed(source);
+        } else {
+            told.abandoned(source);
+        }
+        let path = source.locator().path();
+        self.source.close().await.map_err(|error| RunError::Input { path, error })
     }
 }

@@ -124,7 +124,7 @@ impl<S: Sink> Writer<S> {
     }
 
     async fn write(&mut self, message: Message, origin: Origin) -> Result<(), TaskError> {
-        self.task.sink.write(message, origin.position).await.map_err(|error| self.fail(error))?;
+        self.task.sink.write(message, &origin).await.map_err(|error| self.fail(error))?;
         match &origin.ack {
             Some(_) if self.task.ack_when_durable => self.unflushed.push(origin),
             _ => origin.settle(),

@@ -8,7 +8,7 @@ use super::events::{BlankSkipped, CheckpointTaken, Events, InputRead};
 use super::task::{TaskError, send_dead};
 use crate::config::Format;
 use crate::connect::{Decoded, Input, Read, Source, decode};
-use crate::envelope::{Acks, Envelope, Origin};
+use crate::envelope::{Acks, Done, Envelope, Origin};
 use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc::Sender;
@@ -28,10 +28,49 @@ pub(super) struct SourceTask<S> {
     pub(super) read_through: u64,
 }
 
+/// Where the inputs that are done go: to the source at once or, when the
+/// run checkpoints state and the source acknowledges (to a broker), held
+/// until the checkpoint that commits their state. An input acknowledged
+/// before its state is committed would be lost to a crash: the broker would
+/// not deliver it again, and the state would not hold it.
+pub(super) struct Told {
+    held: Option<Vec<Done>>,
+}
+
+impl Told {
+    fn new(hold: bool) -> Self {
+        Told { held: hold.then(Vec::new) }
+    }
+
+    pub(super) fn done(&mut self, source: &mut impl Source, done: Done) {
+        match &mut self.held {
+            // One given up on is told at once: the broker may redeliver it now.
+            Some(held) if done.delivered => held.push(done),
+            _ => source.done(done),
+        }
+    }
+
+    /// Their state is committed: the held inputs are told.
+    pub(super) fn committed(&mut self, source: &mut impl Source) {
+        if let Some(held) = &mut self.held {
+            held.drain(..).for_each(|done| source.done(done));
+        }
+    }
+
+    /// The run failed before their state was committed: the held inputs
+    /// are told as given up on, so that a broker delivers them again.
+    pub(super) fn abandoned(&mut self, source: &mut impl Source) {
+        if let Some(held) = &mut self.held {
+            held.drain(..).for_each(|done| source.done(Done { delivered: false, all_up_to: None, ..done }));
+        }
+    }
+}
+
 /// How the source task ended.
 pub(super) struct Stopped<S> {
     pub(super) source: S,
     pub(super) acks: Option<Acks>,
+    pub(super) told: Told,
     /// `Some(position)` if a shutdown stopped it: every input up to and
     /// including `position` was sent on, none after.
     pub(super) after: Option<u64>,
@@ -47,9 +86,10 @@ impl<S: Source> SourceTask<S> {
         // Only a source that acknowledges is read with a select on its acks:
         // that needs a `next` that can be cancelled without losing input.
         let acknowledges = source.acknowledges();
+        let mut told = Told::new(acknowledges && checkpoints.is_some());
         loop {
             if let Some(acks) = acks.as_mut() {
-                acks.take_done(|done| source.done(done));
+                acks.take_done(|done| told.done(&mut source, done));
             }
             // A checkpoint after the last input read, once due by count or
             // time. If a task fails meanwhile, the pipeline never empties: stop.
@@ -58,17 +98,18 @@ impl<S: Source> SourceTask<S> {
             {
                 let since = Instant::now();
                 tokio::select! {
-                    taken = c.take(read_through, acks, &mut source) => taken?,
+                    taken = c.take(read_through, acks, |done| told.done(&mut source, done)) => taken?,
                     () = tx.closed() => return Err(TaskError::Closed),
                     () = dead.closed() => return Err(TaskError::Closed),
                 }
+                told.committed(&mut source);
                 events.emit(CheckpointTaken { took: since.elapsed() });
             }
             let input = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(Stopped { source, acks, after: Some(read_through) }),
+                () = &mut shutdown => return Ok(Stopped { source, acks, told, after: Some(read_through) }),
                 done = next_done(&mut acks), if acknowledges => {
-                    source.done(done);
+                    told.done(&mut source, done);
                     continue;
                 }
                 input = source.next() => input.map_err(|error| super::RunError::Input {
@@ -82,7 +123,7 @@ impl<S: Source> SourceTask<S> {
                 () = dead.closed() => return Err(TaskError::Closed),
             };
             let Some(Input { position, read }) = input else {
-                return Ok(Stopped { source, acks, after: None });
+                return Ok(Stopped { source, acks, told, after: None });
             };
             let message = match read {
                 Read::Message(message) => message,
@@ -114,7 +155,7 @@ impl<S: Source> SourceTask<S> {
             // A message waiting for room downstream when the signal comes counts as unread.
             let permit = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(Stopped { source, acks, after: Some(read_through) }),
+                () = &mut shutdown => return Ok(Stopped { source, acks, told, after: Some(read_through) }),
                 permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
             };
             let origin = enter(&mut acks, &mut checkpoints, position);
@@ -143,7 +184,7 @@ fn enter(acks: &mut Option<Acks>, checkpoints: &mut Option<Checkpoints>, positio
     }
 }
 
-async fn next_done(acks: &mut Option<Acks>) -> crate::envelope::Done {
+async fn next_done(acks: &mut Option<Acks>) -> Done {
     match acks {
         Some(acks) => acks.next_done().await,
         None => std::future::pending().await,

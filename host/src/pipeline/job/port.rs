@@ -30,7 +30,7 @@ impl EmitPlan {
         match self {
             EmitPlan::Unused => None,
             EmitPlan::Now(tx) => {
-                Some(EmitTarget::Now(Box::new(SendOn { tx: tx.clone(), origin: Some(origin.clone()) })))
+                Some(EmitTarget::Now(Box::new(SendOn { tx: tx.clone(), origin: Some(origin.clone()), sent: 0 })))
             }
             EmitPlan::Held => Some(EmitTarget::Held),
         }
@@ -42,13 +42,16 @@ impl EmitPlan {
 struct SendOn {
     tx: Sender<Envelope>,
     origin: Option<Origin>,
+    /// Messages sent so far: the next one's index among the call's outputs.
+    sent: usize,
 }
 
 impl Downstream for SendOn {
     fn send(&mut self, message: Message) -> BoxFuture<'_, Result<(), Stopping>> {
         Box::pin(async move {
             let permit = self.tx.reserve().await.map_err(|_| Stopping)?;
-            let origin = self.origin.clone().expect("set until the port is dropped");
+            let origin = self.origin.as_ref().expect("set until the port is dropped").output(self.sent);
+            self.sent += 1;
             permit.send(Envelope { message, origin });
             Ok(())
         })

@@ -82,6 +82,8 @@ impl StageTask {
         job.retried += u64::from(retries);
         job.outputs += sent as u64;
         let limits = *self.runner.limits();
+        // The last attempt's emitted messages came first: the returned ones are numbered after them.
+        let emitted = sent_last.messages;
         let (kind, reason) = match result {
             Ok(messages) => match sent_last.add_all(&messages, &limits.output_caps()) {
                 Ok(_) => {
@@ -90,7 +92,9 @@ impl StageTask {
                         job.dropped += 1;
                     }
                     let origin = envelope.origin;
-                    outputs.extend(messages.into_iter().map(|message| Envelope { message, origin: origin.clone() }));
+                    let numbered = messages.into_iter().enumerate();
+                    outputs
+                        .extend(numbered.map(|(i, message)| Envelope { message, origin: origin.output(emitted + i) }));
                     // The input is done here unless its outputs go on.
                     origin.settle();
                     return Ok(());
