@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod progress;
 mod quickstart;
+mod redis;
 mod resume;
 mod sandbox;
 mod server;

@@ -28,6 +28,7 @@ mod nats;
 mod output;
 #[cfg(test)]
 mod props;
+mod redis;
 
 pub(crate) use file::{FileOpening, FileSink, FileSource};
 pub(crate) use format::{Decoded, decode, encode, one_line_json};
@@ -35,6 +36,7 @@ pub use memory::{Acknowledged, Delivered, MemorySink, MemorySource};
 pub(crate) use nats::{NatsSink, NatsSource};
 pub use output::cannot_create;
 pub(crate) use output::partial_path;
+pub(crate) use redis::{RedisSink, RedisSource};
 
 use crate::bindings::Message;
 use crate::envelope::{Done, Origin};

@@ -7,7 +7,8 @@ use crate::bindings::Message;
 use crate::config::DeadLetterKind;
 use crate::config::{PipelineConfig, SinkKind, SourceKind};
 use crate::connect::{
-    FileSink, FileSource, Finished, Input, Locator, MemorySink, MemorySource, NatsSink, NatsSource, Sink, Source,
+    FileSink, FileSource, Finished, Input, Locator, MemorySink, MemorySource, NatsSink, NatsSource, RedisSink,
+    RedisSource, Sink, Source,
 };
 use crate::envelope::{Done, Origin};
 use crate::state::Checkpoint;
@@ -67,12 +68,14 @@ sources! {
     File(FileSource),
     Memory(MemorySource),
     Nats(NatsSource),
+    Redis(RedisSource),
 }
 
 sinks! {
     File(FileSink),
     Memory(MemorySink),
     Nats(NatsSink),
+    Redis(RedisSink),
 }
 
 /// Connectors handed over in code ([`super::Pipeline::with_source`] and
@@ -154,7 +157,11 @@ async fn open_source(
             let name = format!("NATS stream {}", nats.stream);
             NatsSource::open(nats).await.map(AnySource::Nats).map_err(broker(name))
         }
-        SourceKind::Redis => unimplemented!(),
+        SourceKind::Redis => {
+            let redis = source.redis.as_ref().expect("validated: a redis source has [source.redis]").get_ref();
+            let name = format!("Redis stream {}", redis.stream);
+            RedisSource::open(redis).await.map(AnySource::Redis).map_err(broker(name))
+        }
     }
 }
 
@@ -182,7 +189,10 @@ async fn open_sink(
             let nats = config.sink().nats.as_ref().expect("validated: a nats sink has [sink.nats]").get_ref();
             open_nats(nats, run, false).await
         }
-        SinkKind::Redis => unimplemented!(),
+        SinkKind::Redis => {
+            let redis = config.sink().redis.as_ref().expect("validated: a redis sink has [sink.redis]").get_ref();
+            open_redis(redis).await
+        }
         SinkKind::File | SinkKind::Stdout => {
             let path = config.output_path();
             let name = FileSink::name(path.as_deref());
@@ -210,7 +220,10 @@ async fn open_dead_letters(
             let nats = dead.and_then(|d| d.nats.as_ref()).expect("validated: [dead_letter.nats]").get_ref();
             return open_nats(nats, run, true).await;
         }
-        DeadLetterKind::Redis => unimplemented!(),
+        DeadLetterKind::Redis => {
+            let redis = dead.and_then(|d| d.redis.as_ref()).expect("validated: [dead_letter.redis]").get_ref();
+            return open_redis(redis).await;
+        }
     }
     let path = config.dead_letter_path().expect("dead letters to a file have a path");
     // Dead letters hold input as it was, unredacted: private by default.
@@ -227,6 +240,14 @@ async fn open_nats(
     let name = PathBuf::from(format!("NATS subject {}", config.subject));
     match NatsSink::open(config, run.source.clone(), dead_letters).await {
         Ok(sink) => Ok((AnySink::Nats(sink), name)),
+        Err(error) => Err(RunError::Output { path: name, error }),
+    }
+}
+
+async fn open_redis(config: &crate::config::RedisSink) -> Result<(AnySink, PathBuf), RunError> {
+    let name = PathBuf::from(format!("Redis stream {}", config.stream));
+    match RedisSink::open(config).await {
+        Ok(sink) => Ok((AnySink::Redis(sink), name)),
         Err(error) => Err(RunError::Output { path: name, error }),
     }
 }

@@ -1,0 +1,326 @@
+//! Redis Streams in and out: a real redis-server (started per test on a free
+//! port), real `sluice run` processes, streams loaded and read with the
+//! Redis client. Every input is accounted for: added to the output stream
+//! (at least once) or to the dead-letter stream, and acknowledged.
+
+use crate::resume::sluice_binary;
+use crate::support::{Scratch, guests, root};
+use ::redis::{Connection, Value};
+use serde_json::Value as Json;
+use sluice_tests::brokers::RedisServer;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `sluice run` process, its log (stderr) in a file; killed if a test
+/// fails before it ends.
+struct Worker {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Worker {
+    fn start(scratch: &Scratch, log: &str) -> Worker {
+        let log = scratch.path(log);
+        let child = Command::new(sluice_binary())
+            .args(["run", "pipeline.toml", "--progress", "0"])
+            .current_dir(scratch.dir.path())
+            .env("SLUICE_LOG", "info")
+            .env_remove("SLUICE_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (`INT`, `KILL`) with kill(1).
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(sent.unwrap().success());
+    }
+
+    /// SIGINT, then its exit status and log.
+    fn interrupt(mut self) -> (ExitStatus, String) {
+        self.signal("INT");
+        let status = self.child.wait().unwrap();
+        (status, self.log())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(server: &RedisServer) -> Connection {
+    ::redis::Client::open(server.url()).unwrap().get_connection().unwrap()
+}
+
+/// Adds entries of `fields` to `stream`, in one round trip; their ids.
+fn add(con: &mut Connection, stream: &str, entries: &[Vec<(&str, String)>]) -> Vec<String> {
+    let mut pipe = ::redis::pipe();
+    for fields in entries {
+        let xadd = pipe.cmd("XADD").arg(stream).arg("*");
+        for (name, value) in fields {
+            xadd.arg(*name).arg(value);
+        }
+    }
+    pipe.query(con).unwrap()
+}
+
+fn len(con: &mut Connection, stream: &str) -> usize {
+    ::redis::cmd("XLEN").arg(stream).query(con).unwrap()
+}
+
+/// Every entry of `stream`: its id and fields, in order.
+fn range(con: &mut Connection, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let reply: Vec<(String, Vec<String>)> = ::redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(con).unwrap();
+    reply
+        .into_iter()
+        .map(|(id, flat)| (id, flat.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect()))
+        .collect()
+}
+
+/// The group's pending entries: their count, and the count per consumer.
+fn pending(con: &mut Connection, stream: &str, group: &str) -> (u64, BTreeMap<String, u64>) {
+    let reply: Value = ::redis::cmd("XPENDING").arg(stream).arg(group).query(con).unwrap();
+    let Value::Array(parts) = reply else { panic!("XPENDING: {reply:?}") };
+    let count: u64 = ::redis::from_redis_value(parts[0].clone()).unwrap();
+    let consumers: Vec<(String, u64)> = match &parts[3] {
+        Value::Nil => Vec::new(),
+        consumers => ::redis::from_redis_value(consumers.clone()).unwrap(),
+    };
+    (count, consumers.into_iter().collect())
+}
+
+/// The value of an entry's `field`.
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {name}: {fields:?}"))
+}
+
+/// Waits until the output and dead-letter streams hold `n` entries together
+/// (at least); at most two minutes (a bound for a broken build, not a
+/// measure of speed).
+fn wait_for(con: &mut Connection, n: usize, workers: &mut [&mut Worker]) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = len(con, "out") + len(con, "dead");
+        if got >= n {
+            return;
+        }
+        for worker in workers.iter_mut() {
+            if let Some(status) = worker.child.try_wait().unwrap() {
+                panic!("a worker ended ({status}) with {got} of {n} entries written:\n{}", worker.log());
+            }
+        }
+        let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+        assert!(Instant::now() < give_up, "{got} of {n} entries written:\n{}", logs.join("\n---\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn plugin(name: &str) -> String {
+    root().join("target/plugins").join(name).display().to_string()
+}
+
+/// A pipeline reading `in` through group `g`, writing `out` and `dead`.
+fn pipeline(url: &str, source: &str, format: &str, stages: &str) -> String {
+    format!(
+        "version = 1\n\
+         [source]\nformat = \"{format}\"\n\
+         [source.redis]\nurl = \"{url}\"\nstream = \"in\"\ngroup = \"g\"\n{source}\n\
+         [sink]\nformat = \"{format}\"\n\
+         [sink.redis]\nurl = \"{url}\"\nstream = \"out\"\n\
+         [dead_letter.redis]\nurl = \"{url}\"\nstream = \"dead\"\n\
+         {stages}"
+    )
+}
+
+/// A dead letter's record (the JSON in its `value` field), and the entry id
+/// it names as its input.
+fn dead_letter(fields: &[(String, String)]) -> (Json, String) {
+    let record: Json = serde_json::from_str(field(fields, "value")).unwrap();
+    assert_eq!(record["input"]["redis"], "in", "{record}");
+    let entry = record["input"]["entry"].as_str().unwrap_or_else(|| panic!("no entry id: {record}")).to_string();
+    (record, entry)
+}
+
+#[test]
+fn every_entry_is_written_or_dead_lettered_and_acknowledged_and_sigint_stops_the_worker() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    // 200 entries: 180 orders, 10 that are not JSON, 10 the filter rejects.
+    let values: Vec<String> = (0..200)
+        .map(|i| match i % 20 {
+            7 => format!("not json {i}"),
+            13 => format!("{{\"id\":{i},\"amount\":\"lots\"}}"),
+            _ => format!("{{\"id\":{i},\"amount\":{i}}}"),
+        })
+        .collect();
+    let ids = add(&mut con, "in", &values.iter().map(|v| vec![("value", v.clone())]).collect::<Vec<_>>());
+    let stage = format!(
+        "[[stages]]\nname = \"orders\"\nplugin = {:?}\nconfig = {{ field = \"amount\", gte = 0 }}\n",
+        plugin("json-filter.wasm")
+    );
+    scratch.write("pipeline.toml", pipeline(&server.url(), "consumer = \"w1\"", "jsonl", &stage));
+    let mut worker = Worker::start(&scratch, "w1.log");
+    wait_for(&mut con, 200, &mut [&mut worker]);
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("stopped: everything read was processed, delivered and acknowledged"), "{log}");
+
+    // Each order once in the output, each other entry once in the dead letters.
+    let out: Vec<u64> = range(&mut con, "out")
+        .iter()
+        .map(|(_, fields)| serde_json::from_str::<Json>(field(fields, "value")).unwrap()["id"].as_u64().unwrap())
+        .collect();
+    let orders: Vec<u64> = (0..200).filter(|i| ![7, 13].contains(&(i % 20))).collect();
+    assert_eq!(out, orders, "outputs in input order, each once");
+    let mut dead: BTreeMap<String, String> = BTreeMap::new();
+    for (_, fields) in range(&mut con, "dead") {
+        let (record, entry) = dead_letter(&fields);
+        assert!(dead.insert(entry, record["error"].as_str().unwrap().to_string()).is_none(), "twice: {record}");
+    }
+    let expected: BTreeMap<String, String> = (0..200)
+        .filter_map(|i| match i % 20 {
+            7 => Some((ids[i].clone(), "input".to_string())),
+            13 => Some((ids[i].clone(), "invalid".to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dead, expected);
+    assert_eq!(pending(&mut con, "in", "g").0, 0, "every entry is acknowledged");
+}
+
+#[test]
+fn key_timestamp_and_other_fields_come_back_as_they_went_in() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    let ids = add(
+        &mut con,
+        "in",
+        &[
+            vec![
+                ("colour", "red".into()),
+                ("value", "hello".into()),
+                ("key", "k1".into()),
+                ("timestamp", "1700000000123".into()),
+                ("size", "L".into()),
+            ],
+            // No timestamp: the entry id's milliseconds.
+            vec![("value", "plain".into())],
+            // No value: dead-lettered, naming the field.
+            vec![("body", "where is the value".into())],
+        ],
+    );
+    let stage = format!("[[stages]]\nname = \"upper\"\nplugin = {:?}\n", plugin("upper.wasm"));
+    scratch.write("pipeline.toml", pipeline(&server.url(), "", "lines", &stage));
+    let mut worker = Worker::start(&scratch, "w.log");
+    wait_for(&mut con, 3, &mut [&mut worker]);
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+
+    let out: Vec<Vec<(String, String)>> = range(&mut con, "out").into_iter().map(|(_, fields)| fields).collect();
+    let pairs = |p: &[(&str, &str)]| p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>();
+    let first_ms = ids[1].split('-').next().unwrap();
+    assert_eq!(
+        out,
+        [
+            pairs(&[
+                ("value", "HELLO"),
+                ("key", "k1"),
+                ("timestamp", "1700000000123"),
+                ("colour", "red"),
+                ("size", "L")
+            ]),
+            pairs(&[("value", "PLAIN"), ("timestamp", first_ms)]),
+        ]
+    );
+    let dead = range(&mut con, "dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (record, entry) = dead_letter(&dead[0].1);
+    assert_eq!((entry.as_str(), record["error"].as_str()), (ids[2].as_str(), Some("input")), "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("no field `value`") && reason.contains("value_field"), "{reason}");
+    assert_eq!(pending(&mut con, "in", "g").0, 0);
+}
+
+#[test]
+fn entries_a_killed_worker_held_are_claimed_by_the_other_and_nothing_is_lost() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    // 5,000 entries, each a little work; every 100th rejected by the stage.
+    let values: Vec<String> =
+        (0..5000).map(|i| if i % 100 == 42 { format!("invalid:{i}") } else { format!("sleep:1:{i}") }).collect();
+    let entries: Vec<Vec<(&str, String)>> = values.iter().map(|v| vec![("value", v.clone())]).collect();
+    let mut ids = Vec::new();
+    for chunk in entries.chunks(1000) {
+        ids.extend(add(&mut con, "in", chunk));
+    }
+    // No `consumer`: each process gets its own default name, `<host>-<pid>`.
+    let stage = format!(
+        "[[stages]]\nname = \"t\"\nplugin = {:?}\nconcurrency = 4\norder = \"unordered\"\n",
+        guests::TEST_STAGE
+    );
+    scratch.write("pipeline.toml", pipeline(&server.url(), "claim_idle = \"1s\"", "lines", &stage));
+    let mut doomed = Worker::start(&scratch, "doomed.log");
+    let mut survivor = Worker::start(&scratch, "survivor.log");
+    wait_for(&mut con, 500, &mut [&mut doomed, &mut survivor]);
+    doomed.signal("KILL");
+    doomed.child.wait().unwrap();
+    // It died holding entries it had not acknowledged.
+    let doomed_name = format!("-{}", doomed.child.id());
+    let (_, consumers) = pending(&mut con, "in", "g");
+    let held: u64 = consumers.iter().filter(|(name, _)| name.ends_with(&doomed_name)).map(|(_, n)| n).sum();
+    assert!(held > 0, "the killed worker held nothing: {consumers:?}");
+
+    // Everything reaches the output or the dead letters, and nothing stays pending.
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    loop {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for (_, fields) in range(&mut con, "out") {
+            let i: usize = field(&fields, "value").parse().unwrap();
+            seen.insert(ids[i].clone());
+        }
+        for (_, fields) in range(&mut con, "dead") {
+            seen.insert(dead_letter(&fields).1);
+        }
+        if seen == all && pending(&mut con, "in", "g").0 == 0 {
+            break;
+        }
+        assert!(seen.is_subset(&all), "an output of no input");
+        if let Some(status) = survivor.child.try_wait().unwrap() {
+            panic!("the survivor ended ({status}):\n{}", survivor.log());
+        }
+        let missing = all.len() - seen.len();
+        assert!(Instant::now() < give_up, "{missing} entries missing:\n{}", survivor.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dead_ids: BTreeSet<String> = range(&mut con, "dead").iter().map(|(_, f)| dead_letter(f).1).collect();
+    let rejected: BTreeSet<String> = (0..5000).filter(|i| i % 100 == 42).map(|i| ids[i].clone()).collect();
+    assert_eq!(dead_ids, rejected, "the dead letters are the rejected entries");
+
+    let (status, log) = survivor.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    // At least what the killed worker held (more if, on a loaded machine,
+    // one worker claimed entries of the other that looked idle).
+    let told = " entries of Redis stream in were delivered again after a worker stopped";
+    let again: u64 = log
+        .lines()
+        .find_map(|line| line.split_once(told).map(|(before, _)| before.rsplit(' ').next().unwrap().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no redelivery count:\n{log}"));
+    assert!(again >= held, "{again} delivered again, {held} taken over:\n{log}");
+    assert_eq!(pending(&mut con, "in", "g").0, 0);
+}
