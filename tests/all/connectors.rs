@@ -188,7 +188,23 @@ async fn connector_kinds_are_checked_with_their_settings() {
         ("[sink]\ntype = \"file\"\n", "<dir>/pipeline.toml:3:8: a `file` sink needs `path`: the file to write"),
         (
             "[source]\ntype = \"kafka\"\n",
-            "<dir>/pipeline.toml:3:8: `type` must be \"file\" or \"stdin\", not `\"kafka\"`",
+            "<dir>/pipeline.toml:3:8: `type` must be one of \"file\", \"stdin\", \"nats\" or \"redis\", not `\"kafka\"`",
+        ),
+        (
+            "[source]\ntype = \"nats\"\n",
+            "<dir>/pipeline.toml:3:8: a `nats` source needs its settings: add a [source.nats] table",
+        ),
+        (
+            "[sink]\ntype = \"redis\"\n[sink.nats]\nsubject = \"out\"\n",
+            "<dir>/pipeline.toml:3:8: `type = \"redis\"` but the settings are for nats: remove `type`, or the [sink.nats] table",
+        ),
+        (
+            "[dead_letter]\npath = \"dead.jsonl\"\n[dead_letter.redis]\nstream = \"dead\"\n",
+            "<dir>/pipeline.toml:4:1: [dead_letter] has both `path` and [dead_letter.redis]: keep one",
+        ),
+        (
+            "[source.nats]\nstream = \"ORDERS\"\n",
+            "<dir>/pipeline.toml:2:1: missing key `consumer` in `nats`: add it, e.g. `consumer = \"enrich\"`",
         ),
     ];
     for (section, want) in cases {

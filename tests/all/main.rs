@@ -16,6 +16,7 @@ mod latency;
 mod load_errors;
 mod logs;
 mod metrics;
+mod nats;
 mod progress;
 mod quickstart;
 mod redis;

@@ -256,6 +256,29 @@ fn key_timestamp_and_other_fields_come_back_as_they_went_in() {
 }
 
 #[test]
+fn a_header_named_like_a_field_of_the_sink_is_dead_lettered_not_written() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    // The source takes its key from `id`, so `key` is a header, which the
+    // sink (key_field `key`) would read back as the key.
+    add(&mut con, "in", &[vec![("value", "a".into()), ("key", "x".into())], vec![("value", "b".into())]]);
+    let stage = format!("[[stages]]\nname = \"upper\"\nplugin = {:?}\n", plugin("upper.wasm"));
+    scratch.write("pipeline.toml", pipeline(&server.url(), "key_field = \"id\"", "lines", &stage));
+    let mut worker = Worker::start(&scratch, "w.log");
+    wait_for(&mut con, 2, &mut [&mut worker]);
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let out = range(&mut con, "out");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(field(&out[0].1, "value"), "B");
+    let dead = range(&mut con, "dead");
+    let (record, _) = dead_letter(&dead[0].1);
+    assert_eq!(record["error"], "output", "{record}");
+    assert!(record["reason"].as_str().unwrap().contains("header `key`"), "{record}");
+}
+
+#[test]
 fn entries_a_killed_worker_held_are_claimed_by_the_other_and_nothing_is_lost() {
     let server = RedisServer::start();
     let mut con = connect(&server);

@@ -93,6 +93,16 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// The kind as the pipeline file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Stdin => "stdin",
+            SourceKind::Nats => "nats",
+            SourceKind::Redis => "redis",
+        }
+    }
+
     /// Whether the source is a broker, which keeps its own place in what it
     /// delivers and delivers again what is not acknowledged.
     pub fn is_broker(self) -> bool {
@@ -113,6 +123,18 @@ pub enum SinkKind {
     Nats,
     /// Adding to a Redis stream, `[sink.redis]`.
     Redis,
+}
+
+impl SinkKind {
+    /// The kind as the pipeline file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
+            SinkKind::Nats => "nats",
+            SinkKind::Redis => "redis",
+        }
+    }
 }
 
 /// Where stages' state is kept, and how often it is checkpointed. Used only
@@ -327,6 +349,17 @@ pub enum DeadLetterKind {
     Nats,
     /// Adding to a Redis stream, `[dead_letter.redis]`.
     Redis,
+}
+
+impl DeadLetterKind {
+    /// The kind as the pipeline file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadLetterKind::File => "file",
+            DeadLetterKind::Nats => "nats",
+            DeadLetterKind::Redis => "redis",
+        }
+    }
 }
 
 /// How a stream of bytes is split into messages, and joined back.

@@ -23,7 +23,10 @@ impl PipelineConfig {
                 format!("unsupported version {}: this sluice reads version {VERSION}", self.version.get_ref()),
             );
         }
-        if self.stages.is_empty() {
+        // Without stages, a pipeline copies: worth it only to or from a
+        // broker (loading a stream from a file, reading one out).
+        let bridge = self.source.kind().is_broker() || matches!(self.sink.kind(), SinkKind::Nats | SinkKind::Redis);
+        if self.stages.is_empty() && !bridge {
             err(0..0, "no stages: add at least one [[stages]] table with a `name` and a `plugin`".into());
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -154,12 +157,74 @@ impl PipelineConfig {
             }
             _ => {}
         }
+        self.validate_brokers(err);
         if let Some(kind) = &self.sink.kind {
             match (kind.get_ref(), &self.sink.path) {
                 (SinkKind::File, None) => err(kind.span(), "a `file` sink needs `path`: the file to write".into()),
                 (SinkKind::Stdout, Some(path)) if path.as_os_str() != "-" => err(
                     kind.span(),
                     "a `stdout` sink writes standard output: remove `path`, or set `type = \"file\"`".into(),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// A broker kind needs its table, and a table its kind: the settings of
+    /// a connector that does not run would be silently ignored.
+    fn validate_brokers(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        let source = &self.source;
+        let sections = [
+            (
+                "source",
+                source.kind.as_ref().map(|k| (k.span(), k.get_ref().name())),
+                source.nats.as_ref().map(|t| t.span()),
+                source.redis.as_ref().map(|t| t.span()),
+                source.path.is_some(),
+            ),
+            (
+                "sink",
+                self.sink.kind.as_ref().map(|k| (k.span(), k.get_ref().name())),
+                self.sink.nats.as_ref().map(|t| t.span()),
+                self.sink.redis.as_ref().map(|t| t.span()),
+                self.sink.path.is_some(),
+            ),
+        ];
+        let dead = self.dead_letter.as_ref();
+        let dead_section = (
+            "dead_letter",
+            dead.and_then(|d| d.kind.as_ref()).map(|k| (k.span(), k.get_ref().name())),
+            dead.and_then(|d| d.nats.as_ref()).map(|t| t.span()),
+            dead.and_then(|d| d.redis.as_ref()).map(|t| t.span()),
+            dead.is_some_and(|d| d.path.is_some()),
+        );
+        for (section, kind, nats, redis, path) in sections.into_iter().chain([dead_section]) {
+            let tables: Vec<(&str, Range<usize>)> =
+                [("nats", nats), ("redis", redis)].into_iter().filter_map(|(n, s)| s.map(|s| (n, s))).collect();
+            if let [(first, _), (second, span), ..] = tables.as_slice() {
+                err(
+                    span.clone(),
+                    format!("[{section}] has both [{section}.{first}] and [{section}.{second}]: keep one"),
+                );
+                continue;
+            }
+            if let (Some((table, span)), true) = (tables.first(), path) {
+                err(span.clone(), format!("[{section}] has both `path` and [{section}.{table}]: keep one"));
+                continue;
+            }
+            match (kind, tables.first()) {
+                (Some((span, kind @ ("nats" | "redis"))), None) => err(
+                    span,
+                    format!(
+                        "a `{kind}` {} needs its settings: add a [{section}.{kind}] table",
+                        section.replace('_', "-")
+                    ),
+                ),
+                (Some((span, kind)), Some((table, _))) if kind != *table => err(
+                    span,
+                    format!(
+                        "`type = \"{kind}\"` but the settings are for {table}: remove `type`, or the [{section}.{table}] table"
+                    ),
                 ),
                 _ => {}
             }

@@ -82,6 +82,9 @@ pub(crate) struct FileOpening {
     pub(crate) resumable: bool,
     /// The sink's position at the checkpoint the run resumes from.
     pub(crate) resume_at: Option<u64>,
+    /// Whether the file itself is written, appended to and synced at each
+    /// flush (behind a broker, whose acknowledgements follow the flushes).
+    pub(crate) in_place: bool,
     /// Whether the run keeps what the file holds and writes after it.
     pub(crate) append: bool,
 }
@@ -89,9 +92,10 @@ pub(crate) struct FileOpening {
 impl FileSink {
     /// A file sink at `path`, or standard output when `None`.
     pub(crate) fn open(path: Option<&Path>, opening: FileOpening) -> std::io::Result<Self> {
-        let FileOpening { mode, resumable, resume_at, append } = opening;
+        let FileOpening { mode, resumable, resume_at, append, in_place } = opening;
         Ok(FileSink(match path {
             None => Output::stdout(),
+            Some(path) if in_place => Output::in_place(path, mode, resume_at)?,
             Some(path) if resumable => Output::resumable(path, mode, resume_at, append)?,
             Some(path) => Output::file(path, mode, append)?,
         }))

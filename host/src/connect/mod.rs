@@ -75,6 +75,13 @@ pub(crate) trait Source: Send + 'static {
     /// which case a broker should deliver it again.
     fn done(&mut self, _done: Done) {}
 
+    /// How many inputs the source lets the pipeline hold unacknowledged (a
+    /// broker's `max_ack_pending`): a run that holds acknowledgements until
+    /// a checkpoint takes one before it gets there.
+    fn max_unacknowledged(&self) -> Option<u64> {
+        None
+    }
+
     /// A name for what this source reads that no source reading other
     /// input shares: with an input's position and an output's branch, the
     /// id a broker sink gives each output so that the outputs of an input
@@ -100,6 +107,13 @@ pub(crate) trait Sink: Send + 'static {
     /// input it came from and which of its outputs it is, for sinks that
     /// pass that on.
     fn write(&mut self, message: Message, origin: &Origin) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Why this sink cannot write `message` (a header a broker cannot
+    /// carry), if it cannot: such a message is dead-lettered as an `output`
+    /// error instead of failing the run.
+    fn refuses(&self, _message: &Message) -> Option<String> {
+        None
+    }
 
     /// Hands on what is buffered and makes it durable as far as this sink
     /// can; returns the sink's position (for a file, its length), for a

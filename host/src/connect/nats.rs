@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 
 /// Where a message's timestamp travels, in milliseconds since the Unix epoch.
 const TIMESTAMP_HEADER: &str = "Sluice-Timestamp";
+/// A negative acknowledgement: delivered again after 500 ms.
+const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
 /// Messages asked of the server per pull, at most.
 const PULL_BATCH: u64 = 256;
 
@@ -45,6 +47,7 @@ pub(crate) struct NatsSource {
     messages: pull::Stream,
     stream: String,
     consumer: String,
+    max_ack_pending: u64,
     key: Key,
     /// What the pipeline holds: each message's reply subject (where its
     /// acknowledgement goes) by stream sequence.
@@ -115,6 +118,7 @@ impl NatsSource {
             messages,
             stream: config.stream.clone(),
             consumer: config.consumer.clone(),
+            max_ack_pending: config.max_ack_pending,
             key,
             held,
             acks,
@@ -229,11 +233,23 @@ impl Source for NatsSource {
         let _ = self.acks.send((reply, kind));
     }
 
+    fn max_unacknowledged(&self) -> Option<u64> {
+        Some(self.max_ack_pending)
+    }
+
     fn id(&self) -> String {
         format!("nats:{}/{}", self.stream, self.consumer)
     }
 
-    async fn close(self) -> io::Result<()> {
+    async fn close(mut self) -> io::Result<()> {
+        // What the server already sent that the pipeline never took goes
+        // back now, not after `ack_wait`, to be delivered again half a
+        // second later (not at once: this worker is still pulling).
+        while let Ok(Some(Ok(record))) = tokio::time::timeout(Duration::from_millis(50), self.messages.next()).await {
+            if let Some(reply) = record.message.reply {
+                let _ = self.acks.send((reply, HAND_BACK));
+            }
+        }
         let NatsSource { client, acks, acking, progress, .. } = self;
         progress.abort();
         drop(acks);
@@ -308,20 +324,20 @@ impl NatsSink {
         Ok(())
     }
 
-    fn headers(&self, message: &Message) -> io::Result<HeaderMap> {
+    /// The record's headers: the message's, then its key and timestamp.
+    /// Or why NATS cannot carry them: its header values are one line of
+    /// text, its names a token.
+    fn headers(&self, message: &Message) -> Result<HeaderMap, String> {
         let mut headers = HeaderMap::new();
-        let text = |what: &str, bytes: &[u8]| {
-            std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{what} is not UTF-8 text, which NATS headers need"))
-            })
+        let text = |what: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+            Ok(text) if !text.contains(['\r', '\n']) => Ok(text.to_owned()),
+            _ => Err(format!("{what} is not one line of UTF-8 text, which a NATS header must be")),
         };
         for header in &message.headers {
-            let name: async_nats::header::HeaderName = header.name.parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("header name {:?} is not a valid NATS header", header.name),
-                )
-            })?;
+            let name: async_nats::header::HeaderName = header
+                .name
+                .parse()
+                .map_err(|_| format!("header name {:?} cannot be a NATS header name", header.name))?;
             headers.append(name, text(&format!("header {}", header.name), &header.value)?);
         }
         if let Some(key) = &message.key {
@@ -335,8 +351,12 @@ impl NatsSink {
 }
 
 impl Sink for NatsSink {
+    fn refuses(&self, message: &Message) -> Option<String> {
+        self.headers(message).err()
+    }
+
     async fn write(&mut self, message: Message, origin: &Origin) -> io::Result<()> {
-        let headers = self.headers(&message)?;
+        let headers = self.headers(&message).map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
         let kind = if self.dead_letters { "dead" } else { "out" };
         let id = format!("{}:{}:{}:{:x}", self.source, kind, origin.position, origin.branch);
         if self.in_flight.len() >= self.max_in_flight {

@@ -23,6 +23,8 @@ pub(crate) struct Output {
 
 /// The file being written before it is moved into place.
 enum Partial {
+    /// None: the destination itself is written (behind a broker).
+    InPlace,
     /// Removed if the run fails.
     Temp(TempPath),
     /// `.<name>.partial`, kept if the run fails or the process dies: a
@@ -103,6 +105,23 @@ impl Output {
         // Until a checkpoint depends on it, the copy is removed if the run fails.
         let mut output = Self::writing(file, Partial::Kept(partial), path, kept)?;
         output.keep = resume_at.is_some();
+        Ok(output)
+    }
+
+    /// The file at `path` itself, appended to and synced at each flush, for
+    /// a run that never ends by itself (behind a broker): what a flush made
+    /// durable is acknowledged, and must stay. `resume_at`: the bytes it
+    /// held at the last checkpoint; what came after is cut off, since the
+    /// broker delivers it again.
+    pub(crate) fn in_place(path: &Path, mode: u32, resume_at: Option<u64>) -> std::io::Result<Self> {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).mode(mode).open(path)?;
+        let len = file.metadata()?.len();
+        if let Some(at) = resume_at.filter(|&at| at < len) {
+            file.set_len(at)?;
+        }
+        let written = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        let mut output = Self::writing(file, Partial::InPlace, path, written)?;
+        output.keep = true;
         Ok(output)
     }
 
@@ -236,6 +255,7 @@ impl Finished {
         let Some((partial, dest)) = self.0 else { return Ok(()) };
         tokio::task::spawn_blocking(move || {
             match partial {
+                Partial::InPlace => return Ok(()),
                 Partial::Temp(temp) => temp.persist(&dest).map_err(|e| e.error)?,
                 Partial::Kept(path) => std::fs::rename(path, &dest)?,
             }

@@ -582,6 +582,10 @@ impl RedisSink {
 }
 
 impl Sink for RedisSink {
+    fn refuses(&self, message: &Message) -> Option<String> {
+        self.refusal(message)
+    }
+
     async fn write(&mut self, message: Message, _origin: &Origin) -> io::Result<()> {
         if let Some(reason) = self.refusal(&message) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, reason));

@@ -33,6 +33,9 @@ macro_rules! sources {
             fn done(&mut self, done: Done) {
                 match self { $(AnySource::$kind(s) => s.done(done)),* }
             }
+            fn max_unacknowledged(&self) -> Option<u64> {
+                match self { $(AnySource::$kind(s) => s.max_unacknowledged()),* }
+            }
             fn id(&self) -> String {
                 match self { $(AnySource::$kind(s) => s.id()),* }
             }
@@ -50,6 +53,9 @@ macro_rules! sinks {
         impl Sink for AnySink {
             async fn write(&mut self, message: Message, origin: &Origin) -> std::io::Result<()> {
                 match self { $(AnySink::$kind(s) => s.write(message, origin).await),* }
+            }
+            fn refuses(&self, message: &Message) -> Option<String> {
+                match self { $(AnySink::$kind(s) => s.refuses(message)),* }
             }
             async fn flush(&mut self) -> std::io::Result<u64> {
                 match self { $(AnySink::$kind(s) => s.flush().await),* }
@@ -127,7 +133,7 @@ impl Opened {
             }
         }
         // Appending (resuming an interrupted run) keeps what the files hold.
-        let run = SinkRun { resume, durable, append: config.append(), source: source.id() };
+        let run = SinkRun { resume, durable, append: config.append(), broker, source: source.id() };
         let (sink, sink_name) = open_sink(config, given.sink, &run).await?;
         let (dead_letters, dead_letters_name) = open_dead_letters(config, given.dead_letters, &run).await?;
         Ok(Opened { source, start_after, sink, sink_name, dead_letters, dead_letters_name })
@@ -171,6 +177,8 @@ struct SinkRun {
     resume: Option<Checkpoint>,
     durable: bool,
     append: bool,
+    /// Whether the source is a broker: files are then written in place.
+    broker: bool,
     /// The source's [`Source::id`], which broker sinks build message ids on.
     source: String,
 }
@@ -253,7 +261,7 @@ async fn open_redis(config: &crate::config::RedisSink) -> Result<(AnySink, PathB
 }
 
 fn file_opening(mode: u32, run: &SinkRun, resume_at: Option<u64>) -> crate::connect::FileOpening {
-    crate::connect::FileOpening { mode, resumable: run.durable, resume_at, append: run.append }
+    crate::connect::FileOpening { mode, resumable: run.durable, resume_at, append: run.append, in_place: run.broker }
 }
 
 /// After a run that finished but died while moving its files into place:

@@ -73,6 +73,10 @@ impl<S: Sink> SinkTask<S> {
                     send_dead(&dead, "sink", Kind::Output, reason, origin, message).await?;
                     continue;
                 }
+                if let Some(reason) = writer.task.sink.refuses(&message) {
+                    send_dead(&dead, "sink", Kind::Output, reason, origin, message).await?;
+                    continue;
+                }
                 writer.write(message, origin).await?;
                 written += 1;
             }

@@ -57,6 +57,11 @@ impl Told {
         }
     }
 
+    /// How many inputs are held.
+    fn waiting(&self) -> usize {
+        self.held.as_ref().map_or(0, Vec::len)
+    }
+
     /// The run failed before their state was committed: the held inputs
     /// are told as given up on, so that a broker delivers them again.
     pub(super) fn abandoned(&mut self, source: &mut impl Source) {
@@ -87,14 +92,22 @@ impl<S: Source> SourceTask<S> {
         // that needs a `next` that can be cancelled without losing input.
         let acknowledges = source.acknowledges();
         let mut told = Told::new(acknowledges && checkpoints.is_some());
+        let hold_at_most = source.max_unacknowledged().map_or(u64::MAX, |n| (n / 2).max(1));
         loop {
             if let Some(acks) = acks.as_mut() {
                 acks.take_done(|done| told.done(&mut source, done));
             }
+            // Held inputs whose stages wrote no state since the last commit
+            // need no checkpoint: their state (if any) is committed.
+            if told.waiting() > 0 && checkpoints.as_ref().is_some_and(|c| !c.store.has_pending()) {
+                told.committed(&mut source);
+            }
             // A checkpoint after the last input read, once due by count or
-            // time. If a task fails meanwhile, the pipeline never empties: stop.
+            // time, or once the held inputs are half of what the broker lets
+            // a worker hold (it would stop delivering). If a task fails
+            // meanwhile, the pipeline never empties: stop.
             if let (Some(c), Some(acks)) = (checkpoints.as_mut(), acks.as_mut())
-                && c.due()
+                && (c.due() || told.waiting() as u64 >= hold_at_most)
             {
                 let since = Instant::now();
                 tokio::select! {
@@ -141,6 +154,10 @@ impl<S: Source> SourceTask<S> {
                 Decoded::Message => {}
                 Decoded::Blank => {
                     events.emit(BlankSkipped { bytes: line_bytes(&message.value) });
+                    // Done at once: a broker must hear of it like any other.
+                    if acknowledges {
+                        enter(&mut acks, &mut checkpoints, position).settle();
+                    }
                     read_through = position;
                     continue;
                 }

@@ -216,6 +216,10 @@ impl std::fmt::Display for RunReport {
             self.dead_lettered,
             self.read as f64 / secs.max(1e-9)
         )?;
+        // A pipeline without stages (a bridge to or from a broker) has no table.
+        if self.stages.is_empty() {
+            return Ok(());
+        }
         let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
         writeln!(
             f,

@@ -1,0 +1,408 @@
+//! NATS JetStream in and out: a real nats-server (started per test on a free
+//! port), real `sluice run` processes, streams loaded and read with the NATS
+//! client. Every input is accounted for: published (once) to the output
+//! stream, filtered out, or published to the dead-letter stream.
+
+use crate::metrics::Sluice;
+use crate::resume::sluice_binary;
+use crate::support::{Scratch, root};
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use sluice_tests::brokers::NatsServer;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server, and a JetStream client of it.
+struct Nats {
+    server: NatsServer,
+    js: jetstream::Context,
+}
+
+impl Nats {
+    async fn start() -> Self {
+        let server = NatsServer::start();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        Nats { js: jetstream::new(client), server }
+    }
+
+    /// A stream named `name` storing `subject`.
+    async fn stream(&self, name: &str, subject: &str) {
+        let config = stream::Config { name: name.into(), subjects: vec![subject.into()], ..Default::default() };
+        self.js.create_stream(config).await.unwrap();
+    }
+
+    /// Publishes each message on `subject`, waiting for every store.
+    async fn publish(
+        &self,
+        subject: &str,
+        messages: impl IntoIterator<Item = async_nats::jetstream::message::PublishMessage>,
+    ) {
+        let mut acks = Vec::new();
+        for message in messages {
+            acks.push(self.js.send_publish(subject.to_string(), message).await.unwrap());
+            if acks.len() == 1024 {
+                for ack in acks.drain(..) {
+                    ack.await.unwrap();
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+
+    async fn count(&self, stream: &str) -> u64 {
+        match self.js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.unwrap().state.messages,
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until `stream` holds at least `n` messages; at most a minute
+    /// (a bound for a broken build, not a measure of speed).
+    async fn wait_for(&self, stream: &str, n: u64, worker: &mut Sluice) {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let count = self.count(stream).await;
+            if count >= n {
+                return;
+            }
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                panic!("the worker ended ({status}) with {count} of {n} messages in {stream}");
+            }
+            assert!(Instant::now() < give_up, "{stream} holds {count} messages, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every message `stream` holds, in order.
+    async fn read(&self, stream: &str) -> Vec<async_nats::jetstream::Message> {
+        let total = self.count(stream).await as usize;
+        let stream = self.js.get_stream(stream).await.unwrap();
+        let reader = stream
+            .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+            .await
+            .unwrap();
+        let mut messages = reader.messages().await.unwrap();
+        let mut read = Vec::with_capacity(total);
+        while read.len() < total {
+            read.push(messages.next().await.unwrap().unwrap());
+        }
+        read
+    }
+
+    /// The durable consumer's count of messages delivered and not yet
+    /// acknowledged, and of messages not yet delivered.
+    async fn consumer_pending(&self, stream: &str, name: &str) -> (usize, u64) {
+        let mut c: consumer::PullConsumer = self.js.get_stream(stream).await.unwrap().get_consumer(name).await.unwrap();
+        let info = c.info().await.unwrap();
+        (info.num_ack_pending, info.num_pending)
+    }
+}
+
+fn publish(value: impl Into<Vec<u8>>) -> jetstream::message::PublishMessage {
+    jetstream::message::PublishMessage::build().payload(value.into().into())
+}
+
+fn plugin(name: &str) -> String {
+    root().join("target/plugins").join(name).display().to_string()
+}
+
+/// The pipeline file of a worker reading `IN` and writing `OUT` and `DEAD`.
+fn worker_pipeline(url: &str, source: &str, stages: &str) -> String {
+    format!(
+        "version = 1\n\
+         [source.nats]\nurl = \"{url}\"\nstream = \"IN\"\nconsumer = \"workers\"\n{source}\n\
+         [sink.nats]\nurl = \"{url}\"\nsubject = \"out\"\nstream = \"OUT\"\n\
+         [dead_letter.nats]\nurl = \"{url}\"\nsubject = \"dead\"\nstream = \"DEAD\"\n\
+         {stages}"
+    )
+}
+
+fn start_worker(scratch: &Scratch, pipeline: &str, log: &str) -> Sluice {
+    Sluice(
+        Command::new(sluice_binary())
+            .args(["run", pipeline])
+            .current_dir(scratch.dir.path())
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(scratch.path(log)).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// SIGINT, then the exit code and what the worker logged.
+fn interrupt(mut worker: Sluice, scratch: &Scratch, log: &str) -> (Option<i32>, String) {
+    let signalled = Command::new("kill").args(["-INT", &worker.0.id().to_string()]).status().unwrap();
+    assert!(signalled.success());
+    let status = worker.0.wait().unwrap();
+    (status.code(), std::fs::read_to_string(scratch.path(log)).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_in_stages_jetstream_out_and_dead_letters_account_for_every_input() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    // 300 orders: amounts 0..300, so 200 pass `amount >= 100`; every 25th is not JSON.
+    let inputs: Vec<String> = (0..300)
+        .map(|i| if i % 25 == 7 { format!("not json {i}") } else { format!(r#"{{"id":{i},"amount":{i}}}"#) })
+        .collect();
+    let invalid = inputs.iter().filter(|v| v.starts_with("not")).count() as u64;
+    let passing = (0..300).filter(|i| i % 25 != 7 && *i >= 100).count() as u64;
+    nats.publish("in.orders", inputs.iter().map(|v| publish(v.clone()))).await;
+    // Blank ones are skipped, and acknowledged like the rest.
+    nats.publish("in.orders", [publish(""), publish("  ")]).await;
+    // One with a key, a timestamp and a header of its own.
+    let marked = publish(r#"{"id":"marked","amount":500}"#)
+        .header("Sluice-Key", "customer-7")
+        .header("Sluice-Timestamp", "1700000000123")
+        .header("X-Trace", "abc");
+    nats.publish("in.orders", [marked]).await;
+
+    let scratch = Scratch::new();
+    let stage = format!(
+        "[[stages]]\nname = \"large\"\nplugin = \"{}\"\nconfig = {{ field = \"amount\", gte = 100 }}\n",
+        plugin("json-filter.wasm")
+    );
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), "", &stage));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    nats.wait_for("OUT", passing + 1, &mut worker).await;
+    nats.wait_for("DEAD", invalid, &mut worker).await;
+    // Acknowledged once delivered: nothing left for the consumer.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while nats.consumer_pending("IN", "workers").await != (0, 0) {
+        assert!(
+            Instant::now() < give_up,
+            "inputs left unacknowledged: {:?}",
+            nats.consumer_pending("IN", "workers").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, log) = interrupt(worker, &scratch, "worker.log");
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("stopped: everything read was processed, delivered and acknowledged"), "{log}");
+    assert!(!log.contains("--skip-lines"), "a broker keeps its own place: {log}");
+
+    let out = nats.read("OUT").await;
+    let dead = nats.read("DEAD").await;
+    assert_eq!(out.len() as u64, passing + 1, "every passing order once");
+    assert_eq!(dead.len() as u64, invalid);
+    for letter in &dead {
+        let record: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+        assert_eq!(record["error"], "input", "{record}");
+        assert_eq!(record["input"]["nats"], "IN", "{record}");
+        assert!(record["input"]["sequence"].as_u64().unwrap() >= 1, "{record}");
+        assert!(String::from_utf8_lossy(letter.payload.as_ref()).contains("not json"));
+    }
+    // The key, timestamp and headers came through as they went in.
+    let marked = out.iter().find(|m| String::from_utf8_lossy(&m.payload).contains("marked")).unwrap();
+    let headers = marked.headers.as_ref().unwrap();
+    assert_eq!(headers.get("Sluice-Key").unwrap().as_str(), "customer-7");
+    assert_eq!(headers.get("Sluice-Timestamp").unwrap().as_str(), "1700000000123");
+    assert_eq!(headers.get("X-Trace").unwrap().as_str(), "abc");
+    assert!(headers.get("Nats-Msg-Id").is_some(), "each output carries an id for the duplicate window");
+}
+
+/// The messages `stream` holds, counted by payload.
+async fn payloads(nats: &Nats, stream: &str) -> BTreeMap<String, usize> {
+    let mut counted = BTreeMap::new();
+    for m in nats.read(stream).await {
+        *counted.entry(String::from_utf8_lossy(&m.payload).into_owned()).or_insert(0) += 1;
+    }
+    counted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_one_killed_and_restarted_every_input_out_once() {
+    const N: usize = 20_000;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.x", (0..N).map(|i| publish(format!("message {i}")))).await;
+
+    let scratch = Scratch::new();
+    // A short ack wait: what the killed worker held comes back to the others soon.
+    let source = "ack_wait = \"2s\"\nmax_ack_pending = 500\n[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let stage = format!("[[stages]]\nname = \"upper\"\nplugin = \"{}\"\n", plugin("upper.wasm"));
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, &stage));
+    let start = |log: String| (start_worker(&scratch, "pipeline.toml", &log), log);
+    let mut workers: Vec<(Sluice, String)> = (0..3).map(|i| start(format!("worker{i}.log"))).collect();
+    // Mid-run: some output is out, much is not.
+    nats.wait_for("OUT", (N / 4) as u64, &mut workers[0].0).await;
+    let (mut killed, _) = workers.remove(1);
+    killed.0.kill().unwrap();
+    killed.0.wait().unwrap();
+    assert!(nats.count("OUT").await < N as u64, "the kill came too late to matter");
+    workers.push(start("restarted.log".into()));
+    nats.wait_for("OUT", N as u64, &mut workers[0].0).await;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while nats.consumer_pending("IN", "workers").await != (0, 0) {
+        assert!(Instant::now() < give_up, "left unacknowledged: {:?}", nats.consumer_pending("IN", "workers").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (worker, log) in workers {
+        let (code, log) = interrupt(worker, &scratch, &log);
+        assert_eq!(code, Some(130), "{log}");
+    }
+    let out = payloads(&nats, "OUT").await;
+    let want: BTreeSet<String> = (0..N).map(|i| format!("MESSAGE {i}")).collect();
+    assert_eq!(out.keys().cloned().collect::<BTreeSet<_>>(), want, "every input's output is in OUT");
+    let twice: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "outputs in OUT more than once: {:?}", &twice[..twice.len().min(5)]);
+    assert_eq!(nats.count("DEAD").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stage_holds_at_most_max_ack_pending_and_sigint_leaves_the_rest_on_the_stream() {
+    const N: usize = 400;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    // Each message waits 20 ms in the stage (on a WASI clock, as I/O would).
+    nats.publish("in.x", (0..N).map(|i| publish(format!("sleep:20:m{i}")))).await;
+    let scratch = Scratch::new();
+    let source = "max_ack_pending = 8\nack_wait = \"2s\"\n[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let stage =
+        format!("[[stages]]\nname = \"slow\"\nplugin = \"{}\"\nconcurrency = 4\n", crate::support::guests::TEST_STAGE);
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, &stage));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    nats.wait_for("OUT", 20, &mut worker).await;
+    // Backpressure reaches the server: it has the rest, the worker at most 8.
+    for _ in 0..20 {
+        let (held, waiting) = nats.consumer_pending("IN", "workers").await;
+        assert!(held <= 8, "the worker holds {held} unacknowledged messages, over max_ack_pending");
+        assert!(waiting > 0, "the server should still hold most of the input");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (code, log) = interrupt(worker, &scratch, "worker.log");
+    assert_eq!(code, Some(130), "{log}");
+    // What it read it finished and acknowledged; what the server had sent
+    // on (not yet taken in) it handed back; the rest waits on the stream.
+    let out = nats.count("OUT").await;
+    let (held, waiting) = nats.consumer_pending("IN", "workers").await;
+    assert!(held <= 8, "{held} held, over max_ack_pending");
+    assert_eq!(out + waiting + held as u64, N as u64, "every input is either out or still on the stream");
+    assert!(waiting > 0, "the signal came after the end");
+    // The next run takes up the rest: each once.
+    let mut worker = start_worker(&scratch, "pipeline.toml", "again.log");
+    nats.wait_for("OUT", N as u64, &mut worker).await;
+    let (code, log) = interrupt(worker, &scratch, "again.log");
+    assert_eq!(code, Some(130), "{log}");
+    let out = payloads(&nats, "OUT").await;
+    assert_eq!(out.len(), N, "each output once");
+    assert!(out.values().all(|&n| n == 1));
+}
+
+/// `examples/nats` as the README runs it (on this test's server): the load,
+/// two workers, the reader; the large orders come out as the quickstart's
+/// file pipeline writes them, and the two bad orders as dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_example_does_what_the_readme_says() {
+    let nats = Nats::start().await;
+    let scratch = Scratch::new();
+    let example = root().join("examples/nats");
+    for file in ["load.toml", "pipeline.toml", "read.toml", "read-dead.toml"] {
+        let text = std::fs::read_to_string(example.join(file)).unwrap();
+        let text = text
+            .replace("nats://127.0.0.1:4222", &nats.server.url())
+            .replace("../../target/", &format!("{}/", root().join("target").display()))
+            .replace("../quickstart/", &format!("{}/", root().join("examples/quickstart").display()));
+        scratch.write(file, text);
+    }
+    let load =
+        Command::new(sluice_binary()).args(["run", "load.toml"]).current_dir(scratch.dir.path()).output().unwrap();
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    let mut workers =
+        [start_worker(&scratch, "pipeline.toml", "w1.log"), start_worker(&scratch, "pipeline.toml", "w2.log")];
+    nats.wait_for("LARGE", 5, &mut workers[0]).await;
+    nats.wait_for("ORDERS_DEAD", 2, &mut workers[1]).await;
+    let read = |file: &str| {
+        let child = Command::new(sluice_binary())
+            .args(["run", file])
+            .current_dir(scratch.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let mut large: Vec<String> = read("read.toml").lines().map(str::to_owned).collect();
+    large.sort();
+    // The quickstart's own output, from its file.
+    let quickstart = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "-o", "-"])
+        .current_dir(root().join("examples/quickstart"))
+        .arg("--dead-letter")
+        .arg(scratch.path("quickstart-dead.jsonl"))
+        .output()
+        .unwrap();
+    let mut want: Vec<String> = String::from_utf8(quickstart.stdout).unwrap().lines().map(str::to_owned).collect();
+    want.sort();
+    assert_eq!(large, want);
+    let dead = read("read-dead.toml");
+    let stages: Vec<String> = dead
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["stage"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stages.len(), 2, "{dead}");
+    assert!(stages.contains(&"source".to_string()) && stages.contains(&"large-orders".to_string()), "{dead}");
+    for worker in workers {
+        interrupt(worker, &scratch, "w1.log");
+    }
+}
+
+/// Keyed state across workers: each worker owns a partition of the keys
+/// (the producer puts the partition in the subject, each worker's consumer
+/// filters its own), keeps its counts in its own state file, and commits
+/// them before it acknowledges. A worker killed mid-run and restarted
+/// resumes from its last checkpoint, the broker delivers again what it had
+/// not acknowledged, and every count comes out right, each input once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_workers_keep_keyed_state_right_through_a_kill() {
+    const N: usize = 4_000;
+    const KEYS: usize = 40;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    let scratch = Scratch::new();
+    for p in 0..2 {
+        let source = format!(
+            "subject = \"in.p{p}\"\nack_wait = \"2s\"\nmax_ack_pending = 2000\n[state]\npath = \"p{p}.state.redb\"\ncheckpoint_every = 700"
+        );
+        let stage = format!(
+            "[[stages]]\nname = \"count\"\nplugin = \"{}\"\nconfig = {{ field = \"user\" }}\n",
+            plugin("count-by-key.wasm")
+        );
+        let pipeline = worker_pipeline(&nats.server.url(), &source, &stage)
+            .replace("consumer = \"workers\"", &format!("consumer = \"p{p}\""));
+        scratch.write(&format!("p{p}.toml"), pipeline);
+    }
+    let messages = (0..N).map(|i| (i % KEYS, i));
+    for (key, i) in messages {
+        let body = format!(r#"{{"user":"k{key}","i":{i}}}"#);
+        nats.publish(&format!("in.p{}", key % 2), [publish(body)]).await;
+    }
+    let mut p0 = start_worker(&scratch, "p0.toml", "p0.log");
+    let mut p1 = start_worker(&scratch, "p1.toml", "p1.log");
+    // Killed with its state since the last checkpoint (every 700) not committed.
+    nats.wait_for("OUT", 1200, &mut p0).await;
+    p0.0.kill().unwrap();
+    p0.0.wait().unwrap();
+    assert!(nats.count("OUT").await < N as u64 - 500, "the kill came too late to matter");
+    let p0 = start_worker(&scratch, "p0.toml", "p0-again.log");
+    nats.wait_for("OUT", N as u64, &mut p1).await;
+    for (worker, log) in [(p0, "p0-again.log"), (p1, "p1.log")] {
+        let (code, log) = interrupt(worker, &scratch, log);
+        assert_eq!(code, Some(130), "{log}");
+    }
+    let mut seen = BTreeSet::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for m in nats.read("OUT").await {
+        let out: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(seen.insert(out["i"].as_u64().unwrap()), "input {} out twice", out["i"]);
+        let count = counts.entry(out["user"].as_str().unwrap().to_owned()).or_default();
+        *count = (*count).max(out["count"].as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), N, "every input out once");
+    assert!(counts.values().all(|&c| c == (N / KEYS) as u64), "each key counted exactly once per input: {counts:?}");
+}
