@@ -347,3 +347,68 @@ fn entries_a_killed_worker_held_are_claimed_by_the_other_and_nothing_is_lost() {
     assert!(again >= held, "{again} delivered again, {held} taken over:\n{log}");
     assert_eq!(pending(&mut con, "in", "g").0, 0);
 }
+
+/// `examples/redis` as its README runs it (on this test's server): the
+/// load, two workers, the reader; the large orders come out as the
+/// quickstart's file pipeline writes them, and the two bad orders as dead
+/// letters.
+#[test]
+fn the_redis_example_does_what_its_readme_says() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    let example = root().join("examples/redis");
+    for file in ["load.toml", "pipeline.toml", "read.toml", "read-dead.toml"] {
+        let text = std::fs::read_to_string(example.join(file)).unwrap();
+        let text = text
+            .replace("redis://127.0.0.1:6379", server.url().trim_end_matches('/'))
+            .replace("../../target/", &format!("{}/", root().join("target").display()))
+            .replace("../quickstart/", &format!("{}/", root().join("examples/quickstart").display()));
+        scratch.write(file, text);
+    }
+    let run = |file: &str| Command::new(sluice_binary()).args(["run", file]).current_dir(scratch.dir.path()).output();
+    let load = run("load.toml").unwrap();
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert_eq!(len(&mut con, "orders"), 10, "one entry per line of the quickstart's input");
+    let mut first = Worker::start(&scratch, "w1.log");
+    let mut second = Worker::start(&scratch, "w2.log");
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while len(&mut con, "orders-large") < 5 || len(&mut con, "orders-dead") < 2 {
+        assert!(Instant::now() < give_up, "{}\n---\n{}", first.log(), second.log());
+        assert!(first.child.try_wait().unwrap().is_none() && second.child.try_wait().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = |file: &str| {
+        let child = Command::new(sluice_binary())
+            .args(["run", file])
+            .current_dir(scratch.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let mut large: Vec<String> = read("read.toml").lines().map(str::to_owned).collect();
+    large.sort();
+    let quickstart = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "-o", "-", "--dead-letter"])
+        .arg(scratch.path("quickstart-dead.jsonl"))
+        .current_dir(root().join("examples/quickstart"))
+        .output()
+        .unwrap();
+    let mut want: Vec<String> = String::from_utf8(quickstart.stdout).unwrap().lines().map(str::to_owned).collect();
+    want.sort();
+    assert_eq!(large, want);
+    let dead = read("read-dead.toml");
+    let stages: Vec<String> =
+        dead.lines().map(|l| serde_json::from_str::<Json>(l).unwrap()["stage"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stages.len(), 2, "{dead}");
+    assert!(stages.contains(&"source".to_string()) && stages.contains(&"large-orders".to_string()), "{dead}");
+    for worker in [first, second] {
+        let (status, log) = worker.interrupt();
+        assert_eq!(status.code(), Some(130), "{log}");
+    }
+    assert_eq!(pending(&mut con, "orders", "large-orders").0, 0, "every order acknowledged");
+}
