@@ -26,5 +26,6 @@ mod server;
 mod stages;
 mod state;
 mod state_quotas;
+mod status_page;
 mod support;
 mod top;

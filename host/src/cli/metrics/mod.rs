@@ -6,6 +6,7 @@
 //! scrape), so a message costs nothing more with metrics on than off.
 
 mod collector;
+mod status;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -55,13 +56,14 @@ impl MetricsServer {
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .route("/ready", get(ready))
+            .merge(status::routes(shared.clone()))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!("the metrics server stopped: {e}");
             }
         });
-        tracing::info!("metrics at http://{addr}/metrics (and /health, /ready)");
+        tracing::info!("metrics at http://{addr}/metrics (and /health, /ready), the status page at http://{addr}/");
         Ok(MetricsServer { shared, task })
     }
 
