@@ -39,4 +39,5 @@ pub use pipeline::{
     BuildError, CompiledStage, DeadLetterCounts, Error, LiveStats, Pipeline, RunError, RunReport, StageLoadError,
     StageReport, StageStats, Stats, Summary, compile, run_blocking,
 };
+pub use pipeline::{DEFAULT_TAP_RATE, MAX_TAP_RATE, TAP_VALUE_BYTES, TapError, TapListener, TappedMessage, Taps};
 pub use stage::{LoadError, Trap};

@@ -28,4 +28,5 @@ mod state;
 mod state_quotas;
 mod status_page;
 mod support;
+mod tap;
 mod top;

@@ -8,6 +8,7 @@ mod outcome;
 mod progress;
 mod run;
 mod state;
+mod tap;
 mod top;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,7 @@ enum Command {
     Compile(compile::CompileCommand),
     State(state::StateCommand),
     Top(top::TopCommand),
+    Tap(tap::TapCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -68,6 +70,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Compile(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::State(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::Top(cmd) => cmd.execute().await,
+            Command::Tap(cmd) => cmd.execute().await,
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.

@@ -142,6 +142,7 @@ impl RunCommand {
         let pipeline = Pipeline::build(config).await?;
         *live = Some((pipeline.stats(), Instant::now()));
         if let Some(metrics) = &metrics {
+            metrics.tapping(pipeline.taps());
             metrics.running(pipeline.stats());
         }
         // Cleared when dropped, on every way out: the report is not drawn over.

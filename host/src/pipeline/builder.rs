@@ -51,7 +51,8 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         return Err(BuildError::Stages(errors));
     }
     let events = Events::new(config.stages().iter().map(|s| s.name().to_string()));
-    Ok(Pipeline { config, stages, events, state, given: Default::default() })
+    let taps = super::Taps::new(config.stages().iter().map(|s| s.name().to_string()));
+    Ok(Pipeline { config, stages, events, state, given: Default::default(), taps })
 }
 
 /// A stage compiled by [`compile`].

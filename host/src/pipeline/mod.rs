@@ -18,12 +18,14 @@ mod slots;
 mod source;
 mod stage_task;
 mod stats;
+mod tap;
 mod task;
 
 pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};
 pub use events::LiveStats;
 pub use stats::{DeadLetterCounts, RunReport, StageReport, StageStats, Stats, Summary};
+pub use tap::{DEFAULT_TAP_RATE, MAX_TAP_RATE, TAP_VALUE_BYTES, TapError, TapListener, TappedMessage, Taps};
 
 use crate::config::PipelineConfig;
 use crate::connect::{MemorySink, MemorySource};
@@ -41,6 +43,8 @@ pub struct Pipeline {
     state: Option<Arc<crate::state::StateStore>>,
     /// Connectors handed over in code, in place of the config's.
     given: connectors::Given,
+    /// One tap point per stage, for `sluice tap`.
+    taps: tap::Taps,
 }
 
 struct BuiltStage {
@@ -67,6 +71,12 @@ impl Pipeline {
     /// [`Pipeline::run`] goes on (for progress, or an exporter).
     pub fn stats(&self) -> LiveStats {
         LiveStats(self.events.clone())
+    }
+
+    /// The stages' taps: [`Taps::listen`] samples what leaves a stage while
+    /// [`Pipeline::run`] goes on.
+    pub fn taps(&self) -> Taps {
+        self.taps.clone()
     }
 
     /// The config this pipeline was built from.

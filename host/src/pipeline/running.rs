@@ -39,7 +39,7 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let Pipeline { config, stages, events, state, given } = pipeline;
+    let Pipeline { config, stages, events, state, given, taps } = pipeline;
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());
@@ -51,7 +51,7 @@ pub(super) async fn run(
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
-    let running = Running::start(&config, stages, opened, &events, durable.clone(), halt.clone(), shutdown);
+    let running = Running::start(&config, stages, opened, (&events, &taps), durable.clone(), halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
     let stopped_after = ended.commit(state.as_ref(), durable.as_ref()).await?;
 
@@ -94,7 +94,7 @@ impl Running {
         config: &PipelineConfig,
         stages: Vec<BuiltStage>,
         opened: Opened,
-        events: &Events,
+        (events, taps): (&Events, &super::Taps),
         durable: Option<Arc<StateStore>>,
         halt: Option<Arc<Halt>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -148,7 +148,7 @@ impl Running {
         let buffers: Vec<usize> = stages.iter().skip(1).map(|s| s.exec.buffer).chain([BUFFER]).collect();
         for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
             let (tx, next_rx) = channel::<Envelope>(buffer);
-            let task = StageTask::new(built, events.stage(index), dead_tx.clone(), halt.clone());
+            let task = StageTask::new(built, events.stage(index), taps.point(index), dead_tx.clone(), halt.clone());
             stage_tasks.push(tokio::spawn(task.run(rx, tx)));
             rx = next_rx;
         }

@@ -7,6 +7,7 @@
 
 mod collector;
 mod status;
+mod tap;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -25,6 +26,8 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct MetricsServer {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Set once the pipeline is built; until then `/tap/{stage}` says 503.
+    taps: Arc<OnceLock<sluice::Taps>>,
 }
 
 struct Shared {
@@ -52,10 +55,12 @@ impl MetricsServer {
         let registry = prometheus::Registry::new();
         registry.register(Box::new(StatsCollector::new(stats.clone()))).context("registering the metrics")?;
         let shared = Arc::new(Shared { registry, stats, phase: AtomicU8::new(STARTING) });
+        let taps = Arc::new(OnceLock::new());
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .route("/ready", get(ready))
+            .merge(tap::routes(taps.clone()))
             .merge(status::routes(shared.clone()))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -64,7 +69,7 @@ impl MetricsServer {
             }
         });
         tracing::info!("metrics at http://{addr}/metrics (and /health, /ready), the status page at http://{addr}/");
-        Ok(MetricsServer { shared, task })
+        Ok(MetricsServer { shared, task, taps })
     }
 
     /// The pipeline is built and about to run: `/metrics` reads `stats`,
@@ -72,6 +77,11 @@ impl MetricsServer {
     pub(crate) fn running(&self, stats: LiveStats) {
         let _ = self.shared.stats.set(stats);
         self.shared.phase.store(RUNNING, Relaxed);
+    }
+
+    /// `/tap/{stage}` samples the stages of the pipeline `taps` belongs to.
+    pub(crate) fn tapping(&self, taps: sluice::Taps) {
+        let _ = self.taps.set(taps);
     }
 }
 

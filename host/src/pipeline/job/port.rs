@@ -4,7 +4,9 @@ use crate::bindings::Message;
 use crate::capabilities::emit::{Downstream, EmitTarget, Stopping};
 use crate::config::RetryConfig;
 use crate::envelope::{Envelope, Origin};
+use crate::pipeline::tap::TapPoint;
 use futures_util::future::BoxFuture;
+use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 
 /// How a stage's jobs run: its retries, and where emitted messages go.
@@ -19,8 +21,9 @@ pub(in crate::pipeline) struct JobPlan {
 pub(in crate::pipeline) enum EmitPlan {
     /// The stage does not emit.
     Unused,
-    /// Downstream at once, each tagged with its input's origin.
-    Now(Sender<Envelope>),
+    /// Downstream at once, each tagged with its input's origin, and offered
+    /// to the stage's taps.
+    Now(Sender<Envelope>, Arc<TapPoint>),
     /// Held until the message succeeds.
     Held,
 }
@@ -29,9 +32,12 @@ impl EmitPlan {
     pub(super) fn target(&self, origin: &Origin) -> Option<EmitTarget> {
         match self {
             EmitPlan::Unused => None,
-            EmitPlan::Now(tx) => {
-                Some(EmitTarget::Now(Box::new(SendOn { tx: tx.clone(), origin: Some(origin.clone()), sent: 0 })))
-            }
+            EmitPlan::Now(tx, tap) => Some(EmitTarget::Now(Box::new(SendOn {
+                tx: tx.clone(),
+                tap: tap.clone(),
+                origin: Some(origin.clone()),
+                sent: 0,
+            }))),
             EmitPlan::Held => Some(EmitTarget::Held),
         }
     }
@@ -41,6 +47,7 @@ impl EmitPlan {
 /// input's origin (and a share of its acknowledgement).
 struct SendOn {
     tx: Sender<Envelope>,
+    tap: Arc<TapPoint>,
     origin: Option<Origin>,
     /// Messages sent so far: the next one's index among the call's outputs.
     sent: usize,
@@ -52,6 +59,7 @@ impl Downstream for SendOn {
             let permit = self.tx.reserve().await.map_err(|_| Stopping)?;
             let origin = self.origin.as_ref().expect("set until the port is dropped").output(self.sent);
             self.sent += 1;
+            self.tap.offer(&message, origin.position);
             permit.send(Envelope { message, origin });
             Ok(())
         })

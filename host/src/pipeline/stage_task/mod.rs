@@ -33,6 +33,7 @@ use super::in_flight::{AbortOnDrop, InFlight, Job};
 use super::job::{EmitPlan, JobPlan, job};
 use super::runner::Runner;
 use super::slots::{Seat, Slot, Slots};
+use super::tap::TapHandle;
 use super::task::TaskError;
 use crate::config::{EmitMode, Execution, Order, PartitionBy};
 use crate::envelope::Envelope;
@@ -64,6 +65,8 @@ pub(super) struct StageTask {
     /// Bytes of outputs of finished jobs an ordered stage holds until the
     /// jobs before them finish (one waiting out a retry's backoff, say).
     held: Arc<AtomicUsize>,
+    /// Where `sluice tap` samples what leaves the stage.
+    tap: TapHandle,
 }
 
 impl StageTask {
@@ -73,6 +76,7 @@ impl StageTask {
     pub(super) fn new(
         built: BuiltStage,
         events: StageEvents,
+        tap: TapHandle,
         dead: Sender<DeadLetter>,
         halt: Option<Arc<Halt>>,
     ) -> Self {
@@ -89,6 +93,7 @@ impl StageTask {
             halt,
             stuck: None,
             held: Arc::default(),
+            tap,
         }
     }
 
@@ -99,7 +104,11 @@ impl StageTask {
         match &self.runner {
             Runner::Wasm(pre) if pre.uses_emit() => {
                 let reorders = exec.concurrency > 1 && exec.order == Order::Ordered && exec.partition_by.is_none();
-                if exec.emit == EmitMode::OnSuccess || reorders { EmitPlan::Held } else { EmitPlan::Now(tx.clone()) }
+                if exec.emit == EmitMode::OnSuccess || reorders {
+                    EmitPlan::Held
+                } else {
+                    EmitPlan::Now(tx.clone(), self.tap.point())
+                }
             }
             _ => EmitPlan::Unused,
         }

@@ -63,6 +63,7 @@ impl StageTask {
         }
         job.outputs += outputs.len() as u64;
         self.events.emit(job);
+        self.tap.offer_all(&outputs);
         send_all(tx, outputs).await?;
         if let Some(stuck) = stuck {
             self.get_stuck(stuck).await?;
