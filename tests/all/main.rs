@@ -20,6 +20,7 @@ mod nats;
 mod progress;
 mod quickstart;
 mod redis;
+mod reload;
 mod resume;
 mod sandbox;
 mod server;

@@ -6,6 +6,7 @@ mod logging;
 mod metrics;
 mod outcome;
 mod progress;
+mod reload;
 mod run;
 mod state;
 mod tap;

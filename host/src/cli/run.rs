@@ -148,6 +148,7 @@ impl RunCommand {
         // Cleared when dropped, on every way out: the report is not drawn over.
         let progress = Progress::start(pipeline.stats(), self.progress, input_path.as_deref(), !logging::json());
         let sigusr1 = tokio::spawn(stats_on_sigusr1(pipeline.stats()));
+        let reloading = tokio::spawn(super::reload::watch(pipeline.reloader()));
         // A second signal drops the run: its tasks end with the runtime, and
         // their temporary files are removed. Nothing is written.
         let result = tokio::select! {
@@ -155,6 +156,7 @@ impl RunCommand {
             () = second_signal() => return Err(Aborted.into()),
         };
         sigusr1.abort();
+        reloading.abort();
         drop(progress);
         drop(metrics);
         Ok((result?, ending))

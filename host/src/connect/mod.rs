@@ -82,13 +82,15 @@ pub(crate) trait Source: Send + 'static {
         None
     }
 
-    /// A name for what this source reads that no source reading other
-    /// input shares: with an input's position and an output's branch, the
-    /// id a broker sink gives each output so that the outputs of an input
-    /// read twice (redelivered) are dropped as duplicates.
-    fn id(&self) -> String {
-        let Locator { kind, name, .. } = self.locator();
-        format!("{kind}:{name}")
+    /// For a source that delivers an input again when it was not
+    /// acknowledged (a broker): a name for what it reads that no source
+    /// reading other input shares. With an input's position and an output's
+    /// branch, it makes the id a broker sink gives each output, so that the
+    /// outputs of an input delivered twice are dropped as duplicates.
+    /// `None` for a source that does not redeliver (a file: the same line of
+    /// another run is another message, not a duplicate).
+    fn id(&self) -> Option<String> {
+        None
     }
 
     /// The end of the run: whatever [`Source::done`] started telling (acks

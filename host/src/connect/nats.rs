@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 
 /// Where a message's timestamp travels, in milliseconds since the Unix epoch.
 const TIMESTAMP_HEADER: &str = "Sluice-Timestamp";
+/// How long a publish is tried again before the run fails.
+const RETRY_FOR: Duration = Duration::from_secs(60);
 /// A negative acknowledgement: delivered again after 500 ms.
 const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
 /// Messages asked of the server per pull, at most.
@@ -58,6 +60,13 @@ pub(crate) struct NatsSource {
 }
 
 type Held = Arc<Mutex<HashMap<u64, (async_nats::Subject, Instant)>>>;
+
+/// A publish on its way: its acknowledgement from the server (if it could
+/// be sent), and the message, to send again if the server does not store it.
+struct Publishing {
+    ack: Option<PublishAckFuture>,
+    message: jetstream::message::PublishMessage,
+}
 
 /// Where a message's key comes from.
 enum Key {
@@ -237,8 +246,8 @@ impl Source for NatsSource {
         Some(self.max_ack_pending)
     }
 
-    fn id(&self) -> String {
-        format!("nats:{}/{}", self.stream, self.consumer)
+    fn id(&self) -> Option<String> {
+        Some(format!("nats:{}/{}", self.stream, self.consumer))
     }
 
     async fn close(mut self) -> io::Result<()> {
@@ -263,11 +272,15 @@ pub(crate) struct NatsSink {
     js: jetstream::Context,
     subject: async_nats::Subject,
     key_header: String,
-    /// The source's name, which begins every message id.
-    source: String,
+    /// The source's name, which begins every message id; `None` (no ids)
+    /// for a source that does not deliver an input twice.
+    source: Option<String>,
     /// Dead letters get ids of their own.
     dead_letters: bool,
-    in_flight: VecDeque<PublishAckFuture>,
+    in_flight: VecDeque<Publishing>,
+    /// The largest message the server takes.
+    max_payload: usize,
+    url: String,
     max_in_flight: usize,
     published: u64,
     duplicates: u64,
@@ -276,8 +289,13 @@ pub(crate) struct NatsSink {
 impl NatsSink {
     /// Connects; creates the stream if `stream` is set and it is missing,
     /// else checks that a stream captures the subject.
-    pub(crate) async fn open(config: &config::NatsSink, source: String, dead_letters: bool) -> io::Result<Self> {
+    pub(crate) async fn open(
+        config: &config::NatsSink,
+        source: Option<String>,
+        dead_letters: bool,
+    ) -> io::Result<Self> {
         let client = connect(&config.url).await?;
+        let max_payload = client.server_info().max_payload;
         let js = jetstream::new(client);
         match &config.stream {
             Some(stream) => {
@@ -307,21 +325,48 @@ impl NatsSink {
             source,
             dead_letters,
             in_flight: VecDeque::new(),
+            max_payload,
+            url: config.url.clone(),
             max_in_flight: config.max_in_flight.max(1),
             published: 0,
             duplicates: 0,
         })
     }
 
-    /// Waits for the oldest publish to be stored.
+    /// Waits for the oldest publish to be stored. One the server did not
+    /// store (it went away, or timed out) is published again, with the same
+    /// message id (so the stream keeps one), for up to [`RETRY_FOR`].
     async fn settle_oldest(&mut self) -> io::Result<()> {
-        let Some(ack) = self.in_flight.pop_front() else { return Ok(()) };
-        let ack = ack.await.map_err(|e| io::Error::other(format!("publishing to {}: {e}", self.subject)))?;
-        self.published += 1;
-        if ack.duplicate {
-            self.duplicates += 1;
+        let Some(Publishing { mut ack, message }) = self.in_flight.pop_front() else { return Ok(()) };
+        let give_up = Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match ack {
+                Some(pending) => match pending.await {
+                    Ok(stored) => {
+                        self.published += 1;
+                        self.duplicates += u64::from(stored.duplicate);
+                        return Ok(());
+                    }
+                    Err(e) => e.to_string(),
+                },
+                None => "not sent".to_string(),
+            };
+            if Instant::now() >= give_up {
+                return Err(io::Error::other(format!(
+                    "the NATS server at {} did not store a message published to {} for {} s ({error}). What was \
+                     not acknowledged is delivered again when a worker runs; run workers under a supervisor that \
+                     restarts them",
+                    self.url,
+                    self.subject,
+                    RETRY_FOR.as_secs()
+                )));
+            }
+            tracing::warn!("publishing to {}: {error}; publishing it again in {} ms", self.subject, pause.as_millis());
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            ack = self.js.send_publish(self.subject.clone(), message.clone()).await.ok();
         }
-        Ok(())
     }
 
     /// The record's headers: the message's, then its key and timestamp.
@@ -341,7 +386,11 @@ impl NatsSink {
             headers.append(name, text(&format!("header {}", header.name), &header.value)?);
         }
         if let Some(key) = &message.key {
-            headers.insert(self.key_header.as_str(), text("the key", key)?);
+            let name: async_nats::header::HeaderName = self
+                .key_header
+                .parse()
+                .map_err(|_| format!("key_header {:?} is not a NATS header name", self.key_header))?;
+            headers.insert(name, text("the key", key)?);
         }
         if let Some(ms) = message.timestamp {
             headers.insert(TIMESTAMP_HEADER, ms.to_string());
@@ -352,24 +401,29 @@ impl NatsSink {
 
 impl Sink for NatsSink {
     fn refuses(&self, message: &Message) -> Option<String> {
+        if message.value.len() > self.max_payload {
+            return Some(format!(
+                "the message is {} bytes, over the NATS server's max_payload of {} bytes",
+                message.value.len(),
+                self.max_payload
+            ));
+        }
         self.headers(message).err()
     }
 
     async fn write(&mut self, message: Message, origin: &Origin) -> io::Result<()> {
         let headers = self.headers(&message).map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
-        let kind = if self.dead_letters { "dead" } else { "out" };
-        let id = format!("{}:{}:{}:{:x}", self.source, kind, origin.position, origin.branch);
         if self.in_flight.len() >= self.max_in_flight {
             self.settle_oldest().await?;
         }
-        let publish =
-            jetstream::message::PublishMessage::build().payload(message.value.into()).headers(headers).message_id(id);
-        let ack = self
-            .js
-            .send_publish(self.subject.clone(), publish)
-            .await
-            .map_err(|e| io::Error::other(format!("publishing to {}: {e}", self.subject)))?;
-        self.in_flight.push_back(ack);
+        let mut publish = jetstream::message::PublishMessage::build().payload(message.value.into()).headers(headers);
+        if let Some(source) = &self.source {
+            let kind = if self.dead_letters { "dead" } else { "out" };
+            publish = publish.message_id(format!("{source}:{kind}:{}:{:x}", origin.position, origin.branch));
+        }
+        // Not sent now (the server is away): sent again when its turn to be stored comes.
+        let ack = self.js.send_publish(self.subject.clone(), publish.clone()).await.ok();
+        self.in_flight.push_back(Publishing { ack, message: publish });
         Ok(())
     }
 
@@ -388,7 +442,7 @@ impl Sink for NatsSink {
     async fn finish(mut self) -> io::Result<Finished> {
         self.flush().await?;
         if self.duplicates > 0 {
-            tracing::info!(
+            tracing::warn!(
                 "{} of {} messages published to {} were duplicates of earlier ones (redelivered inputs), dropped by \
                  the stream",
                 self.duplicates,

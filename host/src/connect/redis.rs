@@ -507,8 +507,8 @@ impl Source for RedisSource {
         }
     }
 
-    fn id(&self) -> String {
-        format!("redis:{}/{}", self.stream, self.group)
+    fn id(&self) -> Option<String> {
+        Some(format!("redis:{}/{}", self.stream, self.group))
     }
 
     async fn close(self) -> io::Result<()> {

@@ -2,6 +2,7 @@
 
 use super::error::{BuildError, StageLoadError};
 use super::events::Events;
+use super::reload::Reloader;
 use super::runner::{NativeRunner, Runner};
 use super::{BuiltStage, Pipeline};
 use crate::config::{Allocator, PipelineConfig, StateBackend};
@@ -13,21 +14,15 @@ use crate::state::{StateScope, StateStore};
 use std::sync::Arc;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
-    let (runners, state) = load(&config, true).await?;
+    let (runners, state, loader) = load(&config, true).await?;
     let mut stages = Vec::new();
     let mut errors = Vec::new();
     for (index, runner) in runners.into_iter().enumerate() {
-        let mut exec = config.stages()[index].execution();
         let Runner::Wasm(pre) = &runner else {
-            stages.push(BuiltStage { runner, exec, first: None });
+            stages.push(BuiltStage { runner, exec: config.stages()[index].execution(), first: None, swaps: None });
             continue;
         };
-        if (pre.uses_emit() || pre.uses_state()) && !config.stages()[index].batch_is_set() {
-            // What a stage emits, and the state it writes, belong to the
-            // message being processed: one per call unless told otherwise
-            // (a retried message in a batch would write its state twice).
-            exec.batch = 1;
-        }
+        let exec = execution(&config, index, pre);
         if pre.uses_state() && exec.concurrency > 1 && exec.partition_by.is_none() {
             tracing::warn!(
                 stage = config.stages()[index].name(),
@@ -39,7 +34,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         // Instantiate once now so that a bad config is reported before any
         // input is read.
         match pre.instantiate().await {
-            Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first) }),
+            Ok(first) => stages.push(BuiltStage { runner, exec, first: Some(first), swaps: None }),
             // A durable store outlives runs: its state may be what makes `init` fail.
             Err(error) if pre.uses_state() && state.as_ref().is_some_and(|s| s.has_committed()) => {
                 errors.push(StageLoadError::init_with_state(&config, index, error));
@@ -51,8 +46,24 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         return Err(BuildError::Stages(errors));
     }
     let events = Events::new(config.stages().iter().map(|s| s.name().to_string()));
+    let (reloader, swaps) = Reloader::new(config.clone(), loader, state.clone());
+    for (stage, swaps) in stages.iter_mut().zip(swaps) {
+        stage.swaps = Some(swaps);
+    }
     let taps = super::Taps::new(config.stages().iter().map(|s| s.name().to_string()));
-    Ok(Pipeline { config, stages, events, state, given: Default::default(), taps })
+    Ok(Pipeline { config, stages, events, state, reloader, given: Default::default(), taps })
+}
+
+/// How stage `index` runs, given what its component imports.
+pub(super) fn execution(config: &PipelineConfig, index: usize, pre: &StagePre) -> crate::config::Execution {
+    let mut exec = config.stages()[index].execution();
+    if (pre.uses_emit() || pre.uses_state()) && !config.stages()[index].batch_is_set() {
+        // What a stage emits, and the state it writes, belong to the
+        // message being processed: one per call unless told otherwise
+        // (a retried message in a batch would write its state twice).
+        exec.batch = 1;
+    }
+    exec
 }
 
 /// A stage compiled by [`compile`].
@@ -70,7 +81,7 @@ pub struct CompiledStage {
 /// cache, without running any guest code: `sluice compile`, to make the first
 /// run start fast.
 pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, BuildError> {
-    let (runners, _) = load(config, false).await?;
+    let (runners, _, _) = load(config, false).await?;
     Ok(runners
         .iter()
         .zip(config.stages())
@@ -88,7 +99,10 @@ pub async fn compile(config: &PipelineConfig) -> Result<Vec<CompiledStage>, Buil
 /// Validates the config, makes the engine, and compiles and links every
 /// WebAssembly stage. Reports every stage that failed, not just the first.
 /// With `open_state`, also opens the state store if a stage uses state.
-async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>, Option<Arc<StateStore>>), BuildError> {
+async fn load(
+    config: &PipelineConfig,
+    open_state: bool,
+) -> Result<(Vec<Runner>, Option<Arc<StateStore>>, Loader), BuildError> {
     config.validate()?;
     let limits: Vec<_> = (0..config.stages().len()).map(|i| config.stage_limits(i)).collect();
     // Fuel and epochs cost a little on every call: switch them on only if a
@@ -108,6 +122,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
         BuildError::Engine(format!("{}{hint}", crate::stage::chain(&e)))
     })?;
     let linker = Arc::new(crate::stage::linker(&engine).map_err(|e| BuildError::Engine(e.to_string()))?);
+    let loader = Loader { engine, linker, inst, limits, read: Default::default() };
 
     // Compiling is CPU-bound and can take seconds for large guests (Python,
     // JavaScript): compile every stage at once on blocking threads.
@@ -119,21 +134,12 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
             if let Some(native) = stage.native_stage() {
                 let native = Runner::Native(NativeRunner {
                     name: stage.name().into(),
-                    limits: limits[index],
+                    limits: loader.limits[index],
                     stage: native.clone(),
                 });
                 return Loading::Ready(native);
             }
-            let (engine, linker) = (engine.clone(), linker.clone());
-            let path = config.resolve(stage.plugin());
-            let spec = StageSpec {
-                name: stage.name().into(),
-                config: stage.config_json(),
-                limits: limits[index],
-                grants: config.stage_grants(index),
-                inst,
-            };
-            Loading::Compiling(tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec)))
+            Loading::Compiling(loader.compile(config, index))
         })
         .collect();
 
@@ -158,7 +164,7 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
     }
     let uses_state = runners.iter().any(|r| matches!(r, Runner::Wasm(pre) if pre.uses_state()));
     if !(open_state && uses_state) {
-        return Ok((runners, None));
+        return Ok((runners, None, loader));
     }
     let store = Arc::new(match config.state().backend {
         StateBackend::Memory => StateStore::memory(),
@@ -182,14 +188,74 @@ async fn load(config: &PipelineConfig, open_state: bool) -> Result<(Vec<Runner>,
             None => StateStore::memory(),
         },
     });
-    for ((runner, stage), limits) in runners.iter_mut().zip(config.stages()).zip(&limits) {
+    for (index, runner) in runners.iter_mut().enumerate() {
         if let Runner::Wasm(pre) = runner {
-            let keyed = stage.execution().partition_by.is_some();
             let pre = Arc::get_mut(pre).expect("stages are not shared before the build ends");
-            pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed, limits.into()));
+            loader.scope_state(config, index, pre, &store);
         }
     }
-    Ok((runners, Some(store)))
+    Ok((runners, Some(store), loader))
+}
+
+/// What compiles and links a pipeline's stages: kept for the run, so that a
+/// stage can be loaded again ([`Reloader`]).
+pub(super) struct Loader {
+    engine: wasmtime::Engine,
+    linker: Arc<wasmtime::component::Linker<crate::stage::StoreData>>,
+    inst: Instrumentation,
+    limits: Vec<crate::limits::Limits>,
+    /// Each stage's component file as it was when last read.
+    read: std::sync::Mutex<std::collections::HashMap<usize, FileStamp>>,
+}
+
+/// A file's modification time and length: enough to see that it changed.
+pub(super) type FileStamp = Option<(std::time::SystemTime, u64)>;
+
+/// `path` as it is now.
+pub(super) fn stamp(path: &std::path::Path) -> FileStamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Loader {
+    /// Reads, compiles and links stage `index`'s component, on a blocking thread.
+    pub(super) fn compile(
+        &self,
+        config: &PipelineConfig,
+        index: usize,
+    ) -> tokio::task::JoinHandle<Result<StagePre, crate::stage::LoadError>> {
+        let stage = &config.stages()[index];
+        let (engine, linker) = (self.engine.clone(), self.linker.clone());
+        let path = config.resolve(stage.plugin());
+        // Before it is read: a change from now on is one the run has not seen.
+        self.read.lock().unwrap_or_else(|e| e.into_inner()).insert(index, stamp(&path));
+        let spec = StageSpec {
+            name: stage.name().into(),
+            config: stage.config_json(),
+            limits: self.limits[index],
+            grants: config.stage_grants(index),
+            inst: self.inst,
+        };
+        tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec))
+    }
+
+    /// Stage `index`'s component file as it was when last read.
+    pub(super) fn read(&self, index: usize) -> FileStamp {
+        self.read.lock().unwrap_or_else(|e| e.into_inner()).get(&index).copied().flatten()
+    }
+
+    /// Gives stage `index` its share of the state store.
+    pub(super) fn scope_state(
+        &self,
+        config: &PipelineConfig,
+        index: usize,
+        pre: &mut StagePre,
+        store: &Arc<StateStore>,
+    ) {
+        let stage = &config.stages()[index];
+        let keyed = stage.execution().partition_by.is_some();
+        pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed, (&self.limits[index]).into()));
+    }
 }
 
 /// A stage being loaded.

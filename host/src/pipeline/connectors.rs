@@ -36,7 +36,7 @@ macro_rules! sources {
             fn max_unacknowledged(&self) -> Option<u64> {
                 match self { $(AnySource::$kind(s) => s.max_unacknowledged()),* }
             }
-            fn id(&self) -> String {
+            fn id(&self) -> Option<String> {
                 match self { $(AnySource::$kind(s) => s.id()),* }
             }
             async fn close(self) -> std::io::Result<()> {
@@ -180,7 +180,7 @@ struct SinkRun {
     /// Whether the source is a broker: files are then written in place.
     broker: bool,
     /// The source's [`Source::id`], which broker sinks build message ids on.
-    source: String,
+    source: Option<String>,
 }
 
 /// The sink, and its name in errors.

@@ -11,6 +11,7 @@ mod events;
 mod halt;
 mod in_flight;
 mod job;
+mod reload;
 mod runner;
 mod running;
 mod sink;
@@ -24,6 +25,7 @@ mod task;
 pub use builder::{CompiledStage, compile};
 pub use error::{BuildError, RunError, StageLoadError};
 pub use events::LiveStats;
+pub use reload::{Plugin, ReloadError, Reloaded, Reloader};
 pub use stats::{DeadLetterCounts, RunReport, StageReport, StageStats, Stats, Summary};
 pub use tap::{DEFAULT_TAP_RATE, MAX_TAP_RATE, TAP_VALUE_BYTES, TapError, TapListener, TappedMessage, Taps};
 
@@ -45,6 +47,7 @@ pub struct Pipeline {
     given: connectors::Given,
     /// One tap point per stage, for `sluice tap`.
     taps: tap::Taps,
+    reloader: Reloader,
 }
 
 struct BuiltStage {
@@ -52,6 +55,8 @@ struct BuiltStage {
     exec: crate::config::Execution,
     /// The instance made at build time to check `init`; the run starts with it.
     first: Option<StageInstance>,
+    /// Where a reloaded component comes to replace this one.
+    swaps: Option<tokio::sync::mpsc::Receiver<reload::Swap>>,
 }
 
 impl Pipeline {
@@ -71,6 +76,11 @@ impl Pipeline {
     /// [`Pipeline::run`] goes on (for progress, or an exporter).
     pub fn stats(&self) -> LiveStats {
         LiveStats(self.events.clone())
+    }
+
+    /// What swaps a stage's component while [`Pipeline::run`] goes on.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The stages' taps: [`Taps::listen`] samples what leaves a stage while

@@ -39,7 +39,8 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let Pipeline { config, stages, events, state, given, taps } = pipeline;
+    // The reloader stays with whoever took it; the stages hold their end.
+    let Pipeline { config, stages, events, state, given, reloader: _, taps } = pipeline;
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());

@@ -16,4 +16,4 @@ pub(crate) use error::chain;
 pub use error::{LoadError, Trap};
 pub(crate) use instance::StageInstance;
 pub(crate) use load::{StagePre, StageSpec};
-pub(crate) use store::linker;
+pub(crate) use store::{StoreData, linker};

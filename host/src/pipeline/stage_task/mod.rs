@@ -31,6 +31,7 @@ use super::events::{Queued, StageEvents, Started, Unqueued};
 use super::halt::Halt;
 use super::in_flight::{AbortOnDrop, InFlight, Job};
 use super::job::{EmitPlan, JobPlan, job};
+use super::reload::Swap;
 use super::runner::Runner;
 use super::slots::{Seat, Slot, Slots};
 use super::tap::TapHandle;
@@ -67,6 +68,8 @@ pub(super) struct StageTask {
     held: Arc<AtomicUsize>,
     /// Where `sluice tap` samples what leaves the stage.
     tap: TapHandle,
+    /// New components for this stage ([`super::Reloader`]).
+    swaps: Option<Receiver<Swap>>,
 }
 
 impl StageTask {
@@ -80,7 +83,7 @@ impl StageTask {
         dead: Sender<DeadLetter>,
         halt: Option<Arc<Halt>>,
     ) -> Self {
-        let BuiltStage { runner, exec, first } = built;
+        let BuiltStage { runner, exec, first, swaps } = built;
         let slots = Slots::new(&runner, exec.concurrency, first, exec.isolate, exec.recycle_after, events.clone());
         StageTask {
             runner,
@@ -94,7 +97,24 @@ impl StageTask {
             stuck: None,
             held: Arc::default(),
             tap,
+            swaps,
         }
+    }
+
+    /// Runs `swap`'s component from now on: the stage has nothing in
+    /// flight. Its idle instances go with the old component.
+    fn swap(&mut self, swap: Swap, tx: &Sender<Envelope>) -> BatchSize {
+        let Swap { runner, exec, first, done } = swap;
+        self.slots =
+            Slots::new(&runner, exec.concurrency, Some(first), exec.isolate, exec.recycle_after, self.events.clone());
+        self.runner = runner;
+        self.exec = exec;
+        self.emit = self.emit_plan(tx);
+        // A stage stuck on instances that would not start gets a new chance.
+        self.stuck = None;
+        self.breaker = Breaker::default();
+        let _ = done.send(());
+        BatchSize::new(self.exec.batch, self.exec.batch_window)
     }
 
     /// Where emitted messages go: at once, unless that would break the
@@ -166,8 +186,13 @@ impl StageTask {
         let mut size = BatchSize::new(self.exec.batch, self.exec.batch_window);
         // Messages taken for the next job, waiting for a slot (not keyed).
         let mut next: Vec<Envelope> = Vec::new();
-        let reorder_room = self.exec.concurrency + self.exec.buffer;
+        // A new component waiting for the messages in flight to finish.
+        let mut swap: Option<Swap> = None;
         loop {
+            if swap.is_some() && in_flight.len() == 0 && next.is_empty() && keys.waiting() == 0 {
+                size = self.swap(swap.take().expect("checked"), &tx);
+            }
+            let reorder_room = self.exec.concurrency + self.exec.buffer;
             // The reorder buffer is bounded in messages, and in the bytes its
             // finished jobs hold: no more than one input's output cap before
             // the stage stops taking input.
@@ -224,7 +249,7 @@ impl StageTask {
                     in_flight.push(job);
                 }
                 received = rx.recv_many(&mut next, if keyed { 1 } else { size.get() }),
-                    if input_open && next.is_empty() && if keyed { keyed_room } else { room } =>
+                    if input_open && swap.is_none() && next.is_empty() && if keyed { keyed_room } else { room } =>
                 {
                     match received {
                         0 => input_open = false,
@@ -254,6 +279,8 @@ impl StageTask {
                         }
                     }
                 }
+                // A new component: no more messages in until those in flight are out.
+                Some(new) = next_swap(&mut self.swaps), if input_open && swap.is_none() => swap = Some(new),
                 // A failure downstream stops this stage now, not at its next output.
                 () = tx.closed(), if input_open || in_flight.len() > 0 => return Err(TaskError::Closed),
                 else => break,
@@ -280,5 +307,12 @@ impl StageTask {
     /// leave the queue (their input was counted when they arrived).
     fn count_in_queued(&self, messages: usize) {
         self.events.emit(Unqueued { messages: messages as u64 });
+    }
+}
+
+async fn next_swap(swaps: &mut Option<Receiver<Swap>>) -> Option<Swap> {
+    match swaps {
+        Some(swaps) => swaps.recv().await,
+        None => std::future::pending().await,
     }
 }
