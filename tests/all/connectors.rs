@@ -203,6 +203,15 @@ async fn connector_kinds_are_checked_with_their_settings() {
             "<dir>/pipeline.toml:4:1: [dead_letter] has both `path` and [dead_letter.redis]: keep one",
         ),
         (
+            "[source.nats]\nstream = \"ORDERS\"\nconsumer = \"c\"\nkey_token = 0\nkey_header = \"my key\"\n",
+            "<dir>/pipeline.toml:2:1: [source.nats] key_token counts the subject's tokens from 1: `key_token = 1` is the first\n\
+             <dir>/pipeline.toml:2:1: [source.nats] key_header \"my key\" is not a NATS header name (letters, digits and punctuation but `:`)",
+        ),
+        (
+            "[source.redis]\nstream = \"s\"\ngroup = \"g\"\nclaim_idle = \"100ms\"\n",
+            "<dir>/pipeline.toml:2:1: [source.redis] claim_idle must be at least 1s: live workers' entries would be claimed from them",
+        ),
+        (
             "[source.nats]\nstream = \"ORDERS\"\n",
             "<dir>/pipeline.toml:2:1: missing key `consumer` in `nats`: add it, e.g. `consumer = \"enrich\"`",
         ),

@@ -406,3 +406,57 @@ async fn partitioned_workers_keep_keyed_state_right_through_a_kill() {
     assert_eq!(seen.len(), N, "every input out once");
     assert!(counts.values().all(|&c| c == (N / KEYS) as u64), "each key counted exactly once per input: {counts:?}");
 }
+
+/// A file loaded twice is two loads: its lines are not duplicates of the
+/// first load's (message ids are only for inputs a broker delivers again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_loaded_twice_into_a_stream_is_stored_twice() {
+    let nats = Nats::start().await;
+    let scratch = Scratch::new();
+    let load = |lines: &str| {
+        scratch.write("input", lines);
+        let pipeline = format!(
+            "version = 1\n[source]\npath = \"input\"\nformat = \"lines\"\n[sink]\nformat = \"lines\"\n\
+             [sink.nats]\nurl = \"{}\"\nsubject = \"loaded\"\nstream = \"LOADED\"\n",
+            nats.server.url()
+        );
+        scratch.write("load.toml", pipeline);
+        let out = Command::new(sluice_binary()).args(["run", "load.toml"]).current_dir(scratch.dir.path()).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    load("first-1\nfirst-2\n");
+    load("second-1\nsecond-2\nsecond-3\n");
+    let stored: Vec<String> =
+        nats.read("LOADED").await.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
+    assert_eq!(stored, ["first-1", "first-2", "second-1", "second-2", "second-3"]);
+}
+
+/// Workers with state on one consumer: `max_ack_pending` is the consumer's,
+/// shared, so no worker may ever hold half of it; their held
+/// acknowledgements are still released (by the checkpoint interval), and
+/// the stream is worked through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_workers_sharing_a_small_max_ack_pending_do_not_stall() {
+    const N: u64 = 300;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 7)))).await;
+    let scratch = Scratch::new();
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let source = format!(
+            "max_ack_pending = 30\n[state]\npath = \"w{w}.state.redb\"\ncheckpoint_interval = \"200ms\"\n\
+             [source]\nformat = \"lines\"\n[sink]\nformat = \"lines\""
+        );
+        let stage = format!("[[stages]]\nname = \"count\"\nplugin = \"{}\"\n", crate::support::guests::TEST_STAGE);
+        scratch.write(&format!("w{w}.toml"), worker_pipeline(&nats.server.url(), &source, &stage));
+        workers.push(start_worker(&scratch, &format!("w{w}.toml"), &format!("w{w}.log")));
+    }
+    nats.wait_for("OUT", N, &mut workers[0]).await;
+    for (w, worker) in workers.into_iter().enumerate() {
+        let (code, log) = interrupt(worker, &scratch, &format!("w{w}.log"));
+        assert_eq!(code, Some(130), "{log}");
+    }
+    assert_eq!(nats.consumer_pending("IN", "workers").await, (0, 0));
+}

@@ -170,9 +170,68 @@ impl PipelineConfig {
         }
     }
 
+    /// Broker settings a server would refuse, or that would make sluice
+    /// spin: said before anything connects.
+    fn validate_broker_settings(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        let header = |name: &str| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        let dead = self.dead_letter.as_ref();
+        let nats_sinks = [("sink", self.sink.nats.as_ref()), ("dead_letter", dead.and_then(|d| d.nats.as_ref()))];
+        if let Some(nats) = &self.source.nats {
+            let (span, n) = (nats.span(), nats.get_ref());
+            if n.max_ack_pending == 0 {
+                err(span.clone(), "[source.nats] max_ack_pending must be at least 1".into());
+            }
+            if n.key_token == Some(0) {
+                err(
+                    span.clone(),
+                    "[source.nats] key_token counts the subject's tokens from 1: `key_token = 1` is the first".into(),
+                );
+            }
+            if !header(&n.key_header) {
+                err(
+                    span,
+                    format!(
+                        "[source.nats] key_header {:?} is not a NATS header name (letters, digits and punctuation but `:`)",
+                        n.key_header
+                    ),
+                );
+            }
+        }
+        for (section, nats) in nats_sinks {
+            let Some(nats) = nats else { continue };
+            let (span, n) = (nats.span(), nats.get_ref());
+            if !header(&n.key_header) {
+                err(
+                    span.clone(),
+                    format!(
+                        "[{section}.nats] key_header {:?} is not a NATS header name (letters, digits and punctuation but `:`)",
+                        n.key_header
+                    ),
+                );
+            }
+            if n.max_in_flight == 0 {
+                err(span, format!("[{section}.nats] max_in_flight must be at least 1"));
+            }
+        }
+        if let Some(redis) = &self.source.redis {
+            let (span, r) = (redis.span(), redis.get_ref());
+            if r.max_ack_pending == 0 {
+                err(span.clone(), "[source.redis] max_ack_pending must be at least 1".into());
+            }
+            if r.claim_idle < std::time::Duration::from_secs(1) {
+                err(
+                    span,
+                    "[source.redis] claim_idle must be at least 1s: live workers' entries would be claimed from them"
+                        .into(),
+                );
+            }
+        }
+    }
+
     /// A broker kind needs its table, and a table its kind: the settings of
     /// a connector that does not run would be silently ignored.
     fn validate_brokers(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        self.validate_broker_settings(err);
         let source = &self.source;
         let sections = [
             (

@@ -95,7 +95,7 @@ impl FileSink {
         let FileOpening { mode, resumable, resume_at, append, in_place } = opening;
         Ok(FileSink(match path {
             None => Output::stdout(),
-            Some(path) if in_place => Output::in_place(path, mode, resume_at)?,
+            Some(path) if in_place => Output::in_place(path, mode)?,
             Some(path) if resumable => Output::resumable(path, mode, resume_at, append)?,
             Some(path) => Output::file(path, mode, append)?,
         }))

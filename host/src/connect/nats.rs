@@ -40,8 +40,10 @@ const TIMESTAMP_HEADER: &str = "Sluice-Timestamp";
 const RETRY_FOR: Duration = Duration::from_secs(60);
 /// A negative acknowledgement: delivered again after 500 ms.
 const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
-/// Messages asked of the server per pull, at most.
-const PULL_BATCH: u64 = 256;
+/// Messages asked of the server per pull, at most. Small: what the client
+/// holds before the pipeline takes it is not kept alive with "in progress",
+/// and must not wait anywhere near `ack_wait`.
+const PULL_BATCH: u64 = 64;
 
 /// A JetStream durable consumer.
 pub(crate) struct NatsSource {
@@ -218,7 +220,15 @@ impl Source for NatsSource {
             };
             let jetstream::Message { message, .. } = record;
             if let Some(reply) = message.reply.clone() {
-                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(sequence, (reply, Instant::now()));
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                // Delivered again while the pipeline still has it (its ack
+                // wait ran out first): it is acknowledged as this delivery,
+                // and not run twice.
+                if let Some(entry) = held.get_mut(&sequence) {
+                    *entry = (reply, Instant::now());
+                    continue;
+                }
+                held.insert(sequence, (reply, Instant::now()));
             }
             let message = self.message(message, published);
             return Ok(Some(Input { position: sequence, read: Read::Message(message) }));
@@ -258,6 +268,11 @@ impl Source for NatsSource {
             if let Some(reply) = record.message.reply {
                 let _ = self.acks.send((reply, HAND_BACK));
             }
+        }
+        // And what the pipeline took but never finished (stopped mid-way).
+        let unfinished: Vec<_> = self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (_, (reply, _)) in unfinished {
+            let _ = self.acks.send((reply, HAND_BACK));
         }
         let NatsSource { client, acks, acking, progress, .. } = self;
         progress.abort();

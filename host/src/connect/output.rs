@@ -110,15 +110,12 @@ impl Output {
 
     /// The file at `path` itself, appended to and synced at each flush, for
     /// a run that never ends by itself (behind a broker): what a flush made
-    /// durable is acknowledged, and must stay. `resume_at`: the bytes it
-    /// held at the last checkpoint; what came after is cut off, since the
-    /// broker delivers it again.
-    pub(crate) fn in_place(path: &Path, mode: u32, resume_at: Option<u64>) -> std::io::Result<Self> {
+    /// durable is acknowledged, and must stay. Never cut back on resuming:
+    /// some lines after the last checkpoint may belong to inputs already
+    /// acknowledged; those the broker delivers again appear twice
+    /// (at-least-once).
+    pub(crate) fn in_place(path: &Path, mode: u32) -> std::io::Result<Self> {
         let mut file = std::fs::OpenOptions::new().write(true).create(true).mode(mode).open(path)?;
-        let len = file.metadata()?.len();
-        if let Some(at) = resume_at.filter(|&at| at < len) {
-            file.set_len(at)?;
-        }
         let written = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let mut output = Self::writing(file, Partial::InPlace, path, written)?;
         output.keep = true;

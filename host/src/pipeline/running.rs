@@ -205,6 +205,12 @@ impl Running {
                 Ok(done) => done,
                 Err(_) => {
                     aborts.iter().for_each(|a| a.abort());
+                    // What was given up on goes back to a broker now, not after its ack wait.
+                    if let Some(stopped) = stopped.take()
+                        && let Err(e) = stopped.close(false).await
+                    {
+                        tracing::warn!("{e}");
+                    }
                     let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
                     return Err(RunError::DrainTimeout { stopped_after: locator.describe(position), timeout });
                 }

@@ -118,9 +118,14 @@ impl<S: Source> SourceTask<S> {
                 told.committed(&mut source);
                 events.emit(CheckpointTaken { took: since.elapsed() });
             }
+            // Held acknowledgements wait for a checkpoint: one is due by time
+            // even if no input comes (the broker may have stopped sending,
+            // waiting for them).
+            let due_at = checkpoints.as_ref().filter(|_| told.waiting() > 0).map(|c| c.last + c.interval);
             let input = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(Stopped { source, acks, told, after: Some(read_through) }),
+                () = sleep_until(due_at), if due_at.is_some() => continue,
                 done = next_done(&mut acks), if acknowledges => {
                     told.done(&mut source, done);
                     continue;
@@ -198,6 +203,13 @@ fn enter(acks: &mut Option<Acks>, checkpoints: &mut Option<Checkpoints>, positio
     match acks {
         Some(acks) => acks.origin(position),
         None => Origin::at(position),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
