@@ -460,3 +460,54 @@ async fn stateful_workers_sharing_a_small_max_ack_pending_do_not_stall() {
     }
     assert_eq!(nats.consumer_pending("IN", "workers").await, (0, 0));
 }
+
+/// Hot reload on a broker source: the stage's plugin replaced while the
+/// worker consumes; every message out once, in order, through the old
+/// component up to one point and the new one after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_reloaded_while_consuming_a_stream_loses_and_repeats_nothing() {
+    const N: usize = 3_000;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    let scratch = Scratch::new();
+    let plugin = scratch.path("stage.wasm");
+    std::fs::copy(crate::support::guests::TEST_STAGE, &plugin).unwrap();
+    let source = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let stage = "[[stages]]\nname = \"s\"\nplugin = \"stage.wasm\"\n";
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, stage));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    // Published as the worker runs, a slice at a time, while the new component comes.
+    let mut published = 0;
+    let mut reloaded = false;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while published < N {
+        nats.publish("in.x", (published..published + 100).map(|i| publish(format!("m{i}")))).await;
+        published += 100;
+        if published == 500 {
+            nats.wait_for("OUT", 500, &mut worker).await;
+            let temp = scratch.path("stage.new");
+            std::fs::copy(root().join("target/plugins/upper.wasm"), &temp).unwrap();
+            std::fs::rename(&temp, &plugin).unwrap();
+        }
+        reloaded = reloaded || std::fs::read_to_string(scratch.path("worker.log")).unwrap().contains("reloaded");
+        if published > 500 && !reloaded && published >= N - 100 {
+            // Hold the last slice back until the swap has happened.
+            while !std::fs::read_to_string(scratch.path("worker.log")).unwrap().contains("reloaded") {
+                assert!(Instant::now() < give_up, "never reloaded");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    nats.wait_for("OUT", N as u64, &mut worker).await;
+    let (code, log) = interrupt(worker, &scratch, "worker.log");
+    assert_eq!(code, Some(130), "{log}");
+    let out: Vec<String> = nats.read("OUT").await.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
+    assert_eq!(out.len(), N, "each message out once");
+    let switch = out.iter().position(|v| v.starts_with('M')).expect("the new component ran");
+    assert!(switch >= 500);
+    for (i, value) in out.iter().enumerate() {
+        let want = if i < switch { format!("m{i}") } else { format!("M{i}") };
+        assert_eq!(value, &want, "in order, the old component up to {switch}, the new one after");
+    }
+}
