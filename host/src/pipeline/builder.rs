@@ -2,6 +2,7 @@
 
 use super::error::{BuildError, StageLoadError};
 use super::events::Events;
+use super::loader::{Loader, execution};
 use super::reload::Reloader;
 use super::runner::{NativeRunner, Runner};
 use super::{BuiltStage, Pipeline};
@@ -9,8 +10,8 @@ use crate::config::{Allocator, PipelineConfig, StateBackend};
 use crate::engine::memory::{self, StageMemory};
 use crate::engine::{Instrumentation, Pool, new_engine};
 use crate::limits::Limit;
-use crate::stage::{StagePre, StageSpec};
-use crate::state::{StateScope, StateStore};
+use crate::stage::StagePre;
+use crate::state::StateStore;
 use std::sync::Arc;
 
 pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError> {
@@ -52,18 +53,6 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
     }
     let taps = super::Taps::new(config.stages().iter().map(|s| s.name().to_string()));
     Ok(Pipeline { config, stages, events, state, reloader, given: Default::default(), taps })
-}
-
-/// How stage `index` runs, given what its component imports.
-pub(super) fn execution(config: &PipelineConfig, index: usize, pre: &StagePre) -> crate::config::Execution {
-    let mut exec = config.stages()[index].execution();
-    if (pre.uses_emit() || pre.uses_state()) && !config.stages()[index].batch_is_set() {
-        // What a stage emits, and the state it writes, belong to the
-        // message being processed: one per call unless told otherwise
-        // (a retried message in a batch would write its state twice).
-        exec.batch = 1;
-    }
-    exec
 }
 
 /// A stage compiled by [`compile`].
@@ -122,7 +111,7 @@ async fn load(
         BuildError::Engine(format!("{}{hint}", crate::stage::chain(&e)))
     })?;
     let linker = Arc::new(crate::stage::linker(&engine).map_err(|e| BuildError::Engine(e.to_string()))?);
-    let loader = Loader { engine, linker, inst, limits, read: Default::default() };
+    let loader = Loader::new(engine, linker, inst, limits);
 
     // Compiling is CPU-bound and can take seconds for large guests (Python,
     // JavaScript): compile every stage at once on blocking threads.
@@ -134,7 +123,7 @@ async fn load(
             if let Some(native) = stage.native_stage() {
                 let native = Runner::Native(NativeRunner {
                     name: stage.name().into(),
-                    limits: loader.limits[index],
+                    limits: loader.limits(index),
                     stage: native.clone(),
                 });
                 return Loading::Ready(native);
@@ -195,67 +184,6 @@ async fn load(
         }
     }
     Ok((runners, Some(store), loader))
-}
-
-/// What compiles and links a pipeline's stages: kept for the run, so that a
-/// stage can be loaded again ([`Reloader`]).
-pub(super) struct Loader {
-    engine: wasmtime::Engine,
-    linker: Arc<wasmtime::component::Linker<crate::stage::StoreData>>,
-    inst: Instrumentation,
-    limits: Vec<crate::limits::Limits>,
-    /// Each stage's component file as it was when last read.
-    read: std::sync::Mutex<std::collections::HashMap<usize, FileStamp>>,
-}
-
-/// A file's modification time and length: enough to see that it changed.
-pub(super) type FileStamp = Option<(std::time::SystemTime, u64)>;
-
-/// `path` as it is now.
-pub(super) fn stamp(path: &std::path::Path) -> FileStamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-impl Loader {
-    /// Reads, compiles and links stage `index`'s component, on a blocking thread.
-    pub(super) fn compile(
-        &self,
-        config: &PipelineConfig,
-        index: usize,
-    ) -> tokio::task::JoinHandle<Result<StagePre, crate::stage::LoadError>> {
-        let stage = &config.stages()[index];
-        let (engine, linker) = (self.engine.clone(), self.linker.clone());
-        let path = config.resolve(stage.plugin());
-        // Before it is read: a change from now on is one the run has not seen.
-        self.read.lock().unwrap_or_else(|e| e.into_inner()).insert(index, stamp(&path));
-        let spec = StageSpec {
-            name: stage.name().into(),
-            config: stage.config_json(),
-            limits: self.limits[index],
-            grants: config.stage_grants(index),
-            inst: self.inst,
-        };
-        tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec))
-    }
-
-    /// Stage `index`'s component file as it was when last read.
-    pub(super) fn read(&self, index: usize) -> FileStamp {
-        self.read.lock().unwrap_or_else(|e| e.into_inner()).get(&index).copied().flatten()
-    }
-
-    /// Gives stage `index` its share of the state store.
-    pub(super) fn scope_state(
-        &self,
-        config: &PipelineConfig,
-        index: usize,
-        pre: &mut StagePre,
-        store: &Arc<StateStore>,
-    ) {
-        let stage = &config.stages()[index];
-        let keyed = stage.execution().partition_by.is_some();
-        pre.set_state(StateScope::new(store.clone(), stage.name().into(), keyed, (&self.limits[index]).into()));
-    }
 }
 
 /// A stage being loaded.

@@ -11,6 +11,7 @@ mod events;
 mod halt;
 mod in_flight;
 mod job;
+mod loader;
 mod reload;
 mod runner;
 mod running;

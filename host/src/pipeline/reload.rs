@@ -9,7 +9,7 @@
 //! order it came. A component that fails any step is refused with the
 //! reason, and the running one goes on as if nothing happened.
 
-use super::builder::{Loader, execution, stamp};
+use super::loader::{Loader, execution, stamp};
 use super::runner::Runner;
 use crate::config::{Execution, PipelineConfig};
 use crate::stage::StageInstance;

@@ -133,6 +133,8 @@ impl Running {
         let (dead_tx, dead_rx) = channel::<DeadLetter>(BUFFER);
         let first_buffer = stages.first().map_or(BUFFER, |s| s.exec.buffer);
         let (source_tx, mut rx) = channel::<Envelope>(first_buffer);
+        // The channel in front of each stage, for its queue depth.
+        let mut inbox = source_tx.downgrade();
         let source = SourceTask {
             source,
             format: config.source().format,
@@ -149,6 +151,7 @@ impl Running {
         let buffers: Vec<usize> = stages.iter().skip(1).map(|s| s.exec.buffer).chain([BUFFER]).collect();
         for ((index, built), buffer) in stages.into_iter().enumerate().zip(buffers) {
             let (tx, next_rx) = channel::<Envelope>(buffer);
+            events.stage(index).watch_inbox(std::mem::replace(&mut inbox, tx.downgrade()));
             let task = StageTask::new(built, events.stage(index), taps.point(index), dead_tx.clone(), halt.clone());
             stage_tasks.push(tokio::spawn(task.run(rx, tx)));
             rx = next_rx;

@@ -54,6 +54,9 @@ pub struct StageStats {
     pub in_flight: u64,
     /// Messages waiting behind a busy key (`partition_by = "key"`).
     pub queued: u64,
+    /// Messages in the channel in front of the stage, not yet taken (at
+    /// most its `buffer`): the queue depth.
+    pub waiting: u64,
     /// Instances made during the run (the one made when the pipeline was
     /// built not counted).
     pub instances_made: u64,

@@ -39,6 +39,11 @@ const METRICS: &[(&str, &str, Value)] = &[
     ("stage_in_flight", "Messages a stage is processing now.", Value::StageGauge(|s| s.in_flight)),
     ("stage_queued", "Messages waiting behind a busy key (partition_by = \"key\").", Value::StageGauge(|s| s.queued)),
     (
+        "stage_waiting",
+        "Messages in the channel in front of a stage, not yet taken: its queue depth.",
+        Value::StageGauge(|s| s.waiting),
+    ),
+    (
         "stage_instances_made_total",
         "Instances a stage made during the run (not the one made when the pipeline was built).",
         Value::Stage(|s| s.instances_made),

@@ -64,6 +64,10 @@ pub(in crate::pipeline) struct StageCounters {
     pub(super) instances: Line<Instances>,
     /// Written by the stage's task, once per job.
     pub(super) timing: Mutex<StageTiming>,
+    /// The channel in front of the stage, once the run has started: its
+    /// depth is read at each snapshot (a weak handle: it never keeps the
+    /// channel open).
+    pub(super) inbox: std::sync::OnceLock<tokio::sync::mpsc::WeakSender<crate::envelope::Envelope>>,
 }
 
 /// A stage's messages. Its input is what it started plus what waits behind
@@ -101,6 +105,7 @@ impl StageCounters {
             flow: Line::default(),
             instances: Line::default(),
             timing: Mutex::new(StageTiming { latency: Timing::default(), batch: Timing::new(MAX_BATCH) }),
+            inbox: std::sync::OnceLock::new(),
         }
     }
 
@@ -125,6 +130,11 @@ impl StageCounters {
             retried: flow.retried.load(Relaxed),
             in_flight: started.saturating_sub(ended),
             queued,
+            waiting: self
+                .inbox
+                .get()
+                .and_then(|inbox| inbox.upgrade())
+                .map_or(0, |tx| (tx.max_capacity() - tx.capacity()) as u64),
             instances_made: self.instances.made.load(Relaxed),
             instances_recycled: self.instances.recycled.load(Relaxed),
             instances_trapped: self.instances.trapped.load(Relaxed),

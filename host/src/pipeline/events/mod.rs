@@ -77,6 +77,11 @@ impl StageEvents {
     pub(super) fn emit(&self, event: impl StageEvent) {
         event.record(&self.0);
     }
+
+    /// The channel in front of the stage, whose depth snapshots report.
+    pub(super) fn watch_inbox(&self, inbox: tokio::sync::mpsc::WeakSender<crate::envelope::Envelope>) {
+        let _ = self.0.inbox.set(inbox);
+    }
 }
 
 /// The counters of a running pipeline, to take snapshots of while it runs
