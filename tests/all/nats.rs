@@ -260,12 +260,22 @@ async fn a_slow_stage_holds_at_most_max_ack_pending_and_sigint_leaves_the_rest_o
     // Each message waits 20 ms in the stage (on a WASI clock, as I/O would).
     nats.publish("in.x", (0..N).map(|i| publish(format!("sleep:20:m{i}")))).await;
     let scratch = Scratch::new();
-    let source = "max_ack_pending = 8\nack_wait = \"2s\"\n[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let addr = crate::metrics::free_addr();
+    let source = format!(
+        "max_ack_pending = 8\nack_wait = \"2s\"\n[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"\n\
+         [metrics]\naddr = \"{addr}\""
+    );
     let stage =
         format!("[[stages]]\nname = \"slow\"\nplugin = \"{}\"\nconcurrency = 4\n", crate::support::guests::TEST_STAGE);
-    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, &stage));
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), &source, &stage));
     let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
     nats.wait_for("OUT", 20, &mut worker).await;
+    // The metrics say how much the broker still holds for the consumer.
+    let scrape = crate::metrics::poll(addr, "/metrics", |_, body| {
+        crate::metrics::sample(body, "sluice_source_backlog").is_some_and(|n| n > 100.0)
+    });
+    let backlog = crate::metrics::sample(&scrape, "sluice_source_backlog").unwrap();
+    assert!(backlog <= N as f64, "the broker holds {backlog} of {N} for the consumer");
     // Backpressure reaches the server: it has the rest, the worker at most 8.
     for _ in 0..20 {
         let (held, waiting) = nats.consumer_pending("IN", "workers").await;

@@ -43,6 +43,28 @@ use crate::envelope::{Done, Origin};
 use std::future::Future;
 use std::path::PathBuf;
 
+/// A broker's count of messages not yet delivered to a source, as last
+/// heard (shared: the source updates it, snapshots read it).
+#[derive(Clone, Default)]
+pub(crate) struct Backlog(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Backlog {
+    /// Not yet heard.
+    const UNKNOWN: u64 = u64::MAX;
+
+    pub(crate) fn new() -> Self {
+        Backlog(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(Self::UNKNOWN)))
+    }
+
+    pub(crate) fn set(&self, messages: u64) {
+        self.0.store(messages.min(Self::UNKNOWN - 1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|&n| n != Self::UNKNOWN)
+    }
+}
+
 /// What a source read at one position.
 pub(crate) struct Input {
     pub(crate) position: u64,
@@ -74,6 +96,12 @@ pub(crate) trait Source: Send + 'static {
     /// An input is done: delivered, or given up on (the run failed), in
     /// which case a broker should deliver it again.
     fn done(&mut self, _done: Done) {}
+
+    /// For a broker: the messages it holds for this source, not yet
+    /// delivered, which the source keeps up to date.
+    fn backlog(&self) -> Option<Backlog> {
+        None
+    }
 
     /// How many inputs the source lets the pipeline hold unacknowledged (a
     /// broker's `max_ack_pending`): a run that holds acknowledgements until

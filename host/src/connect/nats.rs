@@ -20,7 +20,7 @@
 //! a message that goes through NATS comes back the same (header values must
 //! be text: NATS headers are).
 
-use super::{Finished, Input, Locator, PositionForm, Read, Sink, Source};
+use super::{Backlog, Finished, Input, Locator, PositionForm, Read, Sink, Source};
 use crate::bindings::{Header, Message};
 use crate::config;
 use crate::envelope::{Done, Origin};
@@ -59,6 +59,8 @@ pub(crate) struct NatsSource {
     acks: mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>,
     acking: JoinHandle<()>,
     progress: JoinHandle<()>,
+    backlog: Backlog,
+    asking: JoinHandle<()>,
 }
 
 type Held = Arc<Mutex<HashMap<u64, (async_nats::Subject, Instant)>>>;
@@ -120,6 +122,8 @@ impl NatsSource {
             }
         });
         let progress = tokio::spawn(in_progress(held.clone(), acks.clone(), config.ack_wait));
+        let backlog = Backlog::new();
+        let asking = tokio::spawn(ask_backlog(consumer.clone(), backlog.clone()));
         let key = match config.key_token {
             Some(token) => Key::Token(token.saturating_sub(1)),
             None => Key::Header(config.key_header.clone()),
@@ -135,6 +139,8 @@ impl NatsSource {
             acks,
             acking,
             progress,
+            backlog,
+            asking,
         })
     }
 
@@ -166,6 +172,18 @@ impl NatsSource {
             }
         }
         Message { key, value: payload.into(), headers: out, timestamp }
+    }
+}
+
+/// Asks the server, every two seconds, how many messages wait for the
+/// consumer (not yet delivered to any of its workers).
+async fn ask_backlog(mut consumer: jetstream::consumer::PullConsumer, backlog: Backlog) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if let Ok(info) = consumer.info().await {
+            backlog.set(info.num_pending);
+        }
     }
 }
 
@@ -256,6 +274,10 @@ impl Source for NatsSource {
         Some(self.max_ack_pending)
     }
 
+    fn backlog(&self) -> Option<Backlog> {
+        Some(self.backlog.clone())
+    }
+
     fn id(&self) -> Option<String> {
         Some(format!("nats:{}/{}", self.stream, self.consumer))
     }
@@ -274,8 +296,9 @@ impl Source for NatsSource {
         for (_, (reply, _)) in unfinished {
             let _ = self.acks.send((reply, HAND_BACK));
         }
-        let NatsSource { client, acks, acking, progress, .. } = self;
+        let NatsSource { client, acks, acking, progress, asking, .. } = self;
         progress.abort();
+        asking.abort();
         drop(acks);
         let _ = acking.await;
         client.flush().await.map_err(|e| io::Error::other(format!("sending the last acknowledgements: {e}")))

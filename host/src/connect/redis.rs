@@ -7,8 +7,12 @@
 //! under the same `consumer` name first takes back what it held, and the
 //! entries a dead worker held are claimed (`XAUTOCLAIM`) by a live one once
 //! they have been idle for `claim_idle`. A live worker keeps what it holds
-//! from looking idle, so a slow message is not taken from it. A worker holds
-//! at most `max_ack_pending` entries: it reads no more until some are done.
+//! from looking idle, so a slow message is not taken from it (but never takes
+//! back what another worker claimed while it was cut off). A worker that
+//! stops hands back what it has not finished, so that another takes it
+//! within seconds, and a default-named worker that holds nothing leaves the
+//! group. A worker holds at most `max_ack_pending` entries: it reads no more
+//! until some are done.
 //!
 //! Redis has no duplicate window: an entry taken over from a dead worker is
 //! processed again, and its outputs may appear twice in the output stream
@@ -26,7 +30,7 @@ use crate::config;
 use crate::envelope::{Done, Origin};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +47,13 @@ const WRITE_BATCH: usize = 256;
 /// How long a blocking read waits for new entries before it looks again
 /// (for claims due, and for room).
 const BLOCK_MS: u64 = 1000;
+/// How often idle entries are looked for, at most: a worker that stopped
+/// hands back what it held, and another takes it within this.
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+/// How long the sink tries a batch again before the run fails.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long closing waits to hand back what this worker holds.
+const HAND_BACK_FOR: Duration = Duration::from_secs(5);
 /// Sequence numbers take the low 20 bits of a position, milliseconds the
 /// other 44.
 const SEQ_BITS: u32 = 20;
@@ -57,9 +68,33 @@ fn pack(id: &str) -> Option<u64> {
     (ms < 1 << (64 - SEQ_BITS) && seq < 1 << SEQ_BITS).then_some(ms << SEQ_BITS | seq)
 }
 
-/// A position written back as the entry id it packs.
+/// A position written back as the entry id it packs, or the real id of an
+/// entry that was given a stand-in.
 fn render(position: u64) -> String {
+    if let Some(id) = stand_ins().get(&position) {
+        return id.clone();
+    }
     format!("{}-{}", position >> SEQ_BITS, position & ((1 << SEQ_BITS) - 1))
+}
+
+/// Entries whose ids do not fit a position get a stand-in, counted down from
+/// the top for the whole process (so that two sources never share one), and
+/// this map names their real ids for dead letters: [`Locator`]'s renderer is
+/// a plain `fn`, which cannot hold a source's state. A stand-in is dropped
+/// when its entry is done. (A real id at the very top, past the year 2500,
+/// would read as a stand-in's: Redis makes no such id itself.)
+static STAND_INS: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
+static NEXT_STAND_IN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn stand_ins() -> std::sync::MutexGuard<'static, BTreeMap<u64, String>> {
+    STAND_INS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new stand-in position for the entry `id`.
+fn stand_in(id: &str) -> u64 {
+    let position = NEXT_STAND_IN.fetch_sub(1, Ordering::Relaxed);
+    stand_ins().insert(position, id.to_string());
+    position
 }
 
 /// Connects, with a response timeout well beyond a blocking read's.
@@ -113,8 +148,13 @@ struct Entry {
 
 /// A Redis stream read through a consumer group.
 pub(crate) struct RedisSource {
-    stream: String,
-    group: String,
+    names: Names,
+    /// A connection for closing (the acknowledging task has its own).
+    control: redis::aio::ConnectionManager,
+    /// Whether the consumer name is the default `<host>-<pid>`, which no
+    /// later worker takes again: it is removed from the group on closing.
+    default_name: bool,
+    claim_idle: Duration,
     inputs: mpsc::Receiver<io::Result<Input>>,
     held: Held,
     /// One permit per entry this worker may still hold.
@@ -149,6 +189,7 @@ impl RedisSource {
             }
             _ => {}
         }
+        let default_name = config.consumer.is_none();
         let consumer = config.consumer.clone().unwrap_or_else(default_consumer);
         let names = Names { stream: config.stream.clone(), group: config.group.clone(), consumer };
         tracing::info!("reading Redis stream {} as consumer {} of group {}", names.stream, names.consumer, names.group);
@@ -175,14 +216,15 @@ impl RedisSource {
                 out: tx,
                 redelivered: redelivered.clone(),
                 claim_idle,
-                beyond: u64::MAX,
             }
             .run(),
         );
-        let acking = tokio::spawn(acking(control, names.clone(), to_ack, held.clone(), claim_idle / 3));
+        let acking = tokio::spawn(acking(control.clone(), names.clone(), to_ack, held.clone(), claim_idle / 3));
         Ok(RedisSource {
-            stream: names.stream,
-            group: names.group,
+            names,
+            control,
+            default_name,
+            claim_idle,
             inputs,
             held,
             room,
@@ -215,9 +257,6 @@ struct Reader {
     out: mpsc::Sender<io::Result<Input>>,
     redelivered: Arc<AtomicU64>,
     claim_idle: Duration,
-    /// The next position for an entry whose id does not fit one, counted
-    /// down from the top.
-    beyond: u64,
 }
 
 /// What the reader does next.
@@ -233,7 +272,9 @@ enum Phase {
 impl Reader {
     async fn run(mut self) {
         let mut phase = Phase::Pending("0".into());
-        let claim_every = (self.claim_idle / 2).max(Duration::from_millis(100));
+        // Often enough that what a stopped worker handed back is taken soon,
+        // whatever `claim_idle` is.
+        let claim_every = (self.claim_idle / 2).clamp(Duration::from_millis(100), CLAIM_EVERY);
         let mut next_claim = Instant::now() + claim_every;
         loop {
             // Room for at least one entry, and as many more as are free.
@@ -336,10 +377,11 @@ impl Reader {
             };
             let (position, beyond) = match pack(&id) {
                 Some(position) => (position, false),
-                None => {
-                    self.beyond -= 1;
-                    (self.beyond + 1, true)
-                }
+                // Already handed out under a stand-in: not twice (below).
+                None => match lock(&self.held).iter().find(|(_, (held, _))| *held == id) {
+                    Some((position, _)) => (*position, true),
+                    None => (stand_in(&id), true),
+                },
             };
             {
                 let mut held = lock(&self.held);
@@ -386,24 +428,31 @@ impl Fields {
             } else if key.is_none() && name == self.key.as_bytes() {
                 key = Some(field);
             } else if timestamp.is_none() && name == self.timestamp.as_bytes() {
-                match std::str::from_utf8(&field).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
-                    Some(ms) => timestamp = Some(ms),
-                    None => {
-                        return Read::Unreadable {
-                            head: Vec::new(),
-                            reason: format!(
-                                "entry {id}: field `{}` (timestamp_field in [source.redis]) is {:?}, not whole \
-                                 milliseconds since the Unix epoch",
-                                self.timestamp,
-                                String::from_utf8_lossy(&field)
-                            ),
-                        };
-                    }
-                }
+                timestamp = Some(field);
             } else {
                 headers.push(Header { name: String::from_utf8_lossy(&name).into_owned(), value: field });
             }
         }
+        // Checked once every field is seen, so that the dead letter keeps
+        // the value, whichever comes first in the entry.
+        let timestamp = match timestamp {
+            None => None,
+            Some(field) => match std::str::from_utf8(&field).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
+                Some(ms) => Some(ms),
+                None => {
+                    return Read::Unreadable {
+                        head: value.unwrap_or_default(),
+                        reason: format!(
+                            "entry {id}: field `{}` (timestamp_field in [source.redis]) is {:?}, not whole \
+                             milliseconds since the Unix epoch: fix the producer, or set timestamp_field to a \
+                             field that holds them",
+                            self.timestamp,
+                            String::from_utf8_lossy(&field)
+                        ),
+                    };
+                }
+            },
+        };
         let Some(value) = value else {
             return Read::Unreadable {
                 head: Vec::new(),
@@ -421,7 +470,11 @@ impl Fields {
 /// Sends acknowledgements in batches as they come, and every `refresh`
 /// resets the idle time of the entries held longer than that (`XCLAIM` of
 /// our own entries), so that no other worker claims them while they are
-/// being worked on. Ends once every acknowledgement is sent.
+/// being worked on. Only entries this consumer still owns are reset, and
+/// only if idle at least `refresh`: after a pause longer than `claim_idle`
+/// (the network, a stopped process), another worker may have claimed some,
+/// and an `XCLAIM` with a smaller min-idle would take them back, so that both
+/// process them to the end. Ends once every acknowledgement is sent.
 async fn acking(
     mut conn: ConnectionManager,
     names: Names,
@@ -451,24 +504,41 @@ async fn acking(
             _ = tick.tick() => {
                 let now = Instant::now();
                 let due: Vec<String> = lock(&held)
-                    .values_mut()
+                    .values()
                     .filter(|(_, since)| now.duration_since(*since) >= refresh)
-                    .map(|(id, since)| {
-                        *since = now;
-                        id.clone()
-                    })
+                    .map(|(id, _)| id.clone())
                     .collect();
+                // `since` is set once the server's reply is in, so the
+                // server's idle time for an entry still ours is at least ours;
+                // one another worker claimed since the `XPENDING` is idle far
+                // less than this, and stays its.
+                let min_idle = (refresh / 2).as_millis() as u64;
                 for ids in due.chunks(ID_BATCH) {
-                    let claimed: Result<Value, RedisError> = redis::cmd("XCLAIM")
-                        .arg(stream)
-                        .arg(group)
-                        .arg(consumer)
-                        .arg(0)
-                        .arg(ids)
-                        .arg("JUSTID")
-                        .query_async(&mut conn)
-                        .await;
-                    if let Err(e) = claimed {
+                    let refreshed = async {
+                        let ours = still_ours(&mut conn, &names, ids, min_idle).await?;
+                        let ours_set: HashSet<&String> = ours.iter().collect();
+                        lost(&held, ids, &ours_set, stream);
+                        if ours.is_empty() {
+                            return Ok::<(), RedisError>(());
+                        }
+                        redis::cmd("XCLAIM")
+                            .arg(stream)
+                            .arg(group)
+                            .arg(consumer)
+                            .arg(min_idle)
+                            .arg(&ours)
+                            .arg("JUSTID")
+                            .query_async::<Value>(&mut conn)
+                            .await?;
+                        let now = Instant::now();
+                        for (id, since) in lock(&held).values_mut() {
+                            if ours_set.contains(id) {
+                                *since = now;
+                            }
+                        }
+                        Ok::<(), RedisError>(())
+                    };
+                    if let Err(e) = refreshed.await {
                         tracing::warn!("cannot keep {} held entries of Redis stream {stream}: {e}", ids.len());
                     }
                 }
@@ -477,18 +547,118 @@ async fn acking(
     }
 }
 
+/// Which of `ids` are pending under this consumer and idle at least
+/// `min_idle` ms, in one round trip.
+async fn still_ours(
+    conn: &mut ConnectionManager,
+    names: &Names,
+    ids: &[String],
+    min_idle: u64,
+) -> Result<Vec<String>, RedisError> {
+    let Names { stream, group, consumer } = names;
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XPENDING").arg(stream).arg(group).arg("IDLE").arg(min_idle).arg(id).arg(id).arg(1).arg(consumer);
+    }
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    Ok(ids
+        .iter()
+        .zip(replies)
+        .filter(|(_, reply)| !into_items(reply.clone()).is_empty())
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
+/// Of the `due` entries, those not `ours` that the pipeline still holds (so
+/// not acknowledged) were claimed by another worker: said once, and not
+/// looked at again.
+fn lost(held: &Held, due: &[String], ours: &HashSet<&String>, stream: &str) {
+    let due: HashSet<&String> = due.iter().collect();
+    let mut held = lock(held);
+    let mut count = 0;
+    for (id, since) in held.values_mut() {
+        if due.contains(id) && !ours.contains(id) {
+            count += 1;
+            // Never due again.
+            *since += Duration::from_secs(100 * 365 * 24 * 3600);
+        }
+    }
+    if count > 0 {
+        tracing::warn!(
+            "{count} entries of Redis stream {stream} this worker holds were claimed by another worker (this one \
+             was cut off for longer than claim_idle): both process them, and their outputs may appear twice"
+        );
+    }
+}
+
+/// Makes every entry still pending under this consumer claimable by another
+/// worker at once (its idle time set past `claim_idle`), and removes a
+/// default-named consumer that holds nothing. How many were handed back.
+async fn hand_back(
+    mut conn: ConnectionManager,
+    names: &Names,
+    claim_idle: Duration,
+    default_name: bool,
+) -> Result<usize, RedisError> {
+    let Names { stream, group, consumer } = names;
+    let idle = claim_idle.as_millis() as u64 + 1000;
+    let (mut after, mut handed) = ("-".to_string(), 0);
+    loop {
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg(&after)
+            .arg("+")
+            .arg(ID_BATCH)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        let ids: Vec<String> = into_items(reply)
+            .into_iter()
+            .filter_map(|entry| into_items(entry).into_iter().next().and_then(text))
+            .collect();
+        let Some(last) = ids.last() else { break };
+        // Min-idle 0: these are ours (another worker claiming one in between
+        // would see it claimable again, and process it twice at worst).
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("IDLE")
+            .arg(idle)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await?;
+        handed += ids.len();
+        if ids.len() < ID_BATCH {
+            break;
+        }
+        after = format!("({last}");
+    }
+    // A name no worker takes again would stay in the group for good; one
+    // that still holds entries stays until they are claimed (removing it
+    // would drop them from the pending list, unprocessed).
+    if handed == 0 && default_name {
+        let _: Value =
+            redis::cmd("XGROUP").arg("DELCONSUMER").arg(stream).arg(group).arg(consumer).query_async(&mut conn).await?;
+    }
+    Ok(handed)
+}
+
 impl Source for RedisSource {
     /// Never ends: a stream can always get more entries.
     async fn next(&mut self) -> io::Result<Option<Input>> {
         match self.inputs.recv().await {
             Some(Ok(input)) => Ok(Some(input)),
             Some(Err(e)) => Err(e),
-            None => Err(io::Error::other(format!("the reader of Redis stream {} stopped", self.stream))),
+            None => Err(io::Error::other(format!("the reader of Redis stream {} stopped", self.names.stream))),
         }
     }
 
     fn locator(&self) -> Locator {
-        Locator { kind: "redis", name: self.stream.clone(), position: "entry", form: PositionForm::Text(render) }
+        Locator { kind: "redis", name: self.names.stream.clone(), position: "entry", form: PositionForm::Text(render) }
     }
 
     fn acknowledges(&self) -> bool {
@@ -501,6 +671,9 @@ impl Source for RedisSource {
         let Some((id, _)) = lock(&self.held).remove(&done.position) else {
             return;
         };
+        if pack(&id).is_none() {
+            stand_ins().remove(&done.position);
+        }
         self.room.add_permits(1);
         if done.delivered {
             let _ = self.acks.send(id);
@@ -508,16 +681,52 @@ impl Source for RedisSource {
     }
 
     fn id(&self) -> Option<String> {
-        Some(format!("redis:{}/{}", self.stream, self.group))
+        Some(format!("redis:{}/{}", self.names.stream, self.names.group))
     }
 
+    /// Sends the last acknowledgements, then hands back what this worker
+    /// still holds (read but never taken by the pipeline, taken but not
+    /// finished, given up on), so that another worker takes it within
+    /// seconds rather than after `claim_idle`.
     async fn close(self) -> io::Result<()> {
-        let RedisSource { stream, inputs, acks, reading, acking, redelivered, .. } = self;
-        // Entries read but not handed out stay pending under this name.
+        let RedisSource {
+            names,
+            control,
+            default_name,
+            claim_idle,
+            inputs,
+            held,
+            acks,
+            reading,
+            acking,
+            redelivered,
+            ..
+        } = self;
         reading.abort();
+        let _ = reading.await;
         drop(inputs);
         drop(acks);
         let _ = acking.await;
+        {
+            let mut stand_ins = stand_ins();
+            for position in lock(&held).keys() {
+                stand_ins.remove(position);
+            }
+        }
+        let stream = &names.stream;
+        // The server may be gone: the entries are then claimed after claim_idle.
+        let later = "another worker claims them once they have been idle for claim_idle";
+        match tokio::time::timeout(HAND_BACK_FOR, hand_back(control, &names, claim_idle, default_name)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!("handed back {n} unfinished entries of Redis stream {stream} to the group"),
+            Ok(Err(e)) => {
+                tracing::warn!("cannot hand back the unfinished entries of Redis stream {stream} ({e}): {later}")
+            }
+            Err(_) => tracing::warn!(
+                "cannot hand back the unfinished entries of Redis stream {stream} within {} s: {later}",
+                HAND_BACK_FOR.as_secs()
+            ),
+        }
         let again = redelivered.load(Ordering::Relaxed);
         if again > 0 {
             tracing::info!(
@@ -532,6 +741,7 @@ impl Source for RedisSource {
 /// Adding entries to a stream, pipelined.
 pub(crate) struct RedisSink {
     conn: ConnectionManager,
+    url: String,
     stream: String,
     max_len: Option<u64>,
     fields: Fields,
@@ -543,6 +753,7 @@ impl RedisSink {
     pub(crate) async fn open(config: &config::RedisSink) -> io::Result<Self> {
         Ok(RedisSink {
             conn: connect(&config.url).await?,
+            url: config.url.clone(),
             stream: config.stream.clone(),
             max_len: config.max_len,
             fields: Fields {
@@ -567,16 +778,46 @@ impl RedisSink {
         ))
     }
 
-    /// Sends what the pipeline holds, in one round trip.
+    /// Sends what the pipeline holds, in one round trip. A batch the
+    /// connection dropped is sent again (the manager connects again), for up
+    /// to [`RETRY_FOR`]. At-least-once: the server may have added part of
+    /// it before the connection went, and that part is then added twice.
     async fn send(&mut self) -> io::Result<()> {
         if self.pipe.is_empty() {
             return Ok(());
         }
-        let sent = self.pipe.exec_async(&mut self.conn).await;
-        let count = self.pipe.len() as u64;
+        let give_up = Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.pipe.exec_async(&mut self.conn).await {
+                Ok(()) => break,
+                Err(e) if !passing(&e) => {
+                    return Err(io::Error::other(format!("adding to Redis stream {}: {e}", self.stream)));
+                }
+                Err(e) if Instant::now() >= give_up => {
+                    return Err(io::Error::other(format!(
+                        "the Redis server at {} did not take entries added to stream {} for {} s ({e}). What was \
+                         not acknowledged is delivered again when a worker runs; run workers under a supervisor \
+                         that restarts them",
+                        self.url,
+                        self.stream,
+                        RETRY_FOR.as_secs()
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "adding to Redis stream {}: {e}; sending {} entries again in {} ms",
+                        self.stream,
+                        self.pipe.len(),
+                        pause.as_millis()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.added += self.pipe.len() as u64;
         self.pipe.clear();
-        sent.map_err(|e| io::Error::other(format!("adding to Redis stream {}: {e}", self.stream)))?;
-        self.added += count;
         Ok(())
     }
 }
@@ -728,5 +969,21 @@ mod tests {
         // Without a value: unreadable, naming the field.
         let Read::Unreadable { reason, .. } = fields.read("7-0", 7, entry(&[("v", "x")])) else { panic!("unreadable") };
         assert!(reason.contains("`value`") && reason.contains("value_field"), "{reason}");
+        // A bad timestamp, before or after the value: unreadable, keeping the value.
+        for pairs in [[("timestamp", "soon"), ("value", "v")], [("value", "v"), ("timestamp", "soon")]] {
+            let Read::Unreadable { head, reason } = fields.read("7-0", 7, entry(&pairs)) else { panic!("unreadable") };
+            assert_eq!(head, b"v");
+            assert!(reason.contains("\"soon\"") && reason.contains("timestamp_field"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_id_that_does_not_fit_is_written_as_itself_until_its_entry_is_done() {
+        let (a, b) = (stand_in("99999999999999999-0"), stand_in("1-2000000"));
+        assert_ne!(a, b);
+        assert_eq!((render(a), render(b)), ("99999999999999999-0".to_string(), "1-2000000".to_string()));
+        stand_ins().remove(&a);
+        assert_ne!(render(a), "99999999999999999-0");
+        assert_eq!(render(b), "1-2000000");
     }
 }

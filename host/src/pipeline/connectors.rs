@@ -33,6 +33,9 @@ macro_rules! sources {
             fn done(&mut self, done: Done) {
                 match self { $(AnySource::$kind(s) => s.done(done)),* }
             }
+            fn backlog(&self) -> Option<crate::connect::Backlog> {
+                match self { $(AnySource::$kind(s) => s.backlog()),* }
+            }
             fn max_unacknowledged(&self) -> Option<u64> {
                 match self { $(AnySource::$kind(s) => s.max_unacknowledged()),* }
             }

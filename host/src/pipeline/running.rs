@@ -102,6 +102,9 @@ impl Running {
     ) -> Self {
         let Opened { source, start_after, sink, sink_name, dead_letters, dead_letters_name } = opened;
         let locator = source.locator();
+        if let Some(backlog) = source.backlog() {
+            events.watch_backlog(backlog);
+        }
         let shutdown = {
             let halt = halt.clone();
             async move {

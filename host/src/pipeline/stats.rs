@@ -25,6 +25,10 @@ pub struct Stats {
     /// Checkpoints committed, and the time each took from falling due to
     /// its commit, in microseconds.
     pub checkpoint_us: Summary,
+    /// For a broker source, the messages the broker holds for this
+    /// pipeline's consumer, not yet delivered (as last asked: every few
+    /// seconds); `None` for other sources, or before the first answer.
+    pub source_backlog: Option<u64>,
     /// One entry per stage, in pipeline order.
     pub stages: Vec<StageStats>,
 }

@@ -22,6 +22,11 @@ const METRICS: &[(&str, &str, Value)] = &[
         "Checkpoints committed, and the time each took from falling due to its commit.",
         Value::RunSummary(|s| s.checkpoint_us, MICROS),
     ),
+    (
+        "source_backlog",
+        "Messages the broker holds for this pipeline's consumer, not yet delivered (broker sources only).",
+        Value::RunGauge(|s| s.source_backlog),
+    ),
     ("stage_input_total", "Messages a stage received.", Value::Stage(|s| s.input)),
     (
         "stage_output_total",
@@ -87,6 +92,8 @@ type Count = fn(&DeadLetterCounts) -> u64;
 #[derive(Clone, Copy)]
 enum Value {
     Run(fn(&Stats) -> u64),
+    /// A gauge that only some runs have.
+    RunGauge(fn(&Stats) -> Option<u64>),
     RunKinds(fn(&Stats) -> DeadLetterCounts),
     /// A distribution, and how many of its unit make one of the metric's.
     RunSummary(fn(&Stats) -> Summary, f64),
@@ -99,7 +106,7 @@ enum Value {
 impl Value {
     fn labels(self) -> &'static [&'static str] {
         match self {
-            Value::Run(_) | Value::RunSummary(..) => &[],
+            Value::Run(_) | Value::RunGauge(_) | Value::RunSummary(..) => &[],
             Value::RunKinds(_) => &["kind"],
             Value::Stage(_) | Value::StageGauge(_) | Value::StageSummary(..) => &["stage"],
             Value::StageKinds(_) => &["stage", "kind"],
@@ -109,7 +116,7 @@ impl Value {
     fn kind(self) -> MetricType {
         match self {
             Value::Run(_) | Value::RunKinds(_) | Value::Stage(_) | Value::StageKinds(_) => MetricType::COUNTER,
-            Value::StageGauge(_) => MetricType::GAUGE,
+            Value::StageGauge(_) | Value::RunGauge(_) => MetricType::GAUGE,
             Value::RunSummary(..) | Value::StageSummary(..) => MetricType::SUMMARY,
         }
     }
@@ -132,6 +139,7 @@ impl Value {
         };
         match self {
             Value::Run(read) => vec![counter(read(stats))],
+            Value::RunGauge(read) => read(stats).map(gauge).into_iter().collect(),
             Value::RunKinds(read) => by_kind(read(stats), KINDS.len()),
             Value::RunSummary(read, per_unit) => vec![summary(read(stats), per_unit)],
             Value::Stage(read) => per_stage(&|s: &StageStats| vec![counter(read(s))]),

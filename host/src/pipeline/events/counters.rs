@@ -31,6 +31,8 @@ pub(in crate::pipeline) struct RunCounters {
     pub(super) dead: Line<PerKind>,
     /// Checkpoint durations (µs).
     pub(super) checkpoints: Mutex<Timing>,
+    /// A broker source's backlog, which it updates itself.
+    pub(super) backlog: std::sync::OnceLock<crate::connect::Backlog>,
 }
 
 impl RunCounters {
@@ -44,6 +46,7 @@ impl RunCounters {
             dead_lettered: dead_letters.total(),
             dead_letters,
             checkpoint_us: lock(&self.checkpoints).summary(),
+            source_backlog: self.backlog.get().and_then(crate::connect::Backlog::get),
             stages: stages.iter().map(|s| s.snapshot()).collect(),
         }
     }

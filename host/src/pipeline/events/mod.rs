@@ -57,6 +57,11 @@ impl Events {
         event.record(&self.0.run);
     }
 
+    /// A broker source's backlog, which snapshots report.
+    pub(super) fn watch_backlog(&self, backlog: crate::connect::Backlog) {
+        let _ = self.0.run.backlog.set(backlog);
+    }
+
     /// The events of the stage at `index`, in pipeline order.
     pub(super) fn stage(&self, index: usize) -> StageEvents {
         StageEvents(self.0.stages[index].clone())
