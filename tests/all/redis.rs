@@ -206,6 +206,9 @@ fn key_timestamp_and_other_fields_come_back_as_they_went_in() {
     let server = RedisServer::start();
     let mut con = connect(&server);
     let scratch = Scratch::new();
+    // An id XADD takes but sluice cannot track (a sequence number of 2^20
+    // or more): dead-lettered under that id.
+    let odd: String = ::redis::cmd("XADD").arg("in").arg("1-2000000").arg("value").arg("odd").query(&mut con).unwrap();
     let ids = add(
         &mut con,
         "in",
@@ -221,12 +224,14 @@ fn key_timestamp_and_other_fields_come_back_as_they_went_in() {
             vec![("value", "plain".into())],
             // No value: dead-lettered, naming the field.
             vec![("body", "where is the value".into())],
+            // A timestamp that is not one: dead-lettered, keeping the value.
+            vec![("timestamp", "yesterday".into()), ("value", "keep me".into())],
         ],
     );
     let stage = format!("[[stages]]\nname = \"upper\"\nplugin = {:?}\n", plugin("upper.wasm"));
     scratch.write("pipeline.toml", pipeline(&server.url(), "", "lines", &stage));
     let mut worker = Worker::start(&scratch, "w.log");
-    wait_for(&mut con, 3, &mut [&mut worker]);
+    wait_for(&mut con, 5, &mut [&mut worker]);
     let (status, log) = worker.interrupt();
     assert_eq!(status.code(), Some(130), "{log}");
 
@@ -246,12 +251,26 @@ fn key_timestamp_and_other_fields_come_back_as_they_went_in() {
             pairs(&[("value", "PLAIN"), ("timestamp", first_ms)]),
         ]
     );
-    let dead = range(&mut con, "dead");
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    let (record, entry) = dead_letter(&dead[0].1);
-    assert_eq!((entry.as_str(), record["error"].as_str()), (ids[2].as_str(), Some("input")), "{record}");
-    let reason = record["reason"].as_str().unwrap();
+    let dead: BTreeMap<String, Json> = range(&mut con, "dead")
+        .iter()
+        .map(|(_, fields)| {
+            let (record, entry) = dead_letter(fields);
+            assert_eq!(record["error"], "input", "{record}");
+            (entry, record)
+        })
+        .collect();
+    let entries: Vec<&str> = dead.keys().map(String::as_str).collect();
+    let mut want = vec![odd.as_str(), ids[2].as_str(), ids[3].as_str()];
+    want.sort();
+    assert_eq!(entries, want, "each dead letter names its entry's id");
+    let reason = dead[&odd]["reason"].as_str().unwrap();
+    assert!(reason.contains("entry id 1-2000000"), "{reason}");
+    assert_eq!(dead[&odd]["message"]["value_text"], "odd");
+    let reason = dead[&ids[2]]["reason"].as_str().unwrap();
     assert!(reason.contains("no field `value`") && reason.contains("value_field"), "{reason}");
+    let bad_time = &dead[&ids[3]];
+    assert!(bad_time["reason"].as_str().unwrap().contains(r#""yesterday""#), "{bad_time}");
+    assert_eq!(bad_time["message"]["value_text"], "keep me", "{bad_time}");
     assert_eq!(pending(&mut con, "in", "g").0, 0);
 }
 
@@ -346,6 +365,90 @@ fn entries_a_killed_worker_held_are_claimed_by_the_other_and_nothing_is_lost() {
         .unwrap_or_else(|| panic!("no redelivery count:\n{log}"));
     assert!(again >= held, "{again} delivered again, {held} taken over:\n{log}");
     assert_eq!(pending(&mut con, "in", "g").0, 0);
+}
+
+/// A worker stopped with SIGINT hands back what it read but never finished,
+/// and the other worker takes it at once: with `claim_idle` far longer than
+/// this test may wait, nothing would otherwise reach it. A default-named
+/// worker that stops holding nothing leaves the group.
+#[test]
+fn entries_a_stopped_worker_did_not_finish_go_to_the_other_at_once() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    // Slow entries, so that the first worker has read far more than it
+    // has finished when it is stopped.
+    let entries: Vec<Vec<(&str, String)>> = (0..600).map(|i| vec![("value", format!("sleep:10:{i}"))]).collect();
+    add(&mut con, "in", &entries);
+    let stage = format!("[[stages]]\nname = \"t\"\nplugin = {:?}\nconcurrency = 1\n", guests::TEST_STAGE);
+    scratch.write("pipeline.toml", pipeline(&server.url(), "claim_idle = \"10m\"", "lines", &stage));
+    let mut first = Worker::start(&scratch, "first.log");
+    wait_for(&mut con, 20, &mut [&mut first]);
+    let mut second = Worker::start(&scratch, "second.log");
+    let first_name = format!("-{}", first.child.id());
+    let (status, log) = first.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let handed: u64 = log
+        .lines()
+        .find_map(|line| line.split_once("handed back ").and_then(|(_, rest)| rest.split(' ').next()?.parse().ok()))
+        .unwrap_or_else(|| panic!("nothing handed back:\n{log}"));
+    assert!(handed > 0, "{log}");
+
+    wait_for(&mut con, 600, &mut [&mut second]);
+    let done: BTreeSet<u64> = range(&mut con, "out").iter().map(|(_, f)| field(f, "value").parse().unwrap()).collect();
+    assert_eq!(done, (0..600).collect(), "every entry, the handed-back ones too");
+    let second_name = format!("-{}", second.child.id());
+    let (status, log) = second.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert_eq!(pending(&mut con, "in", "g").0, 0, "{log}");
+    // The second held nothing when it stopped: its name is gone. The first's
+    // stays, with nothing pending (its entries were claimed).
+    let consumers: Vec<Vec<Value>> = ::redis::cmd("XINFO").arg("CONSUMERS").arg("in").arg("g").query(&mut con).unwrap();
+    let names: Vec<String> = consumers
+        .iter()
+        .map(|c| {
+            let at = c.iter().position(|v| *v == Value::BulkString(b"name".to_vec())).unwrap();
+            ::redis::from_redis_value(c[at + 1].clone()).unwrap()
+        })
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(&second_name)), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(&first_name)), "{names:?}");
+}
+
+/// The server drops every connection mid-run: the worker connects again,
+/// sends again what was not added, and goes on; every entry reaches the
+/// output (at least once) and is acknowledged.
+#[test]
+fn a_worker_goes_on_when_the_server_drops_its_connections() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    let entries: Vec<Vec<(&str, String)>> = (0..400).map(|i| vec![("value", format!("sleep:5:{i}"))]).collect();
+    add(&mut con, "in", &entries);
+    let stage = format!("[[stages]]\nname = \"t\"\nplugin = {:?}\nconcurrency = 1\n", guests::TEST_STAGE);
+    scratch.write("pipeline.toml", pipeline(&server.url(), "consumer = \"w\"", "lines", &stage));
+    let mut worker = Worker::start(&scratch, "w.log");
+    for at in [50, 150, 250] {
+        wait_for(&mut con, at, &mut [&mut worker]);
+        let killed: u64 = ::redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut con).unwrap();
+        assert!(killed >= 3, "the worker's connections: {killed}");
+    }
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: BTreeSet<u64> =
+            range(&mut con, "out").iter().map(|(_, f)| field(f, "value").parse().unwrap()).collect();
+        if done.len() == 400 && pending(&mut con, "in", "g").0 == 0 {
+            assert_eq!(done, (0..400).collect());
+            break;
+        }
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            panic!("the worker ended ({status}):\n{}", worker.log());
+        }
+        assert!(Instant::now() < give_up, "{} of 400 written:\n{}", done.len(), worker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
 }
 
 /// `examples/redis` as its README runs it (on this test's server): the

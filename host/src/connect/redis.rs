@@ -52,6 +52,8 @@ const BLOCK_MS: u64 = 1000;
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
 /// How long the sink tries a batch again before the run fails.
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long an acknowledgement the connection dropped is sent again.
+const ACK_RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long closing waits to hand back what this worker holds.
 const HAND_BACK_FOR: Duration = Duration::from_secs(5);
 /// Sequence numbers take the low 20 bits of a position, milliseconds the
@@ -493,11 +495,25 @@ async fn acking(
                 if got == 0 {
                     return;
                 }
-                let acked: Result<u64, RedisError> =
-                    redis::cmd("XACK").arg(stream).arg(group).arg(&batch).query_async(&mut conn).await;
-                // A lost acknowledgement only means a redelivery.
-                if let Err(e) = acked {
-                    tracing::warn!("cannot acknowledge {} entries of Redis stream {stream}: {e}", batch.len());
+                // Sent again while the connection is being made again (XACK
+                // twice is harmless); a lost acknowledgement only means a
+                // redelivery, after claim_idle.
+                let give_up = Instant::now() + ACK_RETRY_FOR;
+                let mut pause = Duration::from_millis(100);
+                loop {
+                    let acked: Result<u64, RedisError> =
+                        redis::cmd("XACK").arg(stream).arg(group).arg(&batch).query_async(&mut conn).await;
+                    match acked {
+                        Ok(_) => break,
+                        Err(e) if passing(&e) && Instant::now() < give_up => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(2));
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot acknowledge {} entries of Redis stream {stream}: {e}", batch.len());
+                            break;
+                        }
+                    }
                 }
                 batch.clear();
             }
