@@ -89,7 +89,7 @@ pub(crate) fn stdin_to_stdout(top: &str) -> String {
 pub(crate) fn two_stages_fed(scratch: &Scratch) -> (Sluice, ChildStdin, SocketAddr, Vec<String>) {
     let pipeline = stdin_to_stdout("")
         + &stage_with("first", guests::TEST_STAGE, "", "")
-        + &stage_with("second", guests::TEST_STAGE, "prefix = \">\"", "");
+        + &stage_with("second", guests::TEST_STAGE, "prefix = \">\"", "limits = { fuel = 1000000000 }");
     let addr = free_addr();
     let mut child = start(scratch, &pipeline, addr);
     poll(addr, "/ready", |status, _| status == 200);
@@ -137,6 +137,12 @@ fn a_running_pipeline_is_scraped_with_its_counts_per_stage_and_exits_0_when_stdi
         assert!(scrape.contains(&format!("# TYPE {family}\n")), "{family} in\n{scrape}");
     }
     assert!(scrape.contains("# HELP sluice_read_total "), "{scrape}");
+    // Fuel is counted where it is metered: `second` has a fuel limit, so every stage is metered.
+    for stage in ["first", "second"] {
+        let fuel = sample(&scrape, &format!("sluice_stage_fuel_used_total{{stage=\"{stage}\"}}"));
+        assert!(fuel.is_some_and(|f| f > 1000.0), "{stage}: {fuel:?}");
+        assert_eq!(sample(&scrape, &format!("sluice_stage_waiting{{stage=\"{stage}\"}}")), Some(0.0));
+    }
     assert_eq!(get(addr, "/ready").map(|(status, _)| status), Some(200), "still running: stdin is open");
 
     drop(stdin);

@@ -47,6 +47,9 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
         return Err(BuildError::Stages(errors));
     }
     let events = Events::new(config.stages().iter().map(|s| s.name().to_string()));
+    for index in 0..config.stages().len() {
+        events.stage(index).watch_fuel(loader.fuel_used(index));
+    }
     let (reloader, swaps) = Reloader::new(config.clone(), loader, state.clone());
     for (stage, swaps) in stages.iter_mut().zip(swaps) {
         stage.swaps = Some(swaps);

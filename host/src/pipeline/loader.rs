@@ -27,6 +27,8 @@ pub(super) struct Loader {
     linker: Arc<wasmtime::component::Linker<crate::stage::StoreData>>,
     inst: Instrumentation,
     limits: Vec<crate::limits::Limits>,
+    /// Each stage's fuel burned, whatever component it runs.
+    fuel: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// Each stage's component file as it was when last read.
     read: std::sync::Mutex<std::collections::HashMap<usize, FileStamp>>,
 }
@@ -47,7 +49,13 @@ impl Loader {
         inst: Instrumentation,
         limits: Vec<crate::limits::Limits>,
     ) -> Self {
-        Loader { engine, linker, inst, limits, read: Default::default() }
+        let fuel = limits.iter().map(|_| Arc::default()).collect();
+        Loader { engine, linker, inst, limits, fuel, read: Default::default() }
+    }
+
+    /// Fuel stage `index` burned, in all (0 unless a stage has a fuel limit).
+    pub(super) fn fuel_used(&self, index: usize) -> Arc<std::sync::atomic::AtomicU64> {
+        self.fuel[index].clone()
     }
 
     /// Stage `index`'s limits.
@@ -72,6 +80,7 @@ impl Loader {
             limits: self.limits[index],
             grants: config.stage_grants(index),
             inst: self.inst,
+            fuel_used: self.fuel[index].clone(),
         };
         tokio::task::spawn_blocking(move || StagePre::load(&engine, &linker, &path, spec))
     }

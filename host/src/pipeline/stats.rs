@@ -69,6 +69,10 @@ pub struct StageStats {
     pub instances_recycled: u64,
     /// Instances dropped because they trapped.
     pub instances_trapped: u64,
+    /// Fuel its instances burned (WebAssembly instructions, roughly),
+    /// `init` included; 0 unless fuel is metered (a stage of the pipeline
+    /// has a `fuel` limit; the default is unlimited).
+    pub fuel_used: u64,
     /// Time per message in microseconds, retries included, queueing not.
     pub latency_us: Summary,
     /// Messages per job (per guest call, but for messages run again

@@ -9,6 +9,8 @@ use crate::capabilities::emit::{CallEmits, EmitTarget, Emitted};
 use crate::engine::Instrumentation;
 use crate::limits::{Breach, Limits, MAX_REASON_BYTES, MAX_RESOURCES, RECYCLE_AT_RESOURCES, clamp_reason, log_safe};
 use crate::state::StateScope;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use wasmtime::Store;
 
 /// What came of a `process` call.
@@ -28,11 +30,19 @@ pub(crate) struct StageInstance {
     inst: Instrumentation,
     /// Messages this instance has processed (retries included), for `recycle_after`.
     messages: u64,
+    /// The stage's count of fuel burned.
+    fuel_used: Arc<AtomicU64>,
 }
 
 impl StageInstance {
-    pub(super) fn new(store: Store<StoreData>, plugin: Plugin, limits: Limits, inst: Instrumentation) -> Self {
-        StageInstance { store, plugin, limits, inst, messages: 0 }
+    pub(super) fn new(
+        store: Store<StoreData>,
+        plugin: Plugin,
+        limits: Limits,
+        inst: Instrumentation,
+        fuel_used: Arc<AtomicU64>,
+    ) -> Self {
+        StageInstance { store, plugin, limits, inst, messages: 0, fuel_used }
     }
 
     /// Runs the guest's `init` within `budget`.
@@ -50,6 +60,10 @@ impl StageInstance {
 
     /// A call's result, or the trap that ended it (a limit, or the guest).
     fn ended<T>(&mut self, result: Result<wasmtime::Result<T>, Breach>, mark: u64, budget: Budget) -> Result<T, Trap> {
+        if self.inst.fuel {
+            let left = self.store.get_fuel().unwrap_or(0);
+            self.fuel_used.fetch_add(budget.fuel.unwrap_or(u64::MAX).saturating_sub(left), Relaxed);
+        }
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(trap(&e, &mut self.store, mark, budget)),

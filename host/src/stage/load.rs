@@ -37,6 +37,8 @@ pub(crate) struct StagePre {
     /// What the stage's instances share of outbound HTTP (its count of
     /// requests in flight).
     http: StageHttp,
+    /// Fuel its instances burned, in all.
+    fuel_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a stage is made of, besides its component file.
@@ -47,6 +49,9 @@ pub(crate) struct StageSpec {
     pub(crate) limits: Limits,
     pub(crate) grants: Grants,
     pub(crate) inst: Instrumentation,
+    /// Where its instances add the fuel they burn (shared by the
+    /// components a stage is reloaded with).
+    pub(crate) fuel_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StagePre {
@@ -71,7 +76,7 @@ impl StagePre {
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
         let pre =
             PluginPre::new(instance_pre).map_err(|e| LoadError::Link { path: path.into(), reason: root_cause(&e) })?;
-        let StageSpec { name, config, limits, grants, inst } = spec;
+        let StageSpec { name, config, limits, grants, inst, fuel_used } = spec;
         let http = StageHttp::new(grants.allow_http.iter().cloned(), &limits);
         Ok(StagePre {
             name,
@@ -86,6 +91,7 @@ impl StagePre {
             uses_state,
             state: None,
             http,
+            fuel_used,
         })
     }
 
@@ -131,7 +137,7 @@ impl StagePre {
             Ok(plugin) => plugin,
             Err(e) => return Err(LoadError::InitTrapped(trap(&e, &mut store, 0, budget))),
         };
-        let mut instance = StageInstance::new(store, plugin, self.limits, self.inst);
+        let mut instance = StageInstance::new(store, plugin, self.limits, self.inst, self.fuel_used.clone());
         if let Some(scope) = &self.state {
             instance.set_state(scope.clone());
         }

@@ -60,6 +60,11 @@ const METRICS: &[(&str, &str, Value)] = &[
     ),
     ("stage_instances_trapped_total", "Instances dropped because they trapped.", Value::Stage(|s| s.instances_trapped)),
     (
+        "stage_fuel_used_total",
+        "Fuel a stage's instances burned (WebAssembly instructions, roughly); 0 unless a stage has a fuel limit.",
+        Value::Stage(|s| s.fuel_used),
+    ),
+    (
         "stage_latency_seconds",
         "Time per message, retries included, queueing not (quantiles to two significant digits; 1 is the maximum).",
         Value::StageSummary(|s| s.latency_us, MICROS),

@@ -71,6 +71,8 @@ pub(in crate::pipeline) struct StageCounters {
     /// depth is read at each snapshot (a weak handle: it never keeps the
     /// channel open).
     pub(super) inbox: std::sync::OnceLock<tokio::sync::mpsc::WeakSender<crate::envelope::Envelope>>,
+    /// Fuel the stage's instances burned, which they add to themselves.
+    pub(super) fuel: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 /// A stage's messages. Its input is what it started plus what waits behind
@@ -109,6 +111,7 @@ impl StageCounters {
             instances: Line::default(),
             timing: Mutex::new(StageTiming { latency: Timing::default(), batch: Timing::new(MAX_BATCH) }),
             inbox: std::sync::OnceLock::new(),
+            fuel: std::sync::OnceLock::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl StageCounters {
             instances_made: self.instances.made.load(Relaxed),
             instances_recycled: self.instances.recycled.load(Relaxed),
             instances_trapped: self.instances.trapped.load(Relaxed),
+            fuel_used: self.fuel.get().map_or(0, |f| f.load(Relaxed)),
             latency_us: timing.latency.summary(),
             batch_size: timing.batch.summary(),
         }

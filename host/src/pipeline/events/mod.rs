@@ -83,6 +83,11 @@ impl StageEvents {
         event.record(&self.0);
     }
 
+    /// The stage's count of fuel burned, which its instances keep.
+    pub(super) fn watch_fuel(&self, fuel: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.0.fuel.set(fuel);
+    }
+
     /// The channel in front of the stage, whose depth snapshots report.
     pub(super) fn watch_inbox(&self, inbox: tokio::sync::mpsc::WeakSender<crate::envelope::Envelope>) {
         let _ = self.0.inbox.set(inbox);
