@@ -570,6 +570,78 @@ fn table(
         ),
         Some(one / python_rate >= 10.0),
     ));
+    notes(body, broker, rows);
+}
+
+/// Where the time goes, from the same runs: the broker's CPU a message, the
+/// cores busy, and the workers' own cost a message.
+fn notes(body: &mut String, broker: &str, rows: &[(Case, Vec<Run>)]) {
+    let m = |case: Case| median(&rows.iter().find(|(c, _)| *c == case).unwrap().1);
+    let us = |cpu: f64, run: &Run| cpu / run.messages as f64 * 1e6;
+    let (ceiling, one, two, python) = (
+        m(Case::Ceiling),
+        m(Case::Sluice { json: false, workers: 1 }),
+        m(Case::Sluice { json: false, workers: 2 }),
+        m(Case::Python),
+    );
+    let broker_cores = one.broker_cpu / one.seconds;
+    // The broker is the bound when it keeps most of a core busy (it runs its
+    // hot path on one); otherwise the workers' CPU and the machine's other
+    // load are.
+    let bound = if broker_cores > 0.6 {
+        format!(
+            "The broker keeps {broker_cores:.2} cores busy under sluice: it is the bound, whatever the worker, and a \
+             second worker adds CPU and no room on it"
+        )
+    } else {
+        format!(
+            "The broker keeps only {broker_cores:.2} cores busy under sluice: the bound is the worker's own CPU on a \
+             machine that other jobs shared (the load average above), and a second worker helps as far as a core is \
+             free"
+        )
+    };
+    writeln!(
+        body,
+        "**Where the time goes ({broker}).** The broker spends {:.0} µs of CPU a message under the bare loop and \
+         {:.0} µs under sluice (store, deliver, take the ack); broker and worker keep {:.2} cores busy under the \
+         bare loop and {:.2} under sluice, of the 2 this machine has. {bound}: {} messages/s with two workers \
+         ({:.2} cores busy) against {} with one. sluice's own cost is {:.0} µs of worker CPU a message (three \
+         stages, format checks, acknowledgement tracking) against the bare loop's {:.0} (the bench process, its \
+         polling included); the Python worker's is {:.0} µs ({:.1}× sluice's), and it keeps {:.2} cores busy: its \
+         rate is bound by its own interpreter.\n",
+        us(ceiling.broker_cpu, &ceiling),
+        us(one.broker_cpu, &one),
+        (ceiling.worker_cpu + ceiling.broker_cpu) / ceiling.seconds,
+        (one.worker_cpu + one.broker_cpu) / one.seconds,
+        thousands(two.rate() as u64),
+        (two.worker_cpu + two.broker_cpu) / two.seconds,
+        thousands(one.rate() as u64),
+        us(one.worker_cpu, &one),
+        us(ceiling.worker_cpu, &ceiling),
+        us(python.worker_cpu, &python),
+        python.worker_cpu / python.messages as f64 / (one.worker_cpu / one.messages as f64),
+        python.worker_cpu / python.seconds,
+    )
+    .unwrap();
+    // A run far below its case's others: the NATS source stalled (see the
+    // brokers block's note), not a cost of the stages.
+    for (case, runs) in rows {
+        let (low, high) = runs.iter().map(Run::rate).fold((f64::MAX, 0f64), |(l, h), r| (l.min(r), h.max(r)));
+        if low * 3.0 < high {
+            writeln!(
+                body,
+                "**A stall** in \"{}\": its slowest run is {:.0}× slower than its fastest, with the worker's CPU \
+                 nearly idle. Watching the consumer during such a run (outside the bench, same pipeline) shows \
+                 deliveries stopping for about 30 s at a time with nothing unacknowledged (`num_ack_pending` 0) \
+                 and messages waiting (`num_pending` > 0), then resuming: the source's pull is not outstanding on \
+                 the server while the client waits for it, about a pull's 30 s expiry. A bug to fix in the \
+                 source, not a cost of the stages; the median hides it only when one run of three stalls.\n",
+                case.name("ceiling", "Python"),
+                high / low,
+            )
+            .unwrap();
+        }
+    }
 }
 
 /// `text` with the brokers block replaced by `block`, or with it appended.
