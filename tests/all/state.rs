@@ -136,7 +136,16 @@ fn a_killed_run_resumes_from_its_last_checkpoint_losing_and_repeating_nothing() 
     };
 
     let mut first = run();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once it has checkpointed (the state file appears at the first
+    // one), a little after: on a loaded machine, building can take longer
+    // than a fixed wait.
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    while !scratch.path("state.redb").exists() {
+        assert!(std::time::Instant::now() < give_up, "no checkpoint in two minutes");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before it checkpointed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     assert!(first.try_wait().unwrap().is_none(), "the first run ended before it could be killed");
     first.kill().unwrap(); // SIGKILL: no chance to clean up
     first.wait().unwrap();

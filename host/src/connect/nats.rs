@@ -38,6 +38,8 @@ use tokio::task::JoinHandle;
 const TIMESTAMP_HEADER: &str = "Sluice-Timestamp";
 /// How long a publish is tried again before the run fails.
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long one pull request waits on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// A negative acknowledgement: delivered again after 500 ms.
 const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
 /// Messages asked of the server per pull, at most. Small: what the client
@@ -106,6 +108,11 @@ impl NatsSource {
         let messages = consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH.min(config.max_ack_pending.max(1)) as usize)
+            // Short-lived pulls: one the server no longer holds (it was
+            // answered with a status the client does not account for) costs
+            // at most this long a pause, not the default half a minute.
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_EXPIRES / 4)
             .messages()
             .await
             .map_err(|e| io::Error::other(format!("cannot read consumer {}: {e}", config.consumer)))?;
