@@ -1,6 +1,7 @@
 //! End-to-end tests: real components, built from source by `build.rs`,
 //! through the real host. One binary, so the build is paid once.
 
+mod author_loop;
 mod batching;
 mod brokers;
 mod config_errors;

@@ -1,5 +1,6 @@
 //! `sluice <command>`: one module per command.
 
+mod call;
 mod check;
 mod compile;
 mod logging;
@@ -8,6 +9,7 @@ mod outcome;
 mod progress;
 mod reload;
 mod run;
+mod stage_test;
 mod state;
 mod tap;
 mod top;
@@ -43,6 +45,8 @@ enum Command {
     State(state::StateCommand),
     Top(top::TopCommand),
     Tap(tap::TapCommand),
+    Call(call::CallCommand),
+    Test(stage_test::TestCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -72,6 +76,8 @@ pub(crate) fn main() -> ExitCode {
             Command::State(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::Top(cmd) => cmd.execute().await,
             Command::Tap(cmd) => cmd.execute().await,
+            Command::Call(cmd) => cmd.execute().await,
+            Command::Test(cmd) => cmd.execute().await,
         }
     });
     // Do not wait for blocking reads still parked on a quiet stdin or pipe.
