@@ -1,10 +1,13 @@
 //! `sluice <command>`: one module per command.
 
+mod build;
 mod call;
 mod check;
 mod compile;
+mod doctor;
 mod logging;
 mod metrics;
+mod new;
 mod outcome;
 mod progress;
 mod reload;
@@ -47,6 +50,9 @@ enum Command {
     Tap(tap::TapCommand),
     Call(call::CallCommand),
     Test(stage_test::TestCommand),
+    New(new::NewCommand),
+    Build(build::BuildCommand),
+    Doctor(doctor::DoctorCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -76,6 +82,9 @@ pub(crate) fn main() -> ExitCode {
             Command::State(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::Top(cmd) => cmd.execute().await,
             Command::Tap(cmd) => cmd.execute().await,
+            Command::New(cmd) => cmd.execute().await.map(|()| Outcome::Success),
+            Command::Build(cmd) => cmd.execute().await.map(|()| Outcome::Success),
+            Command::Doctor(cmd) => cmd.execute().await.map(|()| Outcome::Success),
             Command::Call(cmd) => cmd.execute().await,
             Command::Test(cmd) => cmd.execute().await,
         }

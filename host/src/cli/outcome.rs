@@ -24,6 +24,9 @@ pub(crate) enum Outcome {
     Interrupted,
     /// A second signal stopped the run without writing its outputs.
     Aborted,
+    /// `sluice build` lacks a toolchain that needs system packages; the
+    /// message names the command that installs them.
+    Unavailable,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::CircuitOpen => 3,
             Outcome::StoppedEarly => 4,
             Outcome::ConfigError => 78,
+            Outcome::Unavailable => 69,
             Outcome::Interrupted | Outcome::Aborted => 130,
         }
     }
@@ -57,6 +61,7 @@ impl Outcome {
             Outcome::ConfigError => "config_error",
             Outcome::Interrupted => "interrupted",
             Outcome::Aborted => "aborted",
+            Outcome::Unavailable => "unavailable",
         }
     }
 
@@ -91,6 +96,9 @@ fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
     }
     if cause.is::<StoppedEarly>() {
         return Some(Outcome::StoppedEarly);
+    }
+    if cause.is::<super::build::Unavailable>() {
+        return Some(Outcome::Unavailable);
     }
     if cause.is::<Aborted>() {
         return Some(Outcome::Aborted);
