@@ -42,10 +42,14 @@ const RETRY_FOR: Duration = Duration::from_secs(60);
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// A negative acknowledgement: delivered again after 500 ms.
 const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
-/// Messages asked of the server per pull, at most. Small: what the client
-/// holds before the pipeline takes it is not kept alive with "in progress",
-/// and must not wait anywhere near `ack_wait`.
-const PULL_BATCH: u64 = 64;
+/// Messages asked of the server per pull, at most. What the client holds
+/// before the pipeline takes it is not kept alive with "in progress": if it
+/// waits past `ack_wait` the server sends it again, and the copy that comes
+/// second is recognised (held, or recently acknowledged) and not run twice.
+const PULL_BATCH: u64 = 256;
+/// Recently acknowledged stream sequences remembered, to recognise a copy
+/// the server sent again before it heard the acknowledgement.
+const RECENT: usize = 8192;
 
 /// A JetStream durable consumer.
 pub(crate) struct NatsSource {
@@ -58,6 +62,8 @@ pub(crate) struct NatsSource {
     /// What the pipeline holds: each message's reply subject (where its
     /// acknowledgement goes) by stream sequence.
     held: Held,
+    /// Sequences acknowledged lately, oldest first, and as a set.
+    recent: (std::collections::VecDeque<u64>, std::collections::HashSet<u64>),
     acks: mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>,
     acking: JoinHandle<()>,
     progress: JoinHandle<()>,
@@ -143,6 +149,7 @@ impl NatsSource {
             max_ack_pending: config.max_ack_pending,
             key,
             held,
+            recent: Default::default(),
             acks,
             acking,
             progress,
@@ -253,6 +260,11 @@ impl Source for NatsSource {
                     *entry = (reply, Instant::now());
                     continue;
                 }
+                // Sent again after the pipeline was done with it: acknowledged again, not run again.
+                if self.recent.1.contains(&sequence) {
+                    let _ = self.acks.send((reply, b"+ACK"));
+                    continue;
+                }
                 held.insert(sequence, (reply, Instant::now()));
             }
             let message = self.message(message, published);
@@ -275,6 +287,16 @@ impl Source for NatsSource {
         };
         let kind: &'static [u8] = if done.delivered { b"+ACK" } else { b"-NAK" };
         let _ = self.acks.send((reply, kind));
+        if done.delivered {
+            let (order, set) = &mut self.recent;
+            if order.len() == RECENT
+                && let Some(oldest) = order.pop_front()
+            {
+                set.remove(&oldest);
+            }
+            order.push_back(done.position);
+            set.insert(done.position);
+        }
     }
 
     fn max_unacknowledged(&self) -> Option<u64> {
