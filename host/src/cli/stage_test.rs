@@ -85,7 +85,7 @@ struct ExpectedDeadLetter {
 /// What the cases run against.
 enum Target {
     Plugin { name: String, plugin: PathBuf, config: Option<serde_json::Value> },
-    Pipeline(PipelineConfig),
+    Pipeline(Box<PipelineConfig>),
 }
 
 impl TestCommand {
@@ -112,7 +112,7 @@ impl TestCommand {
                         "`config` is for a `plugin`: a pipeline's stages have theirs in the pipeline file".into(),
                     ));
                 }
-                Target::Pipeline(PipelineConfig::from_file(dir.join(pipeline.get_ref()))?)
+                Target::Pipeline(Box::new(PipelineConfig::from_file(dir.join(pipeline.get_ref()))?))
             }
             (Some(_), Some(pipeline)) => {
                 return Err(bad(Some(pipeline.span()), "give `plugin` or `pipeline`, not both".into()));
@@ -125,15 +125,14 @@ impl TestCommand {
             return Err(bad(None, "no cases: add a [[case]] table with a `name` and an `input`".into()));
         }
         for case in &file.cases {
-            if let (Some(state), Target::Pipeline(_)) = (&case.get_ref().state, &target) {
-                if let Some((stage, _)) = state.get_ref().iter().find(|(_, v)| !v.is_table()) {
-                    return Err(bad(
-                        Some(state.span()),
-                        format!(
-                            "a pipeline's `state` is per stage: `state = {{ \"<stage>\" = {{ key = \"value\" }} }}`, but `{stage}` is not a table"
-                        ),
-                    ));
-                }
+            let (Some(state), Target::Pipeline(_)) = (&case.get_ref().state, &target) else { continue };
+            if let Some((stage, _)) = state.get_ref().iter().find(|(_, v)| !v.is_table()) {
+                return Err(bad(
+                    Some(state.span()),
+                    format!(
+                        "a pipeline's `state` is per stage: `state = {{ \"<stage>\" = {{ key = \"value\" }} }}`, but `{stage}` is not a table"
+                    ),
+                ));
             }
         }
 
@@ -187,7 +186,7 @@ async fn run_case(target: &Target, format: Option<Format>, case: &Case) -> Resul
             config
         }
         Target::Pipeline(config) => {
-            let mut config = config.clone();
+            let mut config = PipelineConfig::clone(config);
             if let Some(format) = format {
                 config.source_mut().format = format;
                 config.sink_mut().format = format;
