@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 /// A stage that could not be loaded, with where it is declared.
 #[derive(Debug, thiserror::Error)]
-#[error("{location}: stage `{stage}`: {error}{}", hint.as_ref().map(|h| format!(". {h}")).unwrap_or_default())]
+#[error(
+    "{}stage `{stage}`: {error}{}",
+    if location.is_empty() { String::new() } else { format!("{location}: ") },
+    hint.as_ref().map(|h| format!(". {h}")).unwrap_or_default()
+)]
 pub struct StageLoadError {
     /// The stage's name.
     pub stage: String,
