@@ -18,6 +18,7 @@ mod load_errors;
 mod logs;
 mod metrics;
 mod nats;
+mod new_stage;
 mod progress;
 mod quickstart;
 mod redis;

@@ -1,0 +1,109 @@
+//! The stage author's loop from outside the repository (issue 15): `sluice
+//! new --lang L` in a temporary directory, `sluice build` there with the
+//! toolchain it needs (installing what needs no root in sluice's cache), then
+//! the built stage through `sluice run`, `sluice test` and `sluice call`. The
+//! real binary, as a user would run it.
+//!
+//! A first build installs componentize-py or componentize-js (about a minute
+//! each) and builds Rust's standard library for the stage (minutes): one test
+//! per language, each doing the whole loop.
+
+use crate::resume::sluice_binary;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// `sluice <args>` in `dir`, to the end.
+fn sluice(dir: &Path, args: &[&str]) -> Output {
+    Command::new(sluice_binary()).args(args).current_dir(dir).stdin(Stdio::null()).output().unwrap()
+}
+
+fn succeeds(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{what} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// new → build → run → test → call, for one language, in a fresh directory
+/// outside the repository.
+fn the_loop(lang: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("shout-{lang}");
+    succeeds(&sluice(tmp.path(), &["new", "--lang", lang, &name]), "sluice new");
+    let project = tmp.path().join(&name);
+
+    let built = succeeds(&sluice(&project, &["build"]), "sluice build");
+    let wasm = project.join("target").join(format!("{name}.wasm"));
+    assert!(wasm.is_file(), "{} missing after: {built}", wasm.display());
+
+    // The pipeline it made runs the stage over its two lines of input.
+    let run = succeeds(&sluice(&project, &["run", "pipeline.toml"]), "sluice run");
+    assert_eq!(run, "HELLO, WORLD\n{\"NAME\": \"ADA\", \"CITY\": \"ZüRICH\"}\n");
+
+    // Its cases pass as written.
+    let test = succeeds(&sluice(&project, &["test"]), "sluice test");
+    assert!(test.contains("2 passed, 0 failed"), "{test}");
+
+    // And its error path works: an empty message is dead-lettered.
+    let plugin = wasm.display().to_string();
+    let call = sluice(&project, &["call", "--format", "lines", &plugin, "ok", ""]);
+    assert_eq!(call.status.code(), Some(1), "{}", String::from_utf8_lossy(&call.stderr));
+    assert_eq!(String::from_utf8_lossy(&call.stdout), "OK\n! invalid: empty message\n");
+}
+
+#[test]
+fn a_new_rust_stage_builds_runs_and_passes_its_tests() {
+    the_loop("rust");
+}
+
+#[test]
+fn a_new_python_stage_builds_runs_and_passes_its_tests() {
+    the_loop("python");
+}
+
+#[test]
+fn a_new_javascript_stage_builds_runs_and_passes_its_tests() {
+    the_loop("js");
+}
+
+#[test]
+fn a_new_c_stage_builds_runs_and_passes_its_tests() {
+    the_loop("c");
+}
+
+#[test]
+fn new_refuses_a_directory_that_is_not_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("mine")).unwrap();
+    std::fs::write(tmp.path().join("mine/notes.txt"), "keep me").unwrap();
+    let out = sluice(tmp.path(), &["new", "--lang", "python", "mine"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists and is not empty"));
+    assert_eq!(std::fs::read_dir(tmp.path().join("mine")).unwrap().count(), 1, "nothing written");
+}
+
+#[test]
+fn build_names_the_install_command_for_a_missing_system_toolchain() {
+    // No node or npm on PATH, and no componentize-js in the (empty) cache:
+    // `sluice build` cannot install node itself, so it says how, exit 69.
+    let tmp = tempfile::tempdir().unwrap();
+    succeeds(&sluice(tmp.path(), &["new", "--lang", "js", "x"]), "sluice new");
+    let out = Command::new(sluice_binary())
+        .arg("build")
+        .current_dir(tmp.path().join("x"))
+        .env("PATH", tmp.path().join("no-bin"))
+        .env("SLUICE_TOOLCHAINS", tmp.path().join("toolchains"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("sudo apt-get install nodejs npm"), "{stderr}");
+}
+
+#[test]
+fn doctor_lists_every_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = succeeds(&sluice(tmp.path(), &["doctor"]), "sluice doctor");
+    for lang in ["Rust", "Python", "JavaScript", "C"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{lang} ("))), "{lang} missing:\n{out}");
+    }
+}
