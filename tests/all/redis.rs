@@ -515,3 +515,27 @@ fn the_redis_example_does_what_its_readme_says() {
     }
     assert_eq!(pending(&mut con, "orders", "large-orders").0, 0, "every order acknowledged");
 }
+
+/// The metrics say how many entries of the stream the group has not yet been
+/// given: the source's backlog, from the server.
+#[test]
+fn the_backlog_the_group_has_not_yet_been_given_is_a_metric() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let entries: Vec<Vec<(&str, String)>> = (0..300).map(|i| vec![("value", format!("sleep:20:m{i}"))]).collect();
+    add(&mut con, "in", &entries);
+    let scratch = Scratch::new();
+    let addr = crate::metrics::free_addr();
+    let stage = format!("[[stages]]\nname = \"slow\"\nplugin = \"{}\"\n", guests::TEST_STAGE);
+    let file = pipeline(server.url().trim_end_matches('/'), "max_ack_pending = 10", "lines", &stage)
+        + &format!("[metrics]\naddr = \"{addr}\"\n");
+    scratch.write("pipeline.toml", file);
+    let worker = Worker::start(&scratch, "worker.log");
+    let scrape = crate::metrics::poll(addr, "/metrics", |_, body| {
+        crate::metrics::sample(body, "sluice_source_backlog").is_some_and(|n| n > 0.0)
+    });
+    let backlog = crate::metrics::sample(&scrape, "sluice_source_backlog").unwrap();
+    assert!(backlog <= 300.0, "{backlog}");
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+}

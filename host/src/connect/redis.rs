@@ -165,6 +165,8 @@ pub(crate) struct RedisSource {
     reading: JoinHandle<()>,
     acking: JoinHandle<()>,
     redelivered: Arc<AtomicU64>,
+    backlog: super::Backlog,
+    asking: JoinHandle<()>,
 }
 
 impl RedisSource {
@@ -222,6 +224,8 @@ impl RedisSource {
             .run(),
         );
         let acking = tokio::spawn(acking(control.clone(), names.clone(), to_ack, held.clone(), claim_idle / 3));
+        let backlog = super::Backlog::new();
+        let asking = tokio::spawn(ask_backlog(control.clone(), names.clone(), backlog.clone()));
         Ok(RedisSource {
             names,
             control,
@@ -234,7 +238,30 @@ impl RedisSource {
             reading,
             acking,
             redelivered,
+            backlog,
+            asking,
         })
+    }
+}
+
+/// Asks the server, every two seconds, how many entries of the stream the
+/// group has not yet been given (`XINFO GROUPS`' `lag`, Redis 7; unknown
+/// when the server cannot tell, as after entries were deleted).
+async fn ask_backlog(mut conn: ConnectionManager, names: Names, backlog: super::Backlog) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let groups: Result<Vec<HashMap<String, redis::Value>>, RedisError> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&names.stream).query_async(&mut conn).await;
+        let Ok(groups) = groups else { continue };
+        let lag = groups
+            .iter()
+            .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == names.group.as_bytes()))
+            .and_then(|g| g.get("lag"))
+            .and_then(|lag| redis::from_redis_value::<u64>(lag.clone()).ok());
+        if let Some(lag) = lag {
+            backlog.set(lag);
+        }
     }
 }
 
@@ -700,6 +727,10 @@ impl Source for RedisSource {
         Some(format!("redis:{}/{}", self.names.stream, self.names.group))
     }
 
+    fn backlog(&self) -> Option<super::Backlog> {
+        Some(self.backlog.clone())
+    }
+
     /// Sends the last acknowledgements, then hands back what this worker
     /// still holds (read but never taken by the pipeline, taken but not
     /// finished, given up on), so that another worker takes it within
@@ -716,8 +747,10 @@ impl Source for RedisSource {
             reading,
             acking,
             redelivered,
+            asking,
             ..
         } = self;
+        asking.abort();
         reading.abort();
         let _ = reading.await;
         drop(inputs);
