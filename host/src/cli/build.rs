@@ -8,7 +8,7 @@
 //! build tool must not run `sudo` behind the user's back.
 
 use super::new::{Lang, PIPELINE_WIT};
-use super::outcome::BadArgument;
+use super::outcome::{BadArgument, Unavailable};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,12 +71,6 @@ impl BuildCommand {
         Ok(())
     }
 }
-
-/// A toolchain that needs system packages is missing: what, and the command
-/// that installs it. Exits 69 (`EX_UNAVAILABLE`).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Unavailable(pub(crate) String);
 
 /// The project's language, from the one marker file it has.
 fn detect(dir: &Path) -> Result<Lang> {

@@ -97,7 +97,7 @@ fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
     if cause.is::<StoppedEarly>() {
         return Some(Outcome::StoppedEarly);
     }
-    if cause.is::<super::build::Unavailable>() {
+    if cause.is::<Unavailable>() {
         return Some(Outcome::Unavailable);
     }
     if cause.is::<Aborted>() {
@@ -127,6 +127,12 @@ fn of_run(error: &RunError) -> Outcome {
         _ => Outcome::Failed,
     }
 }
+
+/// A toolchain that needs system packages is missing: what, and the command
+/// that installs it. Exits 69 (`EX_UNAVAILABLE`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unavailable(pub(crate) String);
 
 /// A command-line argument that cannot be used (a `--report-json` path that
 /// cannot be written, say): a config error, as a wrong pipeline file is.
