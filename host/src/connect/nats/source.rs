@@ -1,43 +1,22 @@
-//! NATS JetStream: a durable pull consumer as a source, and publishing as a
-//! sink.
-//!
-//! Every worker that runs a pipeline with the same consumer shares its
-//! messages. A message is acknowledged once the pipeline is done with it
-//! (its outputs published and stored, its dead letters too); until then
-//! sluice tells the server it is still being worked on, so that it is
-//! redelivered only if its worker dies. A worker holds at most the
-//! consumer's `max_ack_pending`: backpressure reaches the server.
-//!
-//! The sink gives each output a `Nats-Msg-Id` made of the source's name,
-//! its input's position and its branch among the input's outputs, so the
-//! outputs of an input delivered twice (its first worker died before
-//! acknowledging it) are dropped by the stream's duplicate window.
-//!
-//! A record maps onto a message as it is: payload to value, headers to
-//! headers; the key comes from a header (taken out of the headers) or a
-//! token of the subject, the timestamp from a header or the time the stream
-//! stored the record. The sink writes key and timestamp back as headers, so
-//! a message that goes through NATS comes back the same (header values must
-//! be text: NATS headers are).
+//! The source: a JetStream durable pull consumer, acknowledged as the
+//! pipeline finishes each message, kept alive while it works, handed back
+//! when it stops.
 
-use super::{Backlog, Finished, Input, Locator, PositionForm, Read, Sink, Source};
+use super::{TIMESTAMP_HEADER, connect};
 use crate::bindings::{Header, Message};
 use crate::config;
-use crate::envelope::{Done, Origin};
+use crate::connect::{Backlog, Input, Locator, PositionForm, Read, Source};
+use crate::envelope::Done;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::pull, context::PublishAckFuture};
+use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Where a message's timestamp travels, in milliseconds since the Unix epoch.
-const TIMESTAMP_HEADER: &str = "Sluice-Timestamp";
-/// How long a publish is tried again before the run fails.
-const RETRY_FOR: Duration = Duration::from_secs(60);
 /// How long one pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// A negative acknowledgement: delivered again after 500 ms.
@@ -72,13 +51,6 @@ pub(crate) struct NatsSource {
 }
 
 type Held = Arc<Mutex<HashMap<u64, (async_nats::Subject, Instant)>>>;
-
-/// A publish on its way: its acknowledgement from the server (if it could
-/// be sent), and the message, to send again if the server does not store it.
-struct Publishing {
-    ack: Option<PublishAckFuture>,
-    message: jetstream::message::PublishMessage,
-}
 
 /// Where a message's key comes from.
 enum Key {
@@ -332,199 +304,4 @@ impl Source for NatsSource {
         let _ = acking.await;
         client.flush().await.map_err(|e| io::Error::other(format!("sending the last acknowledgements: {e}")))
     }
-}
-
-/// Publishing to a subject, each message stored by the stream that captures it.
-pub(crate) struct NatsSink {
-    js: jetstream::Context,
-    subject: async_nats::Subject,
-    key_header: String,
-    /// The source's name, which begins every message id; `None` (no ids)
-    /// for a source that does not deliver an input twice.
-    source: Option<String>,
-    /// Dead letters get ids of their own.
-    dead_letters: bool,
-    in_flight: VecDeque<Publishing>,
-    /// The largest message the server takes.
-    max_payload: usize,
-    url: String,
-    max_in_flight: usize,
-    published: u64,
-    duplicates: u64,
-}
-
-impl NatsSink {
-    /// Connects; creates the stream if `stream` is set and it is missing,
-    /// else checks that a stream captures the subject.
-    pub(crate) async fn open(
-        config: &config::NatsSink,
-        source: Option<String>,
-        dead_letters: bool,
-    ) -> io::Result<Self> {
-        let client = connect(&config.url).await?;
-        let max_payload = client.server_info().max_payload;
-        let js = jetstream::new(client);
-        match &config.stream {
-            Some(stream) => {
-                let wanted = jetstream::stream::Config {
-                    name: stream.clone(),
-                    subjects: vec![config.subject.clone()],
-                    ..Default::default()
-                };
-                js.get_or_create_stream(wanted).await.map_err(|e| {
-                    io::Error::other(format!("cannot create stream {stream} for subject {}: {e}", config.subject))
-                })?;
-            }
-            None => {
-                js.stream_by_subject(config.subject.clone()).await.map_err(|e| {
-                    io::Error::other(format!(
-                        "no stream at {} stores subject {} ({e}): create one, or set `stream` in [sink.nats] to have \
-                         sluice create it",
-                        config.url, config.subject
-                    ))
-                })?;
-            }
-        }
-        Ok(NatsSink {
-            js,
-            subject: config.subject.clone().into(),
-            key_header: config.key_header.clone(),
-            source,
-            dead_letters,
-            in_flight: VecDeque::new(),
-            max_payload,
-            url: config.url.clone(),
-            max_in_flight: config.max_in_flight.max(1),
-            published: 0,
-            duplicates: 0,
-        })
-    }
-
-    /// Waits for the oldest publish to be stored. One the server did not
-    /// store (it went away, or timed out) is published again, with the same
-    /// message id (so the stream keeps one), for up to [`RETRY_FOR`].
-    async fn settle_oldest(&mut self) -> io::Result<()> {
-        let Some(Publishing { mut ack, message }) = self.in_flight.pop_front() else { return Ok(()) };
-        let give_up = Instant::now() + RETRY_FOR;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let error = match ack {
-                Some(pending) => match pending.await {
-                    Ok(stored) => {
-                        self.published += 1;
-                        self.duplicates += u64::from(stored.duplicate);
-                        return Ok(());
-                    }
-                    Err(e) => e.to_string(),
-                },
-                None => "not sent".to_string(),
-            };
-            if Instant::now() >= give_up {
-                return Err(io::Error::other(format!(
-                    "the NATS server at {} did not store a message published to {} for {} s ({error}). What was \
-                     not acknowledged is delivered again when a worker runs; run workers under a supervisor that \
-                     restarts them",
-                    self.url,
-                    self.subject,
-                    RETRY_FOR.as_secs()
-                )));
-            }
-            tracing::warn!("publishing to {}: {error}; publishing it again in {} ms", self.subject, pause.as_millis());
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-            ack = self.js.send_publish(self.subject.clone(), message.clone()).await.ok();
-        }
-    }
-
-    /// The record's headers: the message's, then its key and timestamp.
-    /// Or why NATS cannot carry them: its header values are one line of
-    /// text, its names a token.
-    fn headers(&self, message: &Message) -> Result<HeaderMap, String> {
-        let mut headers = HeaderMap::new();
-        let text = |what: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
-            Ok(text) if !text.contains(['\r', '\n']) => Ok(text.to_owned()),
-            _ => Err(format!("{what} is not one line of UTF-8 text, which a NATS header must be")),
-        };
-        for header in &message.headers {
-            let name: async_nats::header::HeaderName = header
-                .name
-                .parse()
-                .map_err(|_| format!("header name {:?} cannot be a NATS header name", header.name))?;
-            headers.append(name, text(&format!("header {}", header.name), &header.value)?);
-        }
-        if let Some(key) = &message.key {
-            let name: async_nats::header::HeaderName = self
-                .key_header
-                .parse()
-                .map_err(|_| format!("key_header {:?} is not a NATS header name", self.key_header))?;
-            headers.insert(name, text("the key", key)?);
-        }
-        if let Some(ms) = message.timestamp {
-            headers.insert(TIMESTAMP_HEADER, ms.to_string());
-        }
-        Ok(headers)
-    }
-}
-
-impl Sink for NatsSink {
-    fn refuses(&self, message: &Message) -> Option<String> {
-        if message.value.len() > self.max_payload {
-            return Some(format!(
-                "the message is {} bytes, over the NATS server's max_payload of {} bytes",
-                message.value.len(),
-                self.max_payload
-            ));
-        }
-        self.headers(message).err()
-    }
-
-    async fn write(&mut self, message: Message, origin: &Origin) -> io::Result<()> {
-        let headers = self.headers(&message).map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
-        if self.in_flight.len() >= self.max_in_flight {
-            self.settle_oldest().await?;
-        }
-        let mut publish = jetstream::message::PublishMessage::build().payload(message.value.into()).headers(headers);
-        if let Some(source) = &self.source {
-            let kind = if self.dead_letters { "dead" } else { "out" };
-            publish = publish.message_id(format!("{source}:{kind}:{}:{:x}", origin.position, origin.branch));
-        }
-        // Not sent now (the server is away): sent again when its turn to be stored comes.
-        let ack = self.js.send_publish(self.subject.clone(), publish.clone()).await.ok();
-        self.in_flight.push_back(Publishing { ack, message: publish });
-        Ok(())
-    }
-
-    /// Every publish stored; the position is the count stored.
-    async fn flush(&mut self) -> io::Result<u64> {
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await?;
-        }
-        Ok(self.published)
-    }
-
-    fn is_live(&self) -> bool {
-        true
-    }
-
-    async fn finish(mut self) -> io::Result<Finished> {
-        self.flush().await?;
-        if self.duplicates > 0 {
-            tracing::warn!(
-                "{} of {} messages published to {} were duplicates of earlier ones (redelivered inputs), dropped by \
-                 the stream",
-                self.duplicates,
-                self.published,
-                self.subject
-            );
-        }
-        Ok(Finished::visible())
-    }
-}
-
-async fn connect(url: &str) -> io::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("sluice")
-        .connect(url)
-        .await
-        .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, format!("cannot connect to NATS at {url}: {e}")))
 }
