@@ -325,31 +325,10 @@ async fn the_nats_example_does_what_the_readme_says() {
         [start_worker(&scratch, "pipeline.toml", "w1.log"), start_worker(&scratch, "pipeline.toml", "w2.log")];
     nats.wait_for("LARGE", 5, &mut workers[0]).await;
     nats.wait_for("ORDERS_DEAD", 2, &mut workers[1]).await;
-    let read = |file: &str| {
-        let child = Command::new(sluice_binary())
-            .args(["run", file])
-            .current_dir(scratch.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-    };
+    let read = |file: &str| crate::support::read_for(scratch.dir.path(), file, Duration::from_millis(1500));
     let mut large: Vec<String> = read("read.toml").lines().map(str::to_owned).collect();
     large.sort();
-    // The quickstart's own output, from its file.
-    let quickstart = Command::new(sluice_binary())
-        .args(["run", "pipeline.toml", "-o", "-"])
-        .current_dir(root().join("examples/quickstart"))
-        .arg("--dead-letter")
-        .arg(scratch.path("quickstart-dead.jsonl"))
-        .output()
-        .unwrap();
-    let mut want: Vec<String> = String::from_utf8(quickstart.stdout).unwrap().lines().map(str::to_owned).collect();
-    want.sort();
-    assert_eq!(large, want);
+    assert_eq!(large, crate::support::quickstart_outputs(&scratch.path("quickstart-dead.jsonl")));
     let dead = read("read-dead.toml");
     let stages: Vec<String> = dead
         .lines()

@@ -481,29 +481,10 @@ fn the_redis_example_does_what_its_readme_says() {
         assert!(first.child.try_wait().unwrap().is_none() && second.child.try_wait().unwrap().is_none());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let read = |file: &str| {
-        let child = Command::new(sluice_binary())
-            .args(["run", file])
-            .current_dir(scratch.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-    };
+    let read = |file: &str| crate::support::read_for(scratch.dir.path(), file, Duration::from_millis(1500));
     let mut large: Vec<String> = read("read.toml").lines().map(str::to_owned).collect();
     large.sort();
-    let quickstart = Command::new(sluice_binary())
-        .args(["run", "pipeline.toml", "-o", "-", "--dead-letter"])
-        .arg(scratch.path("quickstart-dead.jsonl"))
-        .current_dir(root().join("examples/quickstart"))
-        .output()
-        .unwrap();
-    let mut want: Vec<String> = String::from_utf8(quickstart.stdout).unwrap().lines().map(str::to_owned).collect();
-    want.sort();
-    assert_eq!(large, want);
+    assert_eq!(large, crate::support::quickstart_outputs(&scratch.path("quickstart-dead.jsonl")));
     let dead = read("read-dead.toml");
     let stages: Vec<String> =
         dead.lines().map(|l| serde_json::from_str::<Json>(l).unwrap()["stage"].as_str().unwrap().to_owned()).collect();

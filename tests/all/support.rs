@@ -92,3 +92,32 @@ pub(crate) fn stage(name: &str, plugin: &str, config: &str) -> String {
 pub(crate) fn stage_with(name: &str, plugin: &str, config: &str, extra: &str) -> String {
     stage(name, plugin, config) + extra + "\n"
 }
+
+/// What `sluice run FILE` (in `dir`) prints on stdout within `wait`, then
+/// SIGINT: a reader of a source that never ends (a broker stream).
+pub(crate) fn read_for(dir: &Path, file: &str, wait: std::time::Duration) -> String {
+    let child = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["run", file])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(wait);
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// The quickstart's outputs, sorted, from its own file pipeline (dead
+/// letters to `dead`).
+pub(crate) fn quickstart_outputs(dead: &Path) -> Vec<String> {
+    let run = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["run", "pipeline.toml", "-o", "-", "--dead-letter"])
+        .arg(dead)
+        .current_dir(root().join("examples/quickstart"))
+        .output()
+        .unwrap();
+    let mut outputs: Vec<String> = String::from_utf8(run.stdout).unwrap().lines().map(str::to_owned).collect();
+    outputs.sort();
+    outputs
+}
