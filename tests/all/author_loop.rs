@@ -246,3 +246,116 @@ fn test_runs_cases_through_a_whole_pipeline() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert_eq!(stdout, "ok the quickstart\n1 passed, 0 failed\n");
 }
+
+#[test]
+fn a_case_starts_from_the_state_it_declares() {
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "cases.toml",
+        format!(
+            r#"plugin = {:?}
+config = {{ field = "user" }}
+
+[[case]]
+name = "counts on from the seeded state"
+state_before = {{ a = "5", c = 7 }}
+input = ['{{"user": "a"}}', '{{"user": "b"}}', '{{"user": "a"}}']
+output = ['{{"user": "a", "count": 6}}', '{{"user": "b", "count": 1}}', '{{"user": "a", "count": 7}}']
+state = {{ a = "7", b = "1", c = "7" }}
+
+[[case]]
+name = "expects the seed ignored"
+state_before = {{ a = "5" }}
+input = ['{{"user": "a"}}']
+output = ['{{"user": "a", "count": 1}}']
+state = {{ a = "1" }}
+"#,
+            plugin("count-by-key.wasm")
+        ),
+    );
+    let out = sluice(scratch.dir.path(), &["test", file.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let expected = "\
+ok counts on from the seeded state
+FAILED expects the seed ignored
+  outputs (- expected, + got):
+    - {\"user\": \"a\", \"count\": 1}
+    + {\"count\":6,\"user\":\"a\"}
+  state after (- expected, + got):
+    - a = 1
+    + a = 6
+1 passed, 1 failed
+";
+    assert_eq!(stdout, expected, "{stderr}");
+}
+
+/// A pipeline of two counting stages, the second keyed, for `sluice test`.
+fn two_counters(scratch: &Scratch) {
+    scratch.write(
+        "pipeline.toml",
+        format!(
+            r#"version = 1
+
+[source]
+path = "input.jsonl"
+
+[[stages]]
+name = "all"
+plugin = {plugin:?}
+config = {{ field = "user" }}
+
+[[stages]]
+name = "keyed"
+plugin = {plugin:?}
+config = {{ field = "user" }}
+partition_by = "key"
+"#,
+            plugin = plugin("count-by-key.wasm")
+        ),
+    );
+}
+
+#[test]
+fn a_pipeline_case_seeds_each_stage_and_a_keyed_stage_by_message_key() {
+    let scratch = Scratch::new();
+    two_counters(&scratch);
+    // The cases' messages have no key: the keyed stage's partition is empty.
+    scratch.write(
+        "sluice-test.toml",
+        r#"pipeline = "pipeline.toml"
+
+[[case]]
+name = "both stages count on"
+state_before = { all = { a = "1" }, keyed = { "/a" = "10" } }
+input = ['{"user": "a"}', '{"user": "a"}']
+output = ['{"user": "a", "count": 11}', '{"user": "a", "count": 12}']
+state = { all = { a = "3" }, keyed = { "/a" = "12" } }
+"#,
+    );
+    let out = sluice(scratch.dir.path(), &["test"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "ok both stages count on\n1 passed, 0 failed\n");
+}
+
+#[test]
+fn initial_state_for_a_stage_the_pipeline_lacks_names_its_line_and_exits_78() {
+    let scratch = Scratch::new();
+    two_counters(&scratch);
+    scratch.write(
+        "sluice-test.toml",
+        "pipeline = \"pipeline.toml\"\n\n[[case]]\nname = \"typo\"\ninput = ['{\"user\": \"a\"}']\n\
+         state_before = { al = { a = \"1\" } }\n",
+    );
+    let out = sluice(scratch.dir.path(), &["test"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "sluice-test.toml:6:16: `state_before` names stage `al`, but the pipeline's stages are: all, keyed"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stdout, "");
+}

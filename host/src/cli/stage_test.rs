@@ -13,13 +13,22 @@
 //! input = ['{"amount": 150}', '{"amount": 5}']
 //! output = ['{"amount": 150}']
 //! dead_letters = [{ error = "invalid", reason = "a substring" }]
-//! state = { "k" = "3" }
+//! state_before = { "k" = "1" }     # the state the case starts from
+//! state = { "k" = "3" }            # the state after
 //! ```
+//!
+//! `state_before` and `state` are written alike: for a plugin, key = value;
+//! for a pipeline, one table per stage (`{ count = { k = "1" } }`); a keyed
+//! stage's (`partition_by = "key"`) keys are `partition/key`, the message key
+//! first (`/k` for messages without one, as `sluice test`'s inputs are).
+//! Values are text: a string as it is, any other TOML value as TOML writes
+//! it (`3`, `1.5`). A case without `state_before` starts from empty state.
 
 use super::call::{DeadLetter, run_messages, stage_name};
 use super::outcome::{Decided, Outcome};
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use sluice::state::StateEntry;
 use sluice::{Format, PipelineConfig, StageConfig, StateBackend};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -65,6 +74,8 @@ struct Case {
     /// Every dead letter, in order; none if left out.
     #[serde(default)]
     dead_letters: Vec<ExpectedDeadLetter>,
+    /// The state the case starts from, written as `state` is.
+    state_before: Option<Spanned<toml::Table>>,
     /// The state after the case: for a plugin, key = value; for a pipeline,
     /// stage = { key = value }. Compared only if given.
     state: Option<Spanned<toml::Table>>,
@@ -87,6 +98,21 @@ enum Target {
     Plugin { name: String, plugin: PathBuf, config: Option<serde_json::Value> },
     Pipeline(Box<PipelineConfig>),
 }
+
+impl Target {
+    /// Each stage's name, and whether it is keyed (`partition_by`).
+    fn stages(&self) -> Vec<(String, bool)> {
+        match self {
+            Target::Plugin { name, .. } => vec![(name.clone(), false)],
+            Target::Pipeline(config) => {
+                config.stages().iter().map(|s| (s.name().to_string(), s.execution().partition_by.is_some())).collect()
+            }
+        }
+    }
+}
+
+/// The entries to write into each stage's state before a case runs.
+type Seeds = Vec<(String, Vec<StateEntry>)>;
 
 impl TestCommand {
     pub(crate) async fn execute(self) -> Result<Outcome> {
@@ -136,10 +162,22 @@ impl TestCommand {
             }
         }
 
-        let (mut passed, mut failed) = (0, 0);
+        // Every case's initial state is checked before any runs: a mistake
+        // in the file is found at once, not after the cases before it.
+        let stages = target.stages();
+        let pipeline = matches!(target, Target::Pipeline(_));
+        let mut seeds = Vec::with_capacity(file.cases.len());
         for case in &file.cases {
+            seeds.push(match &case.get_ref().state_before {
+                Some(table) => seeds_of(&stages, pipeline, table.get_ref()).map_err(|m| bad(Some(table.span()), m))?,
+                None => Seeds::new(),
+            });
+        }
+
+        let (mut passed, mut failed) = (0, 0);
+        for (case, seeds) in file.cases.iter().zip(&seeds) {
             let case = case.get_ref();
-            let problems = run_case(&target, file.format, case).await?;
+            let problems = run_case(&target, file.format, case, seeds).await?;
             if problems.is_empty() {
                 println!("ok {}", case.name);
                 passed += 1;
@@ -171,7 +209,7 @@ fn locate(file: &Path, text: &str, span: Option<Range<usize>>, message: &str) ->
 
 /// Runs one case on a fresh pipeline; what differs from what it expects, as
 /// readable diffs (none: it passed).
-async fn run_case(target: &Target, format: Option<Format>, case: &Case) -> Result<Vec<String>> {
+async fn run_case(target: &Target, format: Option<Format>, case: &Case, seeds: &Seeds) -> Result<Vec<String>> {
     let mut config = match target {
         Target::Plugin { name, plugin, config: stage_config } => {
             let mut stage = StageConfig::new(name.as_str(), plugin);
@@ -195,18 +233,22 @@ async fn run_case(target: &Target, format: Option<Format>, case: &Case) -> Resul
         }
     };
     let output_format = config.sink().format;
-    // A fresh store for every case. State is read back from the store file
-    // a finished run committed, so a case that checks state gets one.
+    // A fresh store for every case. Initial state is written into the store
+    // file before the run and state after is read back from it once the run
+    // committed, so a case with either gets one.
     let store = tempfile::tempdir().context("creating a directory for the case's state")?;
     let store_file = store.path().join("state.redb");
-    if case.state.is_some() {
+    if case.state.is_some() || !seeds.is_empty() {
         config.state_mut().backend = StateBackend::Redb;
         config.state_mut().path = Some(store_file.clone());
+        for (stage, entries) in seeds {
+            sluice::state::write_state(&store_file, stage, entries)
+                .with_context(|| format!("writing the initial state of `{stage}` for case `{}`", case.name))?;
+        }
     } else {
         config.state_mut().backend = StateBackend::Memory;
     }
-    let stages: Vec<(String, bool)> =
-        config.stages().iter().map(|s| (s.name().to_string(), s.execution().partition_by.is_some())).collect();
+    let stages = target.stages();
 
     let inputs = case.input.iter().map(|i| i.clone().into_bytes()).collect();
     let ran = match run_messages(config, inputs).await {
@@ -298,6 +340,59 @@ async fn run_case(target: &Target, format: Option<Format>, case: &Case) -> Resul
     Ok(problems)
 }
 
+/// The entries `state_before` writes, per stage, or what is wrong with it.
+/// `stages`: each stage's name and whether it is keyed; `pipeline`: the
+/// table is per stage (else it is the one stage's key = value).
+fn seeds_of(stages: &[(String, bool)], pipeline: bool, table: &toml::Table) -> Result<Seeds, String> {
+    let entries = |stage: &str, keyed: bool, t: &toml::Table| -> Result<Vec<StateEntry>, String> {
+        t.iter()
+            .map(|(k, v)| {
+                if v.is_table() {
+                    return Err(if pipeline {
+                        format!("`{stage}.{k}` is a table, but a state value is text, a number or a boolean")
+                    } else {
+                        format!(
+                            "`{k}` is a table, but a plugin's `state_before` is key = value (tables per stage are for a `pipeline`)"
+                        )
+                    });
+                }
+                let (partition, key) = if keyed {
+                    let (partition, key) = k.split_once('/').ok_or_else(|| {
+                        format!(
+                            "`{k}`: stage `{stage}` is keyed (`partition_by`), so its state's keys are written `partition/key`, the message key first (`/{k}` for messages without a key)"
+                        )
+                    })?;
+                    (Some(partition.as_bytes().to_vec()), key)
+                } else {
+                    (None, k.as_str())
+                };
+                Ok(StateEntry { partition, key: key.as_bytes().to_vec(), value: as_text(v).into_bytes() })
+            })
+            .collect()
+    };
+    if !pipeline {
+        let Some((stage, keyed)) = stages.first() else { return Ok(Seeds::new()) };
+        return Ok(vec![(stage.clone(), entries(stage, *keyed, table)?)]);
+    }
+    let mut seeds = Seeds::new();
+    for (stage, value) in table {
+        let Some((_, keyed)) = stages.iter().find(|(name, _)| name == stage) else {
+            let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
+            return Err(format!(
+                "`state_before` names stage `{stage}`, but the pipeline's stages are: {}",
+                names.join(", ")
+            ));
+        };
+        let Some(t) = value.as_table() else {
+            return Err(format!(
+                "a pipeline's `state_before` is per stage: `state_before = {{ \"<stage>\" = {{ key = \"value\" }} }}`, but `{stage}` is not a table"
+            ));
+        };
+        seeds.push((stage.clone(), entries(stage, *keyed, t)?));
+    }
+    Ok(seeds)
+}
+
 /// The expected state, per stage (a plugin's is named after its file). Values are
 /// compared as text (a number is written as TOML writes it).
 fn expected_state(target: &Target, table: &toml::Table) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -373,6 +468,63 @@ mod tests {
         let got = strings(&["a", "x", "c", "d"]);
         let text = diff(&want, &got, |a, b| a == b, |s| s.clone(), |s| s.clone());
         assert_eq!(text, "      a\n    - b\n    + x\n      c\n    + d");
+    }
+
+    fn seeds(stages: &[(&str, bool)], pipeline: bool, toml: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+        let stages: Vec<(String, bool)> = stages.iter().map(|(s, k)| (s.to_string(), *k)).collect();
+        let table: toml::Table = toml.parse().unwrap();
+        let seeds = super::seeds_of(&stages, pipeline, &table)?;
+        let show = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        Ok(seeds
+            .into_iter()
+            .map(|(stage, entries)| {
+                let entries = entries
+                    .iter()
+                    .map(|e| match &e.partition {
+                        Some(p) => format!("[{}] {} = {}", show(p), show(&e.key), show(&e.value)),
+                        None => format!("{} = {}", show(&e.key), show(&e.value)),
+                    })
+                    .collect();
+                (stage, entries)
+            })
+            .collect())
+    }
+
+    #[test]
+    fn initial_state_values_are_text_and_keyed_keys_split_at_the_first_slash() {
+        let got = seeds(&[("count", false)], false, "a = \"x y\"\nb = 3\nc = 1.5\nd = true").unwrap();
+        assert_eq!(got, vec![("count".into(), strings(&["a = x y", "b = 3", "c = 1.5", "d = true"]))]);
+        let got = seeds(
+            &[("plain", false), ("keyed", true)],
+            true,
+            "plain = { k = \"1\" }\nkeyed = { \"user-1/k\" = 2, \"/k\" = 3, \"u/a/b\" = 4 }",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("keyed".into(), strings(&["[] k = 3", "[u] a/b = 4", "[user-1] k = 2"])),
+                ("plain".into(), strings(&["k = 1"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn initial_state_for_a_stage_that_is_not_there_or_not_as_a_table_is_refused() {
+        let stages = [("large-orders", false), ("tag", false)];
+        assert_eq!(
+            seeds(&stages, true, "tga = { k = \"1\" }").unwrap_err(),
+            "`state_before` names stage `tga`, but the pipeline's stages are: large-orders, tag"
+        );
+        assert!(seeds(&stages, true, "tag = \"1\"").unwrap_err().contains("but `tag` is not a table"));
+        assert!(seeds(&stages, true, "tag = { k = { a = 1 } }").unwrap_err().contains("`tag.k` is a table"));
+        assert!(
+            seeds(&[("s", false)], false, "s = { k = 1 }")
+                .unwrap_err()
+                .contains("tables per stage are for a `pipeline`")
+        );
+        let keyed = seeds(&[("s", true)], true, "s = { k = 1 }").unwrap_err();
+        assert!(keyed.contains("`partition/key`") && keyed.contains("`/k`"), "{keyed}");
     }
 
     #[test]

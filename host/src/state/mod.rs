@@ -28,12 +28,14 @@ mod pending;
 mod read;
 mod redb;
 mod scope;
+mod write;
 
 pub use clear::{Cleared, clear_state};
 pub(crate) use pending::WriteError;
 pub(crate) use read::NO_STATE_FILE;
 pub use read::{StateEntry, read_checkpoint, read_state};
 pub(crate) use scope::StateScope;
+pub use write::write_state;
 
 use pending::Overlay;
 use serde::{Deserialize, Serialize};

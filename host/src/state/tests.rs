@@ -234,3 +234,40 @@ fn a_store_no_stage_writes_to_leaves_no_file() {
         assert!(error.to_string().ends_with(NO_STATE_FILE), "{error}");
     }
 }
+
+#[test]
+fn written_state_is_what_the_next_run_reads_and_an_unfinished_runs_checkpoint_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let checkpoint = Checkpoint { source: 5, sink: 0, dead_letters: 0, complete: false };
+    {
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+        let mut s = scope(&store, "count", false);
+        s.set(b"a", Some(b"1".to_vec())).unwrap();
+        s.set(b"b", Some(b"2".to_vec())).unwrap();
+        s.keep_writes();
+        store.commit(Some(checkpoint)).unwrap();
+    }
+    let entry = |partition: Option<&[u8]>, key: &[u8], value: &[u8]| StateEntry {
+        partition: partition.map(<[u8]>::to_vec),
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    write_state(&path, "count", &[entry(None, b"a", b"10"), entry(None, b"c", b"3")]).unwrap();
+    write_state(&path, "keyed", &[entry(Some(b"user-1"), b"x", b"7"), entry(Some(b""), b"x", b"8")]).unwrap();
+
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+    let s = scope(&store, "count", false);
+    assert_eq!(s.get(b"a").unwrap(), Some(b"10".to_vec()), "written over the committed value");
+    assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "entries not written are kept");
+    assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
+    let mut keyed = scope(&store, "keyed", true);
+    keyed.enter(Some(b"user-1"));
+    assert_eq!(keyed.get(b"x").unwrap(), Some(b"7".to_vec()), "a partition's entry is its message key's");
+    keyed.enter(Some(b"user-2"));
+    assert_eq!(keyed.get(b"x").unwrap(), None);
+    assert_eq!(store.checkpoint().unwrap(), Some(checkpoint));
+    drop((s, keyed, store));
+    let read = read_state(&path, "keyed", true).unwrap();
+    assert_eq!(read, vec![entry(Some(b""), b"x", b"8"), entry(Some(b"user-1"), b"x", b"7")], "read back as written");
+}
