@@ -45,6 +45,26 @@ async fn state_written_by_a_failed_attempt_or_a_trap_is_not_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_transient_failure_in_a_batch_keeps_each_messages_state_writes_exactly_once() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines")
+        + "[state]\nbackend = \"memory\"\n"
+        + &test_stage("t", "batch = 8\nbatch_window = \"10s\"\nretries = { backoff = \"1ms\" }");
+    // `incrflaky:b` writes b, then fails `transient`: in the batch, its write
+    // must not be kept (nor seen by `get:b`), and its batch-mates' writes
+    // must be kept once, whether the batch's writes stand or are made again.
+    let input = "incr:a\nincrflaky:b\nincr:a\nget:a\nget:b\nincr:a\n";
+    let run = scratch.run(&pipeline, &input.repeat(3)).await;
+    run.report.unwrap();
+    let expected = [
+        ["a=1", "b=1", "a=2", "2", "1", "a=3"],
+        ["a=4", "b=2", "a=5", "5", "2", "a=6"],
+        ["a=7", "b=3", "a=8", "8", "3", "a=9"],
+    ];
+    assert_eq!(run.output, expected.concat(), "as if each message ran alone, in order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_keyed_stage_has_state_per_key_and_stages_do_not_share() {
     let scratch = Scratch::new();
     let pipeline = header("lines")

@@ -11,10 +11,11 @@ use std::sync::Arc;
 /// How stage `index` runs, given what its component imports.
 pub(super) fn execution(config: &PipelineConfig, index: usize, pre: &StagePre) -> crate::config::Execution {
     let mut exec = config.stages()[index].execution();
-    if (pre.uses_emit() || pre.uses_state()) && !config.stages()[index].batch_is_set() {
-        // What a stage emits, and the state it writes, belong to the
-        // message being processed: one per call unless told otherwise
-        // (a retried message in a batch would write its state twice).
+    if pre.uses_emit() && !config.stages()[index].batch_is_set() {
+        // What a stage emits belongs to the message being processed, which
+        // the host knows only in `process`: one per call unless told
+        // otherwise. State writes may be batched: a batch's are kept only
+        // if every message in it settles (`StageInstance::process_batch`).
         exec.batch = 1;
     }
     exec

@@ -23,6 +23,20 @@ pub(crate) struct Processed {
     pub(crate) refused: Option<Breach>,
 }
 
+/// What came of a `process-batch` call that did not trap.
+pub(crate) enum Batch {
+    /// One outcome per message, in input order; the call's state writes kept.
+    Settled(Vec<Outcome>),
+    /// The stage broke the contract: `got` outcomes for another number of
+    /// messages. Its state writes were dropped.
+    Miscounted { got: usize },
+    /// A message failed `transient` after the batch wrote state. Which
+    /// writes were that message's is unknown, so all were dropped: each
+    /// message runs again alone, and makes its own again (a `transient`
+    /// message's writes must not stay behind for its retry to make twice).
+    Undone,
+}
+
 pub(crate) struct StageInstance {
     store: Store<StoreData>,
     plugin: Plugin,
@@ -145,10 +159,14 @@ impl StageInstance {
 
     /// Processes `messages` in one call, under the limits of that many
     /// messages (fuel, time and log records multiplied by their number).
-    /// Returns one outcome per message, or `None` if the stage broke the
-    /// contract by returning another number. An `Err` means the instance
-    /// trapped and must be dropped; which message caused it is unknown.
-    pub(crate) async fn process_batch(&mut self, messages: &[Message]) -> Result<Option<Vec<Outcome>>, Trap> {
+    /// An `Err` means the instance trapped and must be dropped; which
+    /// message caused it is unknown.
+    ///
+    /// The call's state writes are kept only if every message settled: the
+    /// host cannot tell which message made which write, so when one fails
+    /// `transient` (to be retried) after the batch wrote state, the batch's
+    /// writes are dropped and each message runs again alone ([`Batch::Undone`]).
+    pub(crate) async fn process_batch(&mut self, messages: &[Message]) -> Result<Batch, Trap> {
         let n = messages.len() as u32;
         self.messages += u64::from(n);
         let budget = Budget::batch(&self.limits, n);
@@ -158,13 +176,24 @@ impl StageInstance {
         let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
         let result = budget.guard(call).await;
         self.report_dropped_logs();
-        let outcomes = self.ended(result, mark, budget).map(|mut o| {
-            o.iter_mut().for_each(clamp_outcome);
-            (o.len() == messages.len()).then_some(o)
+        let batch = self.ended(result, mark, budget).map(|mut outcomes| {
+            outcomes.iter_mut().for_each(clamp_outcome);
+            let retried = outcomes.iter().any(|o| matches!(o, Err(StageError::Transient(_))));
+            if outcomes.len() != messages.len() {
+                Batch::Miscounted { got: outcomes.len() }
+            } else if retried && self.wrote_state() {
+                Batch::Undone
+            } else {
+                Batch::Settled(outcomes)
+            }
         });
-        // The batch's messages run again alone unless it answered for each.
-        self.end_state(matches!(outcomes, Ok(Some(_))));
-        outcomes
+        self.end_state(matches!(batch, Ok(Batch::Settled(_))));
+        batch
+    }
+
+    /// Whether the call that just ended wrote state.
+    fn wrote_state(&mut self) -> bool {
+        self.store.data_mut().state.scope.as_ref().is_some_and(StateScope::has_writes)
     }
 
     /// Sets the call's fuel and deadline; returns the stderr mark. The log

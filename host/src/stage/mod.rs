@@ -14,6 +14,6 @@ mod store;
 
 pub(crate) use error::chain;
 pub use error::{LoadError, Trap};
-pub(crate) use instance::StageInstance;
+pub(crate) use instance::{Batch, StageInstance};
 pub(crate) use load::{StagePre, StageSpec};
 pub(crate) use store::{StoreData, linker};

@@ -61,6 +61,11 @@ impl StateScope {
         (self.delta, self.pending) = (0, 0);
     }
 
+    /// Whether the current call has written (or deleted) anything.
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
     /// Scopes the next call to `key`'s partition (keyed stages only).
     pub(crate) fn enter(&mut self, key: Option<&[u8]>) {
         if self.keyed {

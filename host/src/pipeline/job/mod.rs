@@ -23,7 +23,7 @@ use crate::capabilities::emit::Emitted;
 use crate::config::RetryConfig;
 use crate::envelope::{Envelope, Origin};
 use crate::native::NativeStage;
-use crate::stage::{LoadError, StagePre, Trap};
+use crate::stage::{Batch, LoadError, StagePre, Trap};
 use retry::retry_after;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,8 @@ pub(super) enum Failure {
 
 /// Runs a job: a batch through one `process-batch` call, or one message
 /// through `process`. Messages the batch call did not settle (a transient
-/// error to retry, or all of them after a trap) run again alone.
+/// error to retry, or all of them after a trap, or when a transient error
+/// undid the batch's state writes) run again alone.
 pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, plan: JobPlan) -> Ran {
     let started = Instant::now();
     let pre = match runner {
@@ -109,11 +110,19 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
     };
     let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
     let outcomes = match instance.process_batch(&messages).await {
-        Ok(Some(outcomes)) => outcomes.into_iter().map(Some).collect(),
-        Ok(None) => {
+        Ok(Batch::Settled(outcomes)) => outcomes.into_iter().map(Some).collect(),
+        Ok(Batch::Miscounted { got }) => {
             tracing::warn!(
                 stage = &**pre.name(),
-                "process-batch did not return one outcome per message; running them one by one"
+                "process-batch returned {got} outcomes for {} messages; running them one by one",
+                messages.len()
+            );
+            vec![None; messages.len()]
+        }
+        Ok(Batch::Undone) => {
+            tracing::debug!(
+                stage = &**pre.name(),
+                "a message of a batch that wrote state failed `transient`; running the batch's messages one by one"
             );
             vec![None; messages.len()]
         }
