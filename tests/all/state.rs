@@ -217,6 +217,40 @@ async fn count_by_key_counts_across_runs_and_emits_window_summaries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_stage_keeps_a_running_total_in_state() {
+    let scratch = Scratch::new();
+    let config = "key_field = \"user\", amount_field = \"amount\"";
+    let pipeline = header("jsonl")
+        + &state_table("")
+        + &crate::support::stage_with("totals", guests::JS_RUNNING_TOTAL, config, "batch_window = \"10s\"");
+    let input: String = (0..40)
+        .map(|i| {
+            format!("{{\"user\":\"u{}\",\"amount\":{}}}\n", i % 3, if i == 7 { "\"x\"".into() } else { i.to_string() })
+        })
+        .collect();
+    let run = scratch.run(&pipeline, &input).await;
+    run.report.unwrap();
+    // Batches of up to 64 (the window is long): each message sees the totals
+    // its batch-mates before it wrote, and a failed one adds nothing.
+    let mut totals = [0; 3];
+    let expected: Vec<String> = (0..40)
+        .filter(|&i| i != 7)
+        .map(|i| {
+            totals[i % 3] += i;
+            format!("{{\"user\":\"u{}\",\"amount\":{i},\"total\":{}}}", i % 3, totals[i % 3])
+        })
+        .collect();
+    assert_eq!(run.output, expected);
+    assert_eq!(run.dead.len(), 1, "a non-numeric amount is invalid");
+    let state = sluice::state::read_state(&scratch.path("state.redb"), "totals", false).unwrap();
+    let state: Vec<String> = state
+        .iter()
+        .map(|e| format!("{}={}", String::from_utf8_lossy(&e.key), String::from_utf8_lossy(&e.value)))
+        .collect();
+    assert_eq!(state, totals.iter().enumerate().map(|(k, t)| format!("u{k}={t}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_python_stage_keeps_a_running_total_in_state() {
     let scratch = Scratch::new();
     let config = "key_field = \"user\", amount_field = \"amount\"";

@@ -23,7 +23,7 @@ use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::{FutureExt, StreamExt};
 use redis::AsyncCommands;
 use sluice_tests::brokers::{NatsServer, RedisServer};
-use sluice_tests::thousands;
+use sluice_tests::{cpu_seconds, thousands};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ fn main() {
     if only.is_none() {
         let doc = root.join("docs/benchmarks.md");
         let text = std::fs::read_to_string(&doc).unwrap_or_default();
-        std::fs::write(&doc, replace_block(&text, &block)).unwrap();
+        std::fs::write(&doc, sluice_tests::replace_block(&text, BEGIN, END, &block)).unwrap();
         eprintln!("wrote the brokers block of {}", doc.display());
     } else {
         eprintln!("SLUICE_BENCH_ONLY is set: docs/benchmarks.md left as it was");
@@ -644,17 +644,6 @@ fn notes(body: &mut String, broker: &str, rows: &[(Case, Vec<Run>)]) {
     }
 }
 
-/// `text` with the brokers block replaced by `block`, or with it appended.
-fn replace_block(text: &str, block: &str) -> String {
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!("{}{block}{}", &text[..b], text[e + END.len()..].trim_start_matches('\n'))
-        }
-        _ if text.trim().is_empty() => block.to_string(),
-        _ => format!("{}\n\n{block}", text.trim_end()),
-    }
-}
-
 // ------------------------------------------------------------ NATS helpers
 
 async fn nats_stream(js: &jetstream::Context, name: &str, subject: &str) {
@@ -926,18 +915,6 @@ fn find_pid(program: &str, port: u16) -> u32 {
         }
     }
     panic!("no {program} process on port {port}")
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (in parentheses) may hold spaces: count from after it.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().map(|t| t.parse::<f64>().unwrap_or(0.0)).sum());
-    // SAFETY: sysconf only reads a constant.
-    #[allow(unsafe_code)]
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / per_second
 }
 
 fn self_cpu() -> f64 {

@@ -120,7 +120,7 @@ fn main() {
     if only.is_none() {
         let doc = root.join("docs/benchmarks.md");
         let text = std::fs::read_to_string(&doc).unwrap_or_default();
-        std::fs::write(&doc, replace_block(&text, &block)).unwrap();
+        std::fs::write(&doc, sluice_tests::replace_block(&text, BEGIN, END, &block)).unwrap();
         eprintln!("wrote the latency block of {}", doc.display());
     }
 }
@@ -129,17 +129,6 @@ fn main() {
 fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split(' ').next().unwrap_or("?").to_string()
-}
-
-/// `text` with the latency block replaced by `block`, or with it appended.
-fn replace_block(text: &str, block: &str) -> String {
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!("{}{block}{}", &text[..b], text[e + END.len()..].trim_start_matches('\n'))
-        }
-        _ if text.trim().is_empty() => block.to_string(),
-        _ => format!("{}\n\n{block}", text.trim_end()),
-    }
 }
 
 // ---------------------------------------------------------------- end to end
