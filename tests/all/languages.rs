@@ -1,5 +1,5 @@
-//! Stages written in Python, JavaScript and C, built from source by their
-//! plugins' build.sh, through the real host.
+//! Stages written in Python, JavaScript, C and Zig, built from source by
+//! their plugins' build.sh, through the real host.
 
 use crate::server::TestServer;
 use crate::support::{Outcome, Scratch, guests, header, stage_with};
@@ -47,8 +47,14 @@ async fn a_c_stage_filters_and_rejects() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_zig_stage_filters_and_rejects() {
+    // Built through the WASI preview 1 adapter: Zig's libc imports it.
+    check_filter(&filter(guests::ZIG_JSON_FILTER).await, "field `amount` is not a number");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_language_refuses_a_bad_config_at_build_time() {
-    for plugin in [guests::PY_JSON_FILTER, guests::JS_JSON_FILTER, guests::C_JSON_FILTER] {
+    for plugin in [guests::PY_JSON_FILTER, guests::JS_JSON_FILTER, guests::C_JSON_FILTER, guests::ZIG_JSON_FILTER] {
         let scratch = Scratch::new();
         let err = scratch.build(&(header("jsonl") + &stage_with("f", plugin, r#"field = "amount""#, ""))).await.err();
         let err = err.unwrap_or_else(|| panic!("{plugin} accepted a config without a predicate"));

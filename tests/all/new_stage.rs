@@ -5,8 +5,9 @@
 //! real binary, as a user would run it.
 //!
 //! A first build installs componentize-py or componentize-js (about a minute
-//! each) and builds Rust's standard library for the stage (minutes): one test
-//! per language, each doing the whole loop.
+//! each) or Zig (Zig then builds its translate-c, a minute and a half), and
+//! builds Rust's standard library for the stage (minutes): one test per
+//! language, each doing the whole loop.
 
 use crate::resume::sluice_binary;
 use std::path::Path;
@@ -45,9 +46,14 @@ fn the_loop(lang: &str) {
 
     // And its error path works: an empty message is dead-lettered.
     let plugin = wasm.display().to_string();
-    let call = sluice(&project, &["call", "--format", "lines", &plugin, "ok", ""]);
-    assert_eq!(call.status.code(), Some(1), "{}", String::from_utf8_lossy(&call.stderr));
+    let call = sluice(&project, &["call", "--log", "sluice::stage=debug", "--format", "lines", &plugin, "ok", ""]);
+    let stderr = String::from_utf8_lossy(&call.stderr);
+    assert_eq!(call.status.code(), Some(1), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&call.stdout), "OK\n! invalid: empty message\n");
+    // What `init` logs reaches the host's log. The C and Zig stages format it
+    // with libc (snprintf) or std.fmt: C's stdio imports WASI preview 1, which
+    // `sluice build` adapts.
+    assert!(stderr.contains(&format!("{name} starting with config {{}}")), "{stderr}");
 }
 
 #[test]
@@ -68,6 +74,11 @@ fn a_new_javascript_stage_builds_runs_and_passes_its_tests() {
 #[test]
 fn a_new_c_stage_builds_runs_and_passes_its_tests() {
     the_loop("c");
+}
+
+#[test]
+fn a_new_zig_stage_builds_runs_and_passes_its_tests() {
+    the_loop("zig");
 }
 
 #[test]
@@ -103,7 +114,7 @@ fn build_names_the_install_command_for_a_missing_system_toolchain() {
 fn doctor_lists_every_language() {
     let tmp = tempfile::tempdir().unwrap();
     let out = succeeds(&sluice(tmp.path(), &["doctor"]), "sluice doctor");
-    for lang in ["Rust", "Python", "JavaScript", "C"] {
+    for lang in ["Rust", "Python", "JavaScript", "C", "Zig"] {
         assert!(out.lines().any(|l| l.starts_with(&format!("{lang} ("))), "{lang} missing:\n{out}");
     }
 }

@@ -3,8 +3,9 @@
 //! installs nothing, and exits 0 whatever it finds.
 
 use super::build::{
-    C_APT, JS_APT, PYTHON_APT, RUST_APT, RustToolchain, c_parts, component_linker, componentize_js,
-    componentize_js_version, componentize_py, debian_rust_parts, python_ok, toolchains, version_of,
+    C_APT, JS_APT, PYTHON_APT, RUST_APT, RustToolchain, ZIGLANG, c_parts, component_linker, componentize_js,
+    componentize_js_version, componentize_py, debian_rust_parts, python_ok, toolchains, version_of, zig_venv,
+    zig_version,
 };
 use super::new::Lang;
 use anyhow::Result;
@@ -74,6 +75,19 @@ fn items(lang: Lang) -> Vec<Item> {
             vec![node, tool]
         }
         Lang::C => c_parts().into_iter().map(|(what, path)| file(what, path, C_APT)).collect(),
+        Lang::Zig => {
+            // Zig installs from PyPI: python3 with venv is all it needs of the system.
+            let python = Item {
+                what: "python3 with venv".into(),
+                found: python_ok().ok_or_else(|| format!("run `{PYTHON_APT}`")),
+            };
+            let zig = zig_venv().ok().and_then(|(_, python)| zig_version(&python));
+            let zig = Item {
+                what: format!("Zig {ZIGLANG} (the ziglang wheel, in a venv)"),
+                found: zig.map(|v| format!("zig {v}")).ok_or_else(|| LATER.into()),
+            };
+            vec![python, zig]
+        }
     }
 }
 

@@ -17,10 +17,11 @@ pub(crate) enum Lang {
     Python,
     Js,
     C,
+    Zig,
 }
 
 impl Lang {
-    pub(crate) const ALL: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
+    pub(crate) const ALL: [Lang; 5] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Zig];
 
     /// Its name for people.
     pub(crate) fn title(self) -> &'static str {
@@ -29,6 +30,7 @@ impl Lang {
             Lang::Python => "Python",
             Lang::Js => "JavaScript",
             Lang::C => "C",
+            Lang::Zig => "Zig",
         }
     }
 
@@ -40,6 +42,7 @@ impl Lang {
             Lang::Python => "app.py",
             Lang::Js => "app.js",
             Lang::C => "stage.c",
+            Lang::Zig => "stage.zig",
         }
     }
 
@@ -53,6 +56,7 @@ impl Lang {
             Lang::Python => &[("app.py", include_str!("../../templates/python/app.py"))],
             Lang::Js => &[("app.js", include_str!("../../templates/js/app.js"))],
             Lang::C => &[("stage.c", include_str!("../../templates/c/stage.c"))],
+            Lang::Zig => &[("stage.zig", include_str!("../../templates/zig/stage.zig"))],
         }
     }
 
@@ -82,6 +86,14 @@ impl Lang {
                 "generates the C bindings of `wit/` into `target/gen/` (`plugin.h`), compiles with \
                  clang-16 against wasi-libc and wraps the module into a component.",
                 "`stage.c`",
+            ),
+            Lang::Zig => (
+                "| `stage.zig` | the stage |\n",
+                "installs Zig the first time (the `ziglang` wheel from PyPI, in a venv in sluice's \
+                 cache, `~/.cache/sluice/toolchains`), generates the C bindings of `wit/` and translates \
+                 them into `target/gen/plugin.zig` (the module `plugin`), compiles with `zig build-exe` \
+                 and wraps the module into a component.",
+                "`stage.zig`",
             ),
         }
     }

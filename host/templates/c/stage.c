@@ -10,9 +10,11 @@
  * result); what you return must be malloc'd, and is freed by the generated
  * `cabi_post_*` functions after the host has read it.
  *
- * This stage uses no stdio: a core module that calls printf imports WASI
- * preview 1, which needs an adapter. Log with sluice_pipeline_log_log instead.
+ * Log through sluice_pipeline_log_log (shown in init). stdio works too
+ * (`sluice build` adds the WASI preview 1 adapter it needs): what the stage
+ * prints to stdout or stderr lands in the host's log, a line a record.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +24,10 @@
  * there is none). Return false with `err` set to refuse it. */
 bool exports_sluice_pipeline_stage_init(plugin_string_t *config, plugin_string_t *err) {
   (void)err;
-  plugin_string_t line;
-  plugin_string_dup(&line, "{{name}} starting");
-  sluice_pipeline_log_log(SLUICE_PIPELINE_LOG_LEVEL_DEBUG, &line);
-  plugin_string_free(&line);
+  char text[256];
+  snprintf(text, sizeof text, "{{name}} starting with config %.*s", (int)config->len, (const char *)config->ptr);
+  plugin_string_t line = {(uint8_t *)text, strlen(text)}; /* cut at 255 bytes, if longer */
+  sluice_pipeline_log_log(SLUICE_PIPELINE_LOG_LEVEL_DEBUG, &line); /* borrowed: the host copies it */
   plugin_string_free(config);
   return true;
 }

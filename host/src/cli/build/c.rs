@@ -42,22 +42,33 @@ pub(super) fn build_c(dir: &Path, out: &Path) -> Result<()> {
         .arg(gen_dir.join("plugin.c"))
         .arg(gen_dir.join("plugin_component_type.o"));
     run(&mut cmd, "clang-16")?;
-    let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-    let mut encoder = wit_component::ComponentEncoder::default();
-    let component = encoder.validate(true).module(&module).and_then(|e| e.encode()).with_context(|| {
-        format!(
-            "making a component of {}: a stage that uses stdio (printf, fopen) imports WASI preview 1, \
-             which `sluice build` does not adapt: log with sluice_pipeline_log_log instead",
-            core.display()
-        )
-    })?;
+    componentize(&core, out)
+}
+
+/// Encodes the core module at `core` (built against [`c_bindings`]) as a
+/// component at `out`. libc's stdio (printf, snprintf, fopen) imports WASI
+/// preview 1: the reactor adapter of our wasmtime's release turns those
+/// imports into WASI 0.2 ones, which the host links (stdout and stderr
+/// become the stage's log lines). A module that imports none of it gets no
+/// adapter.
+pub(super) fn componentize(core: &Path, out: &Path) -> Result<()> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    };
+    let module = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .and_then(|e| e.adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER))
+        .and_then(|e| e.encode())
+        .with_context(|| format!("making a component of {}", core.display()))?;
     std::fs::write(out, component).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
 /// The wit-bindgen C bindings of the `plugin` world (`plugin.h`, `plugin.c`,
 /// `plugin_component_type.o`) into `out_dir`.
-fn c_bindings(wit: &Path, out_dir: &Path) -> Result<()> {
+pub(super) fn c_bindings(wit: &Path, out_dir: &Path) -> Result<()> {
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_path(wit).with_context(|| format!("reading the WIT in {}", wit.display()))?;
     let world = resolve.select_world(&[pkg], Some("plugin"))?;

@@ -3,17 +3,19 @@
 //!
 //! What installs without root is installed here, once, in sluice's cache
 //! (`toolchains()`): componentize-py in a venv, componentize-js from npm,
-//! wasm-component-ld with cargo. What needs system packages is detected and
+//! wasm-component-ld with cargo, Zig from PyPI in a venv. What needs system packages is detected and
 //! named with the command that installs it (exit 69, `EX_UNAVAILABLE`): a
 //! build tool must not run `sudo` behind the user's back.
 
 mod c;
 mod rust;
 mod scripted;
+mod zig;
 
 pub(crate) use c::c_parts;
 pub(crate) use rust::{RustToolchain, component_linker, debian_rust_parts};
 pub(crate) use scripted::{componentize_js, componentize_js_version, componentize_py, python_ok};
+pub(crate) use zig::{ZIGLANG, zig_venv, zig_version};
 
 use super::new::{Lang, PIPELINE_WIT};
 use super::outcome::BadArgument;
@@ -58,6 +60,7 @@ impl BuildCommand {
             Lang::Python => scripted::build_python(&d, &o),
             Lang::Js => scripted::build_js(&d, &o),
             Lang::C => c::build_c(&d, &o),
+            Lang::Zig => zig::build_zig(&d, &o),
         })
         .await??;
         let size = std::fs::metadata(&out).with_context(|| format!("{} was not written", out.display()))?.len();

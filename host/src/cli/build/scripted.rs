@@ -1,7 +1,8 @@
 //! The scripted routes of `sluice build`: Python stages with componentize-py
 //! (installed into a venv in sluice's cache) and JavaScript stages with
 //! componentize-js (installed from npm likewise), each pinned to the version
-//! the repository's stages are built and tested with.
+//! the repository's stages are built and tested with. `pip_install` also
+//! installs Zig (zig.rs).
 
 use super::super::outcome::Unavailable;
 use super::{JS_APT, PYTHON_APT, run, toolchains, version_of};
@@ -39,28 +40,34 @@ pub(crate) fn python_ok() -> Option<String> {
     version_of("python3", &["-c", "import venv, ensurepip"]).map(|_| version)
 }
 
+/// Installs `package==version` from PyPI into the venv at `venv` (made
+/// first), which `stage` needs: without root, in sluice's cache.
+pub(super) fn pip_install(venv: &Path, package: &str, version: &str, stage: &str) -> Result<()> {
+    if python_ok().is_none() {
+        return Err(Unavailable(format!(
+            "cannot build {stage}: python3 with its venv module is missing. Install it with:\n  {PYTHON_APT}"
+        ))
+        .into());
+    }
+    eprintln!("installing {package} {version} into {} (once)", venv.display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv), "python3 -m venv")?;
+    run(
+        Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("{package}=={version}"),
+        ]),
+        &format!("pip install {package}"),
+    )
+}
+
 pub(super) fn build_python(dir: &Path, out: &Path) -> Result<()> {
     let (venv, componentize) = componentize_py()?;
     if version_of(&componentize, &["--version"]).as_deref() != Some(&format!("componentize-py {COMPONENTIZE_PY}")) {
-        if python_ok().is_none() {
-            return Err(Unavailable(format!(
-                "cannot build a Python stage: python3 with its venv module is missing. Install it with:\n  {PYTHON_APT}"
-            ))
-            .into());
-        }
-        eprintln!("installing componentize-py {COMPONENTIZE_PY} into {} (once)", venv.display());
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
-        run(
-            Command::new(venv.join("bin/python")).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                &format!("componentize-py=={COMPONENTIZE_PY}"),
-            ]),
-            "pip install componentize-py",
-        )?;
+        pip_install(&venv, "componentize-py", COMPONENTIZE_PY, "a Python stage")?;
     }
     // componentize-py writes __pycache__ beside the modules it imports:
     // build from a scratch copy, not from the user's directory.
