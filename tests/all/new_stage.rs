@@ -111,6 +111,25 @@ fn build_names_the_install_command_for_a_missing_system_toolchain() {
 }
 
 #[test]
+fn build_of_a_zig_stage_names_the_install_command_when_python_is_missing() {
+    // Zig comes from PyPI: without python3 (nothing on PATH) and with an empty
+    // cache, `sluice build` cannot install it, and says what would let it.
+    let tmp = tempfile::tempdir().unwrap();
+    succeeds(&sluice(tmp.path(), &["new", "--lang", "zig", "x"]), "sluice new");
+    let out = Command::new(sluice_binary())
+        .arg("build")
+        .current_dir(tmp.path().join("x"))
+        .env("PATH", tmp.path().join("no-bin"))
+        .env("SLUICE_TOOLCHAINS", tmp.path().join("toolchains"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("cannot build a Zig stage"), "{stderr}");
+    assert!(stderr.contains("sudo apt-get install python3 python3-venv"), "{stderr}");
+}
+
+#[test]
 fn doctor_lists_every_language() {
     let tmp = tempfile::tempdir().unwrap();
     let out = succeeds(&sluice(tmp.path(), &["doctor"]), "sluice doctor");
