@@ -99,6 +99,22 @@ async fn emitted_messages_come_before_the_final_result_and_in_input_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stage_that_emits_inside_a_batch_gets_one_message_per_call_from_then_on() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines") + &test_stage("t", "batch = 8\nbatch_window = \"10s\"");
+    // `batch` outputs the size of the call it came in.
+    let input = "batch\n".repeat(6) + "emit:1\n" + &"batch\n".repeat(20);
+    let run = scratch.run(&pipeline, &input).await;
+    run.report.unwrap();
+    let emitted = run.output.iter().position(|o| o == "e1").expect("the emitted message arrives");
+    let sizes: Vec<usize> = run.output[..emitted].iter().map(|o| o.parse().unwrap()).collect();
+    assert!(sizes.iter().any(|&n| n > 1), "it ran in batches until it emitted: {sizes:?}");
+    assert_eq!(sizes.len(), 6);
+    assert_eq!(run.output[emitted + 1], "final", "then its own output, in input order");
+    assert_eq!(run.output[emitted + 2..], ["1"; 20], "and one message per call from then on");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn what_was_emitted_before_a_failure_is_delivered_or_held_as_configured() {
     let scratch = Scratch::new();
     let input = "emit:2:invalid\nemit:2:panic\nok\n";

@@ -172,11 +172,6 @@ impl StageConfig {
         &self.table.limits
     }
 
-    /// Whether the pipeline file (or code) sets `batch`.
-    pub fn batch_is_set(&self) -> bool {
-        self.table.batch.is_some()
-    }
-
     /// How the stage runs its messages.
     pub fn execution(&self) -> Execution {
         let t = &self.table;

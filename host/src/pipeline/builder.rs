@@ -2,7 +2,7 @@
 
 use super::error::{BuildError, StageLoadError};
 use super::events::Events;
-use super::loader::{Loader, execution};
+use super::loader::Loader;
 use super::reload::Reloader;
 use super::runner::{NativeRunner, Runner};
 use super::{BuiltStage, Pipeline};
@@ -23,7 +23,7 @@ pub(super) async fn build(config: PipelineConfig) -> Result<Pipeline, BuildError
             stages.push(BuiltStage { runner, exec: config.stages()[index].execution(), first: None, swaps: None });
             continue;
         };
-        let exec = execution(&config, index, pre);
+        let exec = config.stages()[index].execution();
         if pre.uses_state() && exec.concurrency > 1 && exec.partition_by.is_none() {
             tracing::warn!(
                 stage = config.stages()[index].name(),

@@ -8,19 +8,6 @@ use crate::stage::{StagePre, StageSpec};
 use crate::state::{StateScope, StateStore};
 use std::sync::Arc;
 
-/// How stage `index` runs, given what its component imports.
-pub(super) fn execution(config: &PipelineConfig, index: usize, pre: &StagePre) -> crate::config::Execution {
-    let mut exec = config.stages()[index].execution();
-    if pre.uses_emit() && !config.stages()[index].batch_is_set() {
-        // What a stage emits belongs to the message being processed, which
-        // the host knows only in `process`: one per call unless told
-        // otherwise. State writes may be batched: a batch's are kept only
-        // if every message in it settles (`StageInstance::process_batch`).
-        exec.batch = 1;
-    }
-    exec
-}
-
 /// What compiles and links a pipeline's stages: kept for the run, so that a
 /// stage can be loaded again ([`Reloader`]).
 pub(super) struct Loader {

@@ -9,7 +9,7 @@
 //! order it came. A component that fails any step is refused with the
 //! reason, and the running one goes on as if nothing happened.
 
-use super::loader::{Loader, execution, stamp};
+use super::loader::{Loader, stamp};
 use super::runner::Runner;
 use crate::config::{Execution, PipelineConfig};
 use crate::stage::StageInstance;
@@ -156,7 +156,7 @@ impl Reloader {
             };
             loader.scope_state(config, index, &mut pre, store);
         }
-        let exec = execution(config, index, &pre);
+        let exec = config.stages()[index].execution();
         let first = pre.instantiate().await.map_err(|e| refused(e.to_string()))?;
         let loaded_in = started.elapsed();
 

@@ -35,6 +35,12 @@ pub(crate) enum Batch {
     /// message runs again alone, and makes its own again (a `transient`
     /// message's writes must not stay behind for its retry to make twice).
     Undone,
+    /// The stage called `emit`: which message that belongs to is unknown,
+    /// so the call was ended there, like a trap (nothing emitted left, its
+    /// state writes were dropped, the instance must be dropped), and each
+    /// message runs again alone. Such a stage runs one message per call
+    /// from then on.
+    Emitted,
 }
 
 pub(crate) struct StageInstance {
@@ -173,10 +179,17 @@ impl StageInstance {
         // The previous call's drops were reported when it ended.
         self.store.data().log.budget.reset(self.limits.max_log_records.saturating_mul(n));
         let mark = self.arm(budget);
+        self.store.data_mut().emit.begin_batch();
         let call = self.plugin.sluice_pipeline_stage().call_process_batch(&mut self.store, messages);
         let result = budget.guard(call).await;
+        let emitted = self.store.data_mut().emit.end_batch();
         self.report_dropped_logs();
-        let batch = self.ended(result, mark, budget).map(|mut outcomes| {
+        let batch = self.ended(result, mark, budget);
+        if emitted {
+            self.end_state(false);
+            return Ok(Batch::Emitted);
+        }
+        let batch = batch.map(|mut outcomes| {
             outcomes.iter_mut().for_each(clamp_outcome);
             let retried = outcomes.iter().any(|o| matches!(o, Err(StageError::Transient(_))));
             if outcomes.len() != messages.len() {

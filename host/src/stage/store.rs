@@ -60,7 +60,7 @@ impl StoreData {
             stderr,
             limiter: StageLimiter::new(limits),
             deadline: None,
-            emit: EmitCtx { caps: limits.output_caps(), ..Default::default() },
+            emit: EmitCtx::new(limits.output_caps()),
             state: StateCtx::default(),
         })
     }

@@ -22,6 +22,10 @@ pub(crate) struct EmitCtx {
     pub(crate) breach: Option<Breach>,
     /// The stage's output caps, which emitted messages count toward.
     pub(crate) caps: OutputCaps,
+    /// Set while a `process-batch` call runs.
+    batch: bool,
+    /// The current `process-batch` call emitted (and was ended for it).
+    emitted_in_batch: bool,
 }
 
 /// How much one call emitted: messages, and their bytes as the output caps
@@ -49,6 +53,10 @@ pub(crate) trait Downstream: Send {
 pub(crate) struct Stopping;
 
 impl EmitCtx {
+    pub(crate) fn new(caps: OutputCaps) -> Self {
+        EmitCtx { caps, ..Default::default() }
+    }
+
     /// Prepares for a call; `target` `None` makes `emit` fail (e.g. in `init`).
     pub(crate) fn begin(&mut self, target: Option<EmitTarget>) {
         self.target = target;
@@ -58,6 +66,18 @@ impl EmitCtx {
     }
 
     /// Ends a call: what it emitted.
+    /// Prepares for a `process-batch` call, in which an `emit` ends the call.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batch = true;
+        self.emitted_in_batch = false;
+    }
+
+    /// After a `process-batch` call: whether the stage emitted in it.
+    pub(crate) fn end_batch(&mut self) -> bool {
+        self.batch = false;
+        std::mem::take(&mut self.emitted_in_batch)
+    }
+
     pub(crate) fn end(&mut self) -> CallEmits {
         self.target = None;
         CallEmits {
@@ -87,8 +107,15 @@ pub(crate) struct CallEmits {
 
 impl Host for EmitCtx {
     async fn emit(&mut self, message: Message) -> wasmtime::Result<Result<(), String>> {
+        if self.batch {
+            // Which message of the batch this belongs to is unknown: the
+            // call ends here, before anything leaves, and its messages run
+            // again one per call (`StageInstance::process_batch`).
+            self.emitted_in_batch = true;
+            return Err(wasmtime::Error::msg("emitted inside process-batch"));
+        }
         if self.target.is_none() {
-            return Ok(Err("emit works only while `process` runs (with `batch = 1`)".into()));
+            return Ok(Err("emit works only while a message is being processed".into()));
         }
         // A stage told it is past a cap that goes on emitting only burns
         // time and host copies: the call ends (the message fails with the cap).

@@ -43,6 +43,12 @@ pub(super) struct Ran {
     pub(super) requeue: Vec<Envelope>,
     /// Bytes of its outputs, once counted as held in a reorder buffer.
     pub(super) held: usize,
+    /// The stage emitted inside a batch: it gets one message per call from
+    /// now on. If its emitted messages go downstream at once, the batch's
+    /// messages are all in `requeue`, each to run in a job of its own (run
+    /// here, one's emitted messages would overtake the outputs of the ones
+    /// before it, which leave with the job).
+    pub(super) emits: bool,
 }
 
 impl Ran {
@@ -87,7 +93,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
         Runner::Native(native) => {
             let done = native_job(&native.stage, &mut seat, batch, plan.retry).await;
             let busy = started.elapsed().saturating_sub(seat.away);
-            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0 };
+            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0, emits: false };
         }
     };
     let messages = batch.len();
@@ -99,16 +105,24 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             Ok(one) => done.push(one),
             Err((error, envelope)) => stuck = Some(Stuck { error, messages: vec![envelope] }),
         }
-        return Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue: Vec::new(), held: 0 };
+        return Ran {
+            done,
+            stuck,
+            busy: started.elapsed().saturating_sub(seat.away),
+            requeue: Vec::new(),
+            held: 0,
+            emits: false,
+        };
     }
     let instance = match seat.instance(&pre).await {
         Ok(instance) => instance,
         Err(error) => {
             let stuck = Some(Stuck { error, messages: batch });
-            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new(), held: 0 };
+            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new(), held: 0, emits: false };
         }
     };
     let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
+    let mut emits = false;
     let outcomes = match instance.process_batch(&messages).await {
         Ok(Batch::Settled(outcomes)) => outcomes.into_iter().map(Some).collect(),
         Ok(Batch::Miscounted { got }) => {
@@ -117,6 +131,20 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
                 "process-batch returned {got} outcomes for {} messages; running them one by one",
                 messages.len()
             );
+            vec![None; messages.len()]
+        }
+        Ok(Batch::Emitted) => {
+            tracing::debug!(
+                stage = &**pre.name(),
+                "the stage emitted inside a batch; running its messages, and the stage's from now on, one per call"
+            );
+            seat.trapped();
+            emits = true;
+            if let EmitPlan::Now(..) = plan.emit {
+                let requeue = messages.into_iter().zip(origins).map(|(message, origin)| Envelope { message, origin });
+                let busy = started.elapsed().saturating_sub(seat.away);
+                return Ran { done, stuck, busy, requeue: requeue.collect(), held: 0, emits };
+            }
             vec![None; messages.len()]
         }
         Ok(Batch::Undone) => {
@@ -182,7 +210,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             },
         }
     }
-    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0 }
+    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0, emits }
 }
 
 /// Runs a job through a native stage, message by message, with retries.

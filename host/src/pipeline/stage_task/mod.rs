@@ -186,10 +186,13 @@ impl StageTask {
         let mut size = BatchSize::new(self.exec.batch, self.exec.batch_window);
         // Messages taken for the next job, waiting for a slot (not keyed).
         let mut next: Vec<Envelope> = Vec::new();
+        // Messages of a batch in which the stage emitted, to run again one
+        // per job before any other (they were counted in already).
+        let mut again: std::collections::VecDeque<Envelope> = Default::default();
         // A new component waiting for the messages in flight to finish.
         let mut swap: Option<Swap> = None;
         loop {
-            if swap.is_some() && in_flight.len() == 0 && next.is_empty() && keys.waiting() == 0 {
+            if swap.is_some() && in_flight.len() == 0 && next.is_empty() && again.is_empty() && keys.waiting() == 0 {
                 size = self.swap(swap.take().expect("checked"), &tx);
             }
             let reorder_room = self.exec.concurrency + self.exec.buffer;
@@ -213,13 +216,20 @@ impl StageTask {
                         .map(|e| key_of(&e.message));
                     let messages = ran.done.len();
                     let busy_for = ran.busy;
+                    let emits = ran.emits;
                     let requeue = self.finish_all(ran, &tx).await?;
-                    if !requeue.is_empty() {
+                    if emits {
+                        // The batch's messages go first, one per job.
+                        again.extend(requeue);
+                    } else if !requeue.is_empty() {
                         // Its outputs come next: ahead of every job started after it.
                         let seat = self.seat(None);
                         in_flight.push_front(self.start(seat, requeue));
                     }
                     size.observe(messages, busy_for);
+                    if emits {
+                        size = BatchSize::new(1, self.exec.batch_window);
+                    }
                     if let Some(key) = key {
                         if self.stuck.is_some() {
                             // No job will run for this key again: all its queue goes.
@@ -235,9 +245,20 @@ impl StageTask {
                         }
                     }
                 }
+                // A message of a batch in which the stage emitted, alone.
+                slot = self.slots.acquire(), if !again.is_empty() => {
+                    let envelope = again.pop_front().expect("checked");
+                    if self.stuck.is_some() {
+                        drop(slot);
+                        self.refuse(vec![envelope]).await?;
+                        continue;
+                    }
+                    let seat = self.seat(Some(slot));
+                    in_flight.push(self.start(seat, vec![envelope]));
+                }
                 // Not keyed: a slot for the messages taken, then whatever else
                 // is waiting joins them, up to the batch size.
-                slot = self.slots.acquire(), if !next.is_empty() => {
+                slot = self.slots.acquire(), if !next.is_empty() && again.is_empty() => {
                     if self.stuck.is_some() {
                         drop(slot);
                         let batch = std::mem::take(&mut next);
@@ -249,7 +270,8 @@ impl StageTask {
                     in_flight.push(job);
                 }
                 received = rx.recv_many(&mut next, if keyed { 1 } else { size.get() }),
-                    if input_open && swap.is_none() && next.is_empty() && if keyed { keyed_room } else { room } =>
+                    if input_open && swap.is_none() && next.is_empty() && again.is_empty()
+                        && if keyed { keyed_room } else { room } =>
                 {
                     match received {
                         0 => input_open = false,
