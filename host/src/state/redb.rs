@@ -24,18 +24,24 @@ impl Redb {
         Redb { path: path.into(), db: Mutex::default() }
     }
 
+    /// Where a new store file is made before it is renamed to the path:
+    /// beside it, hidden, so that the rename is atomic.
+    fn fresh_path(&self) -> PathBuf {
+        let name = self.path.file_name().map_or_else(|| "state.redb".into(), |n| n.to_string_lossy().into_owned());
+        self.path.with_file_name(format!(".{name}.new"))
+    }
+
     fn error(&self, e: impl std::fmt::Display) -> StateError {
         StateError { path: self.path.clone(), reason: e.to_string() }
     }
 
-    /// The database, opened (and with `create`, created) if need be; `None`
-    /// if there is no file and `create` is false.
-    fn db(&self, create: bool) -> Result<Option<Arc<::redb::Database>>, StateError> {
+    /// The database, opened if need be; `None` if there is no file.
+    fn db(&self) -> Result<Option<Arc<::redb::Database>>, StateError> {
         let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = &*slot {
             return Ok(Some(db.clone()));
         }
-        if !create && !self.path.exists() {
+        if !self.path.exists() {
             return Ok(None);
         }
         let db = ::redb::Database::create(&self.path).map_err(|e| match e {
@@ -54,7 +60,7 @@ impl Redb {
         table: TableDefinition<K, V>,
         f: impl FnOnce(::redb::ReadOnlyTable<K, V>) -> Result<T, StateError>,
     ) -> Result<Option<T>, StateError> {
-        let Some(db) = self.db(false)? else { return Ok(None) };
+        let Some(db) = self.db()? else { return Ok(None) };
         let txn = db.begin_read().map_err(|e| self.error(e))?;
         match txn.open_table(table) {
             Ok(table) => f(table).map(Some),
@@ -148,7 +154,19 @@ impl Backend for Redb {
         if writes.is_empty() && !self.path.exists() {
             return Ok(());
         }
-        let db = self.db(true)?.expect("created");
+        // A new file is made beside the path and renamed into place once its
+        // first commit is durable: a process killed while creating it (even
+        // `kill -9`) leaves no file rather than one that cannot be opened,
+        // and a file at the path always holds a commit.
+        let (db, fresh) = match self.db()? {
+            Some(db) => (db, None),
+            None => {
+                let fresh = self.fresh_path();
+                let _ = std::fs::remove_file(&fresh);
+                let db = ::redb::Database::create(&fresh).map_err(|e| self.error(e))?;
+                (Arc::new(db), Some(fresh))
+            }
+        };
         let txn = db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut table = txn.open_table(STATE).map_err(|e| self.error(e))?;
@@ -169,7 +187,15 @@ impl Backend for Redb {
             }
             .map_err(|e| self.error(e))?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        txn.commit().map_err(|e| self.error(e))?;
+        if let Some(fresh) = fresh {
+            std::fs::rename(&fresh, &self.path)
+                .map_err(|e| self.error(format!("renaming {}: {e}", fresh.display())))?;
+            let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.error(e))?;
+            *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);
+        }
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
