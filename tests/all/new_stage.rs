@@ -15,7 +15,17 @@ use std::process::{Command, Output, Stdio};
 
 /// `sluice <args>` in `dir`, to the end.
 fn sluice(dir: &Path, args: &[&str]) -> Output {
-    Command::new(sluice_binary()).args(args).current_dir(dir).stdin(Stdio::null()).output().unwrap()
+    // The toolchains `sluice build` installs without root (componentize-py,
+    // componentize-js, Zig) go where the plugins' builds put theirs: the
+    // same versions, installed once per checkout instead of twice.
+    let toolchains = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/toolchains");
+    Command::new(sluice_binary())
+        .args(args)
+        .current_dir(dir)
+        .env("SLUICE_TOOLCHAINS", toolchains)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn succeeds(out: &Output, what: &str) -> String {
