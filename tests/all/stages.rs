@@ -25,7 +25,9 @@ async fn split_drop_invalid_and_transient_each_go_where_they_belong() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_dead_letters_that_message_only_and_the_run_goes_on() {
     let scratch = Scratch::new();
-    let run = scratch.run(&test_stage(""), "a\ncount\npanic:boom at 42\nb\ncount\n").await;
+    // One message per call, so that `count` counts this input's messages.
+    let pipeline = header("lines") + &crate::support::stage_with("t", guests::TEST_STAGE, "", "batch = 1");
+    let run = scratch.run(&pipeline, "a\ncount\npanic:boom at 42\nb\ncount\n").await;
     let report = run.report.unwrap();
     // `count` says how many messages the instance has seen: after the trap a
     // fresh instance took over, so the second count restarts.
