@@ -162,21 +162,34 @@ async fn drain(mut rx: tokio::sync::mpsc::Receiver<Delivered>) -> Vec<Delivered>
     all
 }
 
+/// What `call` and `test` read of a dead-letter record. Only these fields:
+/// the record also holds the message, whose JSON need not fit serde_json's
+/// numbers (`1e400`), and is skipped unread.
+#[derive(serde::Deserialize)]
+struct Record {
+    stage: Option<String>,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    reason: String,
+}
+
 fn read_dead_letter(delivered: Delivered) -> Result<DeadLetter> {
-    let record: serde_json::Value =
+    let record: Record =
         serde_json::from_slice(&delivered.message.value).context("a dead-letter record that is not JSON")?;
-    let text = |key: &str| record.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    Ok(DeadLetter {
-        input: delivered.input,
-        stage: text("stage"),
-        error: text("error").unwrap_or_default(),
-        reason: text("reason").unwrap_or_default(),
-    })
+    Ok(DeadLetter { input: delivered.input, stage: record.stage, error: record.error, reason: record.reason })
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn a_dead_letter_is_read_whatever_numbers_its_message_holds() {
+        let text = br#"{"stage":"s","error":"invalid","reason":"too big","message":{"amount":1e400}}"#;
+        let record: super::Record = serde_json::from_slice(text).unwrap();
+        assert_eq!((record.stage.as_deref(), &*record.error, &*record.reason), (Some("s"), "invalid", "too big"));
+    }
 
     #[test]
     fn a_plugin_file_name_becomes_a_valid_stage_name() {
