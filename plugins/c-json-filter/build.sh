@@ -52,7 +52,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 "$wasm_c" bindings "$root/wit" plugin "$tmp/gen" >/dev/null
 
-clang-16 --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor \
+clang-16 --target=wasm32-wasi --sysroot=/usr -O2 -msimd128 -mexec-model=reactor \
   -Wall -Wextra -I "$tmp/gen" -Wl,--strip-all \
   -o "$tmp/core.wasm" \
   "$here/stage.c" "$tmp/gen/plugin.c" "$tmp/gen/plugin_component_type.o"

@@ -62,7 +62,7 @@ zig translate-c -target wasm32-wasi -lc "$gen/plugin.h" >"$gen/plugin.zig"
 
 # 3. Compile: stage.zig is the root module and imports the bindings as `plugin`;
 #    per-module settings come before each -M.
-zig build-exe -target wasm32-wasi -O ReleaseSmall -fstrip -fno-entry -mexec-model=reactor -lc \
+zig build-exe -target wasm32-wasi -mcpu generic+simd128 -O ReleaseSmall -fstrip -fno-entry -mexec-model=reactor -lc \
   --dep plugin "-Mroot=$here/stage.zig" \
   -I "$gen" "$gen/plugin.c" "$gen/plugin_component_type.o" "-Mplugin=$gen/plugin.zig" \
   --cache-dir "$tmp/zig-cache" "-femit-bin=$tmp/core.wasm"

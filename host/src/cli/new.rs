@@ -51,6 +51,7 @@ impl Lang {
         match self {
             Lang::Rust => &[
                 ("Cargo.toml", include_str!("../../templates/rust/Cargo.toml")),
+                (".cargo/config.toml", include_str!("../../templates/rust/.cargo/config.toml")),
                 ("src/lib.rs", include_str!("../../templates/rust/src/lib.rs")),
             ],
             Lang::Python => &[("app.py", include_str!("../../templates/python/app.py"))],
@@ -64,7 +65,8 @@ impl Lang {
     fn readme(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Lang::Rust => (
-                "| `src/lib.rs`, `Cargo.toml` | the stage; it depends on `wit-bindgen` from crates.io |\n",
+                "| `src/lib.rs`, `Cargo.toml` | the stage; it depends on `wit-bindgen` from crates.io |\n\
+                 | `.cargo/config.toml` | builds with WebAssembly SIMD (`+simd128`) |\n",
                 "runs cargo for `wasm32-wasip2` (with rustup's target if it is installed, else with \
                  Debian's Rust toolchain and `-Zbuild-std`).",
                 "`src/lib.rs`",

@@ -32,7 +32,15 @@ pub(super) fn build_c(dir: &Path, out: &Path) -> Result<()> {
     let core = dir.join("target/core.wasm");
     let mut cmd = Command::new("clang-16");
     cmd.current_dir(dir)
-        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra"])
+        .args([
+            "--target=wasm32-wasi",
+            "--sysroot=/usr",
+            "-O2",
+            "-msimd128",
+            "-mexec-model=reactor",
+            "-Wall",
+            "-Wextra",
+        ])
         .arg("-I")
         .arg(&gen_dir)
         .arg("-Wl,--strip-all")

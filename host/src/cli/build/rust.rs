@@ -99,7 +99,9 @@ pub(super) fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<()> {
         cmd.env("PATH", std::env::join_paths(path).context("PATH")?)
             .env("RUSTC", DEBIAN_RUSTC)
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTFLAGS", format!("-C link-self-contained=no -L {WASI_LIBC}"))
+            // RUSTFLAGS overrides the project's `.cargo/config.toml`: say
+            // SIMD again (`sluice new` writes it there for the rustup route).
+            .env("RUSTFLAGS", format!("-C target-feature=+simd128 -C link-self-contained=no -L {WASI_LIBC}"))
             .arg("-Zbuild-std=std,panic_abort");
     }
     run(&mut cmd, "cargo build")?;

@@ -64,7 +64,7 @@ pub(super) fn build_zig(dir: &Path, out: &Path) -> Result<()> {
     let core = dir.join("target/core.wasm");
     let mut cmd = zig(&python, &venv);
     cmd.current_dir(dir)
-        .args(["build-exe", "-target", "wasm32-wasi", "-O", "ReleaseSmall", "-fstrip"])
+        .args(["build-exe", "-target", "wasm32-wasi", "-mcpu", "generic+simd128", "-O", "ReleaseSmall", "-fstrip"])
         .args(["-fno-entry", "-mexec-model=reactor", "-lc", "--dep", "plugin", "-Mroot=stage.zig", "-I"])
         .arg(&gen_dir)
         .arg(gen_dir.join("plugin.c"))
