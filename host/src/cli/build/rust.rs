@@ -81,7 +81,13 @@ pub(crate) fn component_linker() -> Option<PathBuf> {
 
 pub(super) fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<()> {
     let toolchain = RustToolchain::detect()?;
-    let target_dir = dir.join("target");
+    // Debian's route builds std from source (`-Zbuild-std`) into the target
+    // directory: one shared by every project, in sluice's cache, builds it
+    // once per machine instead of once per project (3 minutes each).
+    let target_dir = match toolchain {
+        RustToolchain::Rustup => dir.join("target"),
+        RustToolchain::Debian { .. } => toolchains()?.join("rust-target"),
+    };
     let mut cmd = match &toolchain {
         RustToolchain::Rustup => Command::new("cargo"),
         RustToolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
