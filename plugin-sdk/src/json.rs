@@ -10,6 +10,7 @@
 //! assert_eq!(path.get(&doc), Some(&serde_json::json!("a@b.c")));
 //! ```
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
@@ -63,6 +64,20 @@ fn child_mut<'a>(v: &'a mut Value, seg: &str) -> Option<&'a mut Value> {
 }
 
 impl FieldPath {
+    /// The field of the JSON document `text`, read without building the rest
+    /// of the document: the whole text is still checked (a document that is
+    /// not JSON is an error, as for `serde_json::from_slice`), but only the
+    /// field becomes a [`Value`]. The same as parsing the document and
+    /// [`get`](Self::get)ting the field, for a fraction of the work when a
+    /// stage only reads. (A duplicate key's last value wins, as in a parsed
+    /// document.)
+    pub fn read(&self, text: &[u8]) -> Result<Option<Value>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let field = Seek(&self.segments).deserialize(&mut de)?;
+        de.end()?;
+        Ok(field)
+    }
+
     /// The field, if every segment of the path exists.
     pub fn get<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
         self.segments.iter().try_fold(doc, |v, seg| child(v, seg))
@@ -123,6 +138,107 @@ impl FieldPath {
     }
 }
 
+/// Reads the value at the path `.0` below the value being deserialised,
+/// skipping everything else unbuilt.
+struct Seek<'p>(&'p [String]);
+
+impl<'de> DeserializeSeed<'de> for Seek<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        match self.0.split_first() {
+            None => serde::Deserialize::deserialize(d).map(Some),
+            Some((segment, rest)) => d.deserialize_any(Step { segment, rest }),
+        }
+    }
+}
+
+/// One segment of the path: a member of an object or an element of an
+/// array; anything else has no such field.
+struct Step<'p> {
+    segment: &'p str,
+    rest: &'p [String],
+}
+
+impl<'de> Visitor<'de> for Step<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
+        let mut found = None;
+        while let Some(wanted) = map.next_key_seed(KeyIs(self.segment))? {
+            if wanted {
+                found = map.next_value_seed(Seek(self.rest))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Value>, A::Error> {
+        let index = self.segment.parse::<usize>().ok();
+        let mut found = None;
+        for i in 0.. {
+            if Some(i) == index {
+                match seq.next_element_seed(Seek(self.rest))? {
+                    Some(field) => found = field,
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+}
+
+/// Whether an object's key is the segment, compared where it lies (no
+/// copy of the key unless it has escapes).
+struct KeyIs<'p>(&'p str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
 /// The JSON type name of `v`, for error messages.
 pub fn kind(v: &Value) -> &'static str {
     match v {
@@ -168,6 +284,18 @@ mod tests {
         assert_eq!(p("user.email").remove(&mut doc), Some(json!("e")));
         assert_eq!(doc, json!({"user": {"name": "n"}}));
         assert_eq!(p("user.email").remove(&mut doc), None);
+    }
+
+    #[test]
+    fn read_finds_what_get_finds_without_building_the_document() {
+        let text = br#"{"a": {"b": [10, {"c": true}], "k\u0065y": "escaped"}, "a2": null, "n": 1.5, "d": 1, "d": 2}"#;
+        let doc: Value = serde_json::from_slice(text).unwrap();
+        for path in ["a", "a.b", "a.b.0", "a.b.1.c", "a.b.9", "a.x", "a.key", "a2", "a2.x", "n", "n.x", "d", "a.b.c"] {
+            assert_eq!(p(path).read(text).unwrap().as_ref(), p(path).get(&doc), "{path}");
+        }
+        assert!(p("a").read(br#"{"a": 1,}"#).is_err(), "the whole document is checked");
+        assert!(p("a").read(br#"{"a": 1} x"#).is_err(), "trailing text is an error, as for from_slice");
+        assert!(p("a").read(br#"{"b": [1, 2"#).is_err());
     }
 
     #[test]

@@ -24,6 +24,14 @@ impl Message {
             .map_err(|e| StageError::invalid(format!("value is not the expected JSON: {e}")))
     }
 
+    /// The field at `path` of the value parsed as JSON, without building the
+    /// rest of the document ([`FieldPath::read`](crate::json::FieldPath::read)):
+    /// for a stage that only reads a field. A value that is not JSON is
+    /// [`StageError::Invalid`], as for [`json`](Self::json).
+    pub fn json_field(&self, path: &crate::json::FieldPath) -> Result<Option<serde_json::Value>, StageError> {
+        path.read(&self.value).map_err(|e| StageError::invalid(format!("value is not the expected JSON: {e}")))
+    }
+
     /// Replaces the value with `doc` serialised as compact JSON.
     pub fn set_json<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), StageError> {
         self.value =

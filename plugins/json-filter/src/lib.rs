@@ -94,8 +94,9 @@ impl Stage for JsonFilter {
     }
 
     fn process(&mut self, message: Message) -> Result<Vec<Message>, StageError> {
-        let doc = message.json()?;
-        Ok(if self.keeps(self.field.get(&doc))? { vec![message] } else { Vec::new() })
+        // Only the field is built; the rest of the document is checked, not kept.
+        let field = message.json_field(&self.field)?;
+        Ok(if self.keeps(field.as_ref())? { vec![message] } else { Vec::new() })
     }
 }
 
