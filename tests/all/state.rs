@@ -99,6 +99,22 @@ async fn emitted_messages_come_before_the_final_result_and_in_input_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_transient_failure_in_a_batch_that_wrote_state_counts_as_its_first_attempt() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines")
+        + "[state]\nbackend = \"memory\"\n"
+        + &test_stage("t", "batch = 8\nbatch_window = \"10s\"\nretries = { max = 0 }");
+    // The batch's writes are undone and its messages run again alone, but
+    // `incrflaky:b` had its one attempt: with no retries it is dead-lettered,
+    // as it would be alone, and b is never written.
+    let run = scratch.run(&pipeline, "incr:a\nincr:a\nincrflaky:b\nincr:a\nget:b\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["a=1", "a=2", "a=3", "none"]);
+    assert_eq!(run.dead.len(), 1, "{:?}", run.dead);
+    assert_eq!(run.dead[0]["error"], "transient");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stage_that_emits_inside_a_batch_gets_one_message_per_call_from_then_on() {
     let scratch = Scratch::new();
     let pipeline = header("lines") + &test_stage("t", "batch = 8\nbatch_window = \"10s\"");

@@ -34,7 +34,8 @@ pub(crate) enum Batch {
     /// writes were that message's is unknown, so all were dropped: each
     /// message runs again alone, and makes its own again (a `transient`
     /// message's writes must not stay behind for its retry to make twice).
-    Undone,
+    /// The outcomes say which failed `transient` (their attempt was made).
+    Undone(Vec<Outcome>),
     /// The stage called `emit`: which message that belongs to is unknown,
     /// so the call was ended there, like a trap (nothing emitted left, its
     /// state writes were dropped, the instance must be dropped), and each
@@ -195,7 +196,7 @@ impl StageInstance {
             if outcomes.len() != messages.len() {
                 Batch::Miscounted { got: outcomes.len() }
             } else if retried && self.wrote_state() {
-                Batch::Undone
+                Batch::Undone(outcomes)
             } else {
                 Batch::Settled(outcomes)
             }

@@ -24,13 +24,6 @@ impl Redb {
         Redb { path: path.into(), db: Mutex::default() }
     }
 
-    /// Where a new store file is made before it is renamed to the path:
-    /// beside it, hidden, so that the rename is atomic.
-    fn fresh_path(&self) -> PathBuf {
-        let name = self.path.file_name().map_or_else(|| "state.redb".into(), |n| n.to_string_lossy().into_owned());
-        self.path.with_file_name(format!(".{name}.new"))
-    }
-
     fn error(&self, e: impl std::fmt::Display) -> StateError {
         StateError { path: self.path.clone(), reason: e.to_string() }
     }
@@ -154,15 +147,23 @@ impl Backend for Redb {
         if writes.is_empty() && !self.path.exists() {
             return Ok(());
         }
-        // A new file is made beside the path and renamed into place once its
-        // first commit is durable: a process killed while creating it (even
-        // `kill -9`) leaves no file rather than one that cannot be opened,
-        // and a file at the path always holds a commit.
+        // A new file is made beside the path, under a name of its own, and
+        // linked into place once its first commit is durable: a process
+        // killed while creating it (even `kill -9`) leaves no file at the
+        // path rather than one that cannot be opened, and a file at the path
+        // always holds a commit.
         let (db, fresh) = match self.db()? {
             Some(db) => (db, None),
             None => {
-                let fresh = self.fresh_path();
-                let _ = std::fs::remove_file(&fresh);
+                let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let fresh = tempfile::Builder::new()
+                    .prefix(&format!(".{name}."))
+                    .suffix(".new")
+                    .tempfile_in(dir)
+                    .map_err(|e| self.error(format!("creating a new store file in {}: {e}", dir.display())))?
+                    .into_temp_path();
+                // redb makes a database of an empty file.
                 let db = ::redb::Database::create(&fresh).map_err(|e| self.error(e))?;
                 (Arc::new(db), Some(fresh))
             }
@@ -189,8 +190,18 @@ impl Backend for Redb {
         }
         txn.commit().map_err(|e| self.error(e))?;
         if let Some(fresh) = fresh {
-            std::fs::rename(&fresh, &self.path)
-                .map_err(|e| self.error(format!("renaming {}: {e}", fresh.display())))?;
+            // A link, not a rename: it never replaces a file another process
+            // made at the path meanwhile. The new name goes with `fresh`.
+            match std::fs::hard_link(&fresh, &self.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(self.error("another process created it meanwhile (is the pipeline running twice?)"));
+                }
+                // A file system without hard links.
+                Err(_) => std::fs::rename(&fresh, &self.path)
+                    .map_err(|e| self.error(format!("renaming {}: {e}", fresh.display())))?,
+            }
+            drop(fresh);
             let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.error(e))?;
             *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);

@@ -65,7 +65,6 @@ impl EmitCtx {
         self.breach = None;
     }
 
-    /// Ends a call: what it emitted.
     /// Prepares for a `process-batch` call, in which an `emit` ends the call.
     pub(crate) fn begin_batch(&mut self) {
         self.batch = true;
@@ -78,6 +77,7 @@ impl EmitCtx {
         std::mem::take(&mut self.emitted_in_batch)
     }
 
+    /// Ends a call: what it emitted.
     pub(crate) fn end(&mut self) -> CallEmits {
         self.target = None;
         CallEmits {

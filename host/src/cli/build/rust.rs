@@ -110,6 +110,13 @@ pub(super) fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<()> {
             .env("RUSTFLAGS", format!("-C target-feature=+simd128 -C link-self-contained=no -L {WASI_LIBC}"))
             .arg("-Zbuild-std=std,panic_abort");
     }
+    // Held from the build to the copy: in a shared target directory, two
+    // projects' crates of one name write the same file (cargo's own lock
+    // ends with cargo).
+    std::fs::create_dir_all(&target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    let lock_path = target_dir.join(".sluice-build.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     run(&mut cmd, "cargo build")?;
     let built = target_dir.join(WASI_TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::copy(&built, out).with_context(|| format!("copying {} to {}", built.display(), out.display()))?;

@@ -44,11 +44,13 @@ pub(super) struct Ran {
     /// Bytes of its outputs, once counted as held in a reorder buffer.
     pub(super) held: usize,
     /// The stage emitted inside a batch: it gets one message per call from
-    /// now on. If its emitted messages go downstream at once, the batch's
-    /// messages are all in `requeue`, each to run in a job of its own (run
-    /// here, one's emitted messages would overtake the outputs of the ones
-    /// before it, which leave with the job).
+    /// now on.
     pub(super) emits: bool,
+    /// When it did, and its emitted messages go downstream at once: the
+    /// batch's messages, each to run in a job of its own before any other
+    /// (run here, one's emitted messages would overtake the outputs of the
+    /// ones before it, which leave with the job).
+    pub(super) alone: Vec<Envelope>,
 }
 
 impl Ran {
@@ -93,7 +95,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
         Runner::Native(native) => {
             let done = native_job(&native.stage, &mut seat, batch, plan.retry).await;
             let busy = started.elapsed().saturating_sub(seat.away);
-            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0, emits: false };
+            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0, emits: false, alone: Vec::new() };
         }
     };
     let messages = batch.len();
@@ -112,13 +114,22 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             requeue: Vec::new(),
             held: 0,
             emits: false,
+            alone: Vec::new(),
         };
     }
     let instance = match seat.instance(&pre).await {
         Ok(instance) => instance,
         Err(error) => {
             let stuck = Some(Stuck { error, messages: batch });
-            return Ran { done, stuck, busy: Duration::ZERO, requeue: Vec::new(), held: 0, emits: false };
+            return Ran {
+                done,
+                stuck,
+                busy: Duration::ZERO,
+                requeue: Vec::new(),
+                held: 0,
+                emits: false,
+                alone: Vec::new(),
+            };
         }
     };
     let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
@@ -141,18 +152,20 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             seat.trapped();
             emits = true;
             if let EmitPlan::Now(..) = plan.emit {
-                let requeue = messages.into_iter().zip(origins).map(|(message, origin)| Envelope { message, origin });
+                let alone = messages.into_iter().zip(origins).map(|(message, origin)| Envelope { message, origin });
                 let busy = started.elapsed().saturating_sub(seat.away);
-                return Ran { done, stuck, busy, requeue: requeue.collect(), held: 0, emits };
+                return Ran { done, stuck, busy, requeue: Vec::new(), held: 0, emits, alone: alone.collect() };
             }
             vec![None; messages.len()]
         }
-        Ok(Batch::Undone) => {
+        Ok(Batch::Undone(outcomes)) => {
             tracing::debug!(
                 stage = &**pre.name(),
                 "a message of a batch that wrote state failed `transient`; running the batch's messages one by one"
             );
-            vec![None; messages.len()]
+            // The `transient` ones had their first attempt: retried after
+            // their backoff. The others run again as if for the first time.
+            outcomes.into_iter().map(|o| matches!(o, Err(StageError::Transient(_))).then_some(o)).collect()
         }
         Err(trap) => {
             tracing::debug!(stage = &**pre.name(), "a batch trapped ({trap}); running its messages one by one");
@@ -210,7 +223,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             },
         }
     }
-    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0, emits }
+    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0, emits, alone: Vec::new() }
 }
 
 /// Runs a job through a native stage, message by message, with retries.

@@ -207,7 +207,7 @@ impl StageTask {
                 // Finish before starting: frees slots, keeps the reorder buffer short.
                 biased;
                 Some(joined) = in_flight.next(), if in_flight.len() > 0 => {
-                    let ran = joined
+                    let mut ran = joined
                         .map_err(|e| RunError::Internal(format!("stage `{}` job failed: {e}", self.runner.name())))?;
                     // Keyed jobs hold one message each.
                     let key = ran.done.first().map(|d| &d.envelope)
@@ -217,11 +217,10 @@ impl StageTask {
                     let messages = ran.done.len();
                     let busy_for = ran.busy;
                     let emits = ran.emits;
+                    // The batch's messages go first, one per job.
+                    again.extend(std::mem::take(&mut ran.alone));
                     let requeue = self.finish_all(ran, &tx).await?;
-                    if emits {
-                        // The batch's messages go first, one per job.
-                        again.extend(requeue);
-                    } else if !requeue.is_empty() {
+                    if !requeue.is_empty() {
                         // Its outputs come next: ahead of every job started after it.
                         let seat = self.seat(None);
                         in_flight.push_front(self.start(seat, requeue));
@@ -319,7 +318,9 @@ impl StageTask {
         if more > 0 {
             let _ = rx.recv_many(next, more).now_or_never();
         }
-        let batch = std::mem::take(next);
+        // `next` was taken at the size of its time, which may have dropped
+        // since (a stage that emitted): the rest wait for the next slot.
+        let batch = if next.len() > size { next.drain(..size).collect() } else { std::mem::take(next) };
         self.count_in(batch.len());
         let seat = self.seat(Some(slot));
         self.start(seat, batch)

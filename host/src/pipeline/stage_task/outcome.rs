@@ -50,7 +50,7 @@ impl StageTask {
     /// them is tallied, and emitted once for the job. Returns the job's
     /// messages that did not run (to run next, in a job of their own).
     pub(super) async fn finish_all(&mut self, ran: Ran, tx: &Sender<Envelope>) -> Result<Vec<Envelope>, TaskError> {
-        let Ran { done, stuck, busy: _, requeue, held, emits: _ } = ran;
+        let Ran { done, stuck, busy: _, requeue, held, emits: _, alone: _ } = ran;
         self.held.fetch_sub(held, Relaxed);
         let mut job = JobFinished::new(done.len());
         let mut outputs = Vec::with_capacity(done.len());
