@@ -106,8 +106,15 @@ fn new_refuses_a_directory_that_is_not_empty() {
 fn build_names_the_install_command_for_a_missing_system_toolchain() {
     // No node or npm on PATH, and no componentize-js in the (empty) cache:
     // `sluice build` cannot install node itself, so it says how, exit 69.
+    let stderr = build_with_nothing_installed("js");
+    assert!(stderr.contains("sudo apt-get install nodejs npm"), "{stderr}");
+}
+
+/// `sluice build` of a new `lang` project with nothing on PATH and an empty
+/// toolchain cache: it must exit 69 (`EX_UNAVAILABLE`); its stderr.
+fn build_with_nothing_installed(lang: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    succeeds(&sluice(tmp.path(), &["new", "--lang", "js", "x"]), "sluice new");
+    succeeds(&sluice(tmp.path(), &["new", "--lang", lang, "x"]), "sluice new");
     let out = Command::new(sluice_binary())
         .arg("build")
         .current_dir(tmp.path().join("x"))
@@ -115,26 +122,16 @@ fn build_names_the_install_command_for_a_missing_system_toolchain() {
         .env("SLUICE_TOOLCHAINS", tmp.path().join("toolchains"))
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(69), "{stderr}");
-    assert!(stderr.contains("sudo apt-get install nodejs npm"), "{stderr}");
+    stderr
 }
 
 #[test]
 fn build_of_a_zig_stage_names_the_install_command_when_python_is_missing() {
     // Zig comes from PyPI: without python3 (nothing on PATH) and with an empty
     // cache, `sluice build` cannot install it, and says what would let it.
-    let tmp = tempfile::tempdir().unwrap();
-    succeeds(&sluice(tmp.path(), &["new", "--lang", "zig", "x"]), "sluice new");
-    let out = Command::new(sluice_binary())
-        .arg("build")
-        .current_dir(tmp.path().join("x"))
-        .env("PATH", tmp.path().join("no-bin"))
-        .env("SLUICE_TOOLCHAINS", tmp.path().join("toolchains"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    let stderr = build_with_nothing_installed("zig");
     assert!(stderr.contains("cannot build a Zig stage"), "{stderr}");
     assert!(stderr.contains("sudo apt-get install python3 python3-venv"), "{stderr}");
 }
