@@ -185,12 +185,13 @@ impl StageInstance {
         let result = budget.guard(call).await;
         let emitted = self.store.data_mut().emit.end_batch();
         self.report_dropped_logs();
-        let batch = self.ended(result, mark, budget);
+        let ended = self.ended(result, mark, budget);
         if emitted {
+            // The call was ended by the `emit` (a trap): what it returned is moot.
             self.end_state(false);
             return Ok(Batch::Emitted);
         }
-        let batch = batch.map(|mut outcomes| {
+        let batch = ended.map(|mut outcomes| {
             outcomes.iter_mut().for_each(clamp_outcome);
             let retried = outcomes.iter().any(|o| matches!(o, Err(StageError::Transient(_))));
             if outcomes.len() != messages.len() {
@@ -206,8 +207,8 @@ impl StageInstance {
     }
 
     /// Whether the call that just ended wrote state.
-    fn wrote_state(&mut self) -> bool {
-        self.store.data_mut().state.scope.as_ref().is_some_and(StateScope::has_writes)
+    fn wrote_state(&self) -> bool {
+        self.store.data().state.scope.as_ref().is_some_and(StateScope::has_writes)
     }
 
     /// Sets the call's fuel and deadline; returns the stderr mark. The log

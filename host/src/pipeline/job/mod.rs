@@ -54,6 +54,11 @@ pub(super) struct Ran {
 }
 
 impl Ran {
+    /// A job's messages done (or stuck), with nothing left to run.
+    fn of(done: Vec<Done>, stuck: Option<Stuck>, busy: Duration) -> Self {
+        Ran { done, stuck, busy, requeue: Vec::new(), held: 0, emits: false, alone: Vec::new() }
+    }
+
     /// Bytes of the outputs it carries, as the output caps count them.
     pub(super) fn output_bytes(&self) -> usize {
         let outputs = self.done.iter().filter_map(|d| d.result.as_ref().ok());
@@ -95,7 +100,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
         Runner::Native(native) => {
             let done = native_job(&native.stage, &mut seat, batch, plan.retry).await;
             let busy = started.elapsed().saturating_sub(seat.away);
-            return Ran { done, stuck: None, busy, requeue: Vec::new(), held: 0, emits: false, alone: Vec::new() };
+            return Ran::of(done, None, busy);
         }
     };
     let messages = batch.len();
@@ -107,29 +112,13 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             Ok(one) => done.push(one),
             Err((error, envelope)) => stuck = Some(Stuck { error, messages: vec![envelope] }),
         }
-        return Ran {
-            done,
-            stuck,
-            busy: started.elapsed().saturating_sub(seat.away),
-            requeue: Vec::new(),
-            held: 0,
-            emits: false,
-            alone: Vec::new(),
-        };
+        return Ran::of(done, stuck, started.elapsed().saturating_sub(seat.away));
     }
     let instance = match seat.instance(&pre).await {
         Ok(instance) => instance,
         Err(error) => {
             let stuck = Some(Stuck { error, messages: batch });
-            return Ran {
-                done,
-                stuck,
-                busy: Duration::ZERO,
-                requeue: Vec::new(),
-                held: 0,
-                emits: false,
-                alone: Vec::new(),
-            };
+            return Ran::of(done, stuck, Duration::ZERO);
         }
     };
     let (messages, origins): (Vec<Message>, Vec<Origin>) = batch.into_iter().map(|e| (e.message, e.origin)).unzip();
@@ -154,7 +143,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             if let EmitPlan::Now(..) = plan.emit {
                 let alone = messages.into_iter().zip(origins).map(|(message, origin)| Envelope { message, origin });
                 let busy = started.elapsed().saturating_sub(seat.away);
-                return Ran { done, stuck, busy, requeue: Vec::new(), held: 0, emits, alone: alone.collect() };
+                return Ran { emits, alone: alone.collect(), ..Ran::of(done, stuck, busy) };
             }
             vec![None; messages.len()]
         }
@@ -223,7 +212,7 @@ pub(super) async fn job(runner: Runner, mut seat: Seat, batch: Vec<Envelope>, pl
             },
         }
     }
-    Ran { done, stuck, busy: started.elapsed().saturating_sub(seat.away), requeue, held: 0, emits, alone: Vec::new() }
+    Ran { requeue, emits, ..Ran::of(done, stuck, started.elapsed().saturating_sub(seat.away)) }
 }
 
 /// Runs a job through a native stage, message by message, with retries.
