@@ -24,6 +24,11 @@ impl Redb {
         Redb { path: path.into(), db: Mutex::default() }
     }
 
+    /// The directory the file is in.
+    fn dir(&self) -> &Path {
+        self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
     fn error(&self, e: impl std::fmt::Display) -> StateError {
         StateError { path: self.path.clone(), reason: e.to_string() }
     }
@@ -156,7 +161,7 @@ impl Backend for Redb {
             Some(db) => (db, None),
             None => {
                 let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = self.dir();
                 let fresh = tempfile::Builder::new()
                     .prefix(&format!(".{name}."))
                     .suffix(".new")
@@ -202,8 +207,7 @@ impl Backend for Redb {
                     .map_err(|e| self.error(format!("renaming {}: {e}", fresh.display())))?,
             }
             drop(fresh);
-            let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.error(e))?;
+            std::fs::File::open(self.dir()).and_then(|d| d.sync_all()).map_err(|e| self.error(e))?;
             *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);
         }
         Ok(())
