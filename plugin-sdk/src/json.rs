@@ -10,6 +10,10 @@
 //! assert_eq!(path.get(&doc), Some(&serde_json::json!("a@b.c")));
 //! ```
 
+mod splice;
+
+pub(crate) use splice::SpliceError;
+
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -236,6 +240,18 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
 
     fn visit_str<E>(self, key: &str) -> Result<bool, E> {
         Ok(key == self.0)
+    }
+}
+
+/// The JSON type name of a scalar whose text starts with `first`.
+fn kind_of_text(first: u8) -> &'static str {
+    match first {
+        b'"' => "string",
+        b't' | b'f' => "boolean",
+        b'n' => "null",
+        b'[' => "array",
+        b'{' => "object",
+        _ => "number",
     }
 }
 

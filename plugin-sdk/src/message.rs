@@ -1,5 +1,6 @@
 //! Conveniences on [`Message`] for the common case of JSON values.
 
+use crate::json::{FieldPath, SpliceError};
 use crate::{Message, StageError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,8 +29,37 @@ impl Message {
     /// rest of the document ([`FieldPath::read`](crate::json::FieldPath::read)):
     /// for a stage that only reads a field. A value that is not JSON is
     /// [`StageError::Invalid`], as for [`json`](Self::json).
-    pub fn json_field(&self, path: &crate::json::FieldPath) -> Result<Option<serde_json::Value>, StageError> {
+    pub fn json_field(&self, path: &FieldPath) -> Result<Option<serde_json::Value>, StageError> {
         path.read(&self.value).map_err(|e| StageError::invalid(format!("value is not the expected JSON: {e}")))
+    }
+
+    /// Sets the field at `path` of the value (a JSON document) to `value`,
+    /// changing only the field's bytes: the document is not parsed into a
+    /// [`Value`](serde_json::Value) and serialised again, so the other members
+    /// keep their order and spelling, for a fraction of the work. Missing
+    /// objects along the path are created and a new member goes after the
+    /// others, as [`FieldPath::set`](crate::json::FieldPath::set) does on a
+    /// parsed document. A value that is not JSON, or a path through a value
+    /// that cannot hold the field (`a.b` where `a` is a number), is
+    /// [`StageError::Invalid`].
+    pub fn set_json_field(&mut self, path: &FieldPath, value: &serde_json::Value) -> Result<(), StageError> {
+        self.value = path.write(&self.value, value).map_err(invalid)?;
+        Ok(())
+    }
+
+    /// Removes the field at `path` from the value (a JSON document) and
+    /// returns it, `None` if there is none; like
+    /// [`set_json_field`](Self::set_json_field), only the field's member
+    /// changes. An array element becomes `null`, as with
+    /// [`FieldPath::remove`](crate::json::FieldPath::remove).
+    pub fn remove_json_field(&mut self, path: &FieldPath) -> Result<Option<serde_json::Value>, StageError> {
+        match path.delete(&self.value).map_err(invalid)? {
+            Some((text, field)) => {
+                self.value = text;
+                Ok(Some(field))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Replaces the value with `doc` serialised as compact JSON.
@@ -42,6 +72,14 @@ impl Message {
     /// The value of the first header called `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_slice())
+    }
+}
+
+/// An edit that failed: the message's fault either way.
+fn invalid(error: SpliceError) -> StageError {
+    match error {
+        SpliceError::NotJson(e) => StageError::invalid(format!("value is not the expected JSON: {e}")),
+        SpliceError::Path(reason) => StageError::invalid(reason),
     }
 }
 

@@ -1,0 +1,486 @@
+//! Writing and deleting a field of a JSON document in its text: the bytes of
+//! the field (and of the members around it) change, the rest of the document
+//! is kept as it was, key order, spacing and number spelling included, and
+//! only the field becomes a [`Value`].
+//!
+//! The document is walked one container at a time along the path: at each
+//! level the container's members are scanned (checked, not built) for their
+//! positions, and the next level is the member the path names.
+
+use super::{FieldPath, KeyIs, kind_of_text};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::fmt;
+use std::ops::Range;
+
+/// Why a document could not be edited.
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// The text is not one JSON document.
+    NotJson(serde_json::Error),
+    /// The path runs through a value that cannot hold it.
+    Path(String),
+}
+
+/// A container on the path, as scanned.
+struct Level {
+    /// The container's text, brackets included.
+    span: Range<usize>,
+    shape: Shape,
+}
+
+enum Shape {
+    /// An object: the value of every member, in order, and which of them have
+    /// the key the path names.
+    Object {
+        values: Vec<Range<usize>>,
+        named: Vec<usize>,
+    },
+    /// An array: its elements.
+    Array {
+        elements: Vec<Range<usize>>,
+    },
+    /// Not a container: `null`, or the type of the scalar.
+    Null,
+    Scalar(&'static str),
+}
+
+/// A change to the text: `range` becomes `with`.
+struct Edit {
+    range: Range<usize>,
+    with: String,
+}
+
+impl FieldPath {
+    /// Sets the field in the JSON document `text` to `value`, as
+    /// [`set`](Self::set) does on a parsed document (missing objects along the
+    /// path are created, `null` parents become objects), and returns the new
+    /// text. Only the field's bytes change: the other members keep their order
+    /// and spelling; a new member goes after the last one, compactly. Where a
+    /// key is there more than once, the last one is the field (as when the
+    /// document is parsed) and the others are removed.
+    pub(crate) fn write(&self, text: &[u8], value: &Value) -> Result<Vec<u8>, SpliceError> {
+        let text = as_str(text)?;
+        let mut span = document(text)?;
+        for (depth, segment) in self.segments.iter().enumerate() {
+            let level = scan(text, span, segment)?;
+            let rest = &self.segments[depth + 1..];
+            let found = match level.shape {
+                Shape::Object { values, named } => match named.split_last() {
+                    None => return Ok(apply(text, add_member(text, &level.span, &values, segment, rest, value))),
+                    Some((&last, [])) => values[last].clone(),
+                    Some((_, earlier)) => {
+                        // Drop the earlier copies, then write in that text.
+                        let text = apply(text, cut_members(text, &level.span, &values, earlier));
+                        return self.write(&text, value);
+                    }
+                },
+                Shape::Array { elements } => match segment.parse::<usize>().ok().and_then(|i| elements.get(i)) {
+                    Some(element) => element.clone(),
+                    None => return Err(self.refused(format!("`{segment}` is not an index of the array"))),
+                },
+                Shape::Null => {
+                    let with = nested(&self.segments[depth..], value, ":");
+                    return Ok(apply(text, Edit { range: level.span, with }));
+                }
+                Shape::Scalar(kind) if rest.is_empty() => return Err(self.refused(format!("its parent is a {kind}"))),
+                Shape::Scalar(kind) => return Err(self.refused(format!("`{segment}` is inside a {kind}"))),
+            };
+            if rest.is_empty() {
+                return Ok(apply(text, Edit { range: found, with: value.to_string() }));
+            }
+            span = found;
+        }
+        unreachable!("a path has at least one segment")
+    }
+
+    /// Deletes the field from the JSON document `text`, as
+    /// [`remove`](Self::remove) does on a parsed document (an array element
+    /// becomes `null`), and returns the new text and the field's value; `None`
+    /// if there is no such field. Where a key is there more than once, every
+    /// copy goes and the last one's value is returned.
+    pub(crate) fn delete(&self, text: &[u8]) -> Result<Option<(Vec<u8>, Value)>, SpliceError> {
+        let text = as_str(text)?;
+        let mut span = document(text)?;
+        for (depth, segment) in self.segments.iter().enumerate() {
+            let level = scan(text, span, segment)?;
+            let (found, edit) = match level.shape {
+                Shape::Object { values, named } => {
+                    let Some(&last) = named.last() else { return Ok(None) };
+                    (values[last].clone(), cut_members(text, &level.span, &values, &named))
+                }
+                Shape::Array { elements } => match segment.parse::<usize>().ok().and_then(|i| elements.get(i)) {
+                    Some(element) => (element.clone(), Edit { range: element.clone(), with: "null".into() }),
+                    None => return Ok(None),
+                },
+                Shape::Null | Shape::Scalar(_) => return Ok(None),
+            };
+            if depth + 1 == self.segments.len() {
+                let value = serde_json::from_str(&text[found]).map_err(SpliceError::NotJson)?;
+                return Ok(Some((apply(text, edit), value)));
+            }
+            span = found;
+        }
+        unreachable!("a path has at least one segment")
+    }
+
+    fn refused(&self, why: String) -> SpliceError {
+        SpliceError::Path(format!("cannot set `{self}`: {why}"))
+    }
+}
+
+/// The text as UTF-8, or the error `serde_json::from_slice` gives for it.
+fn as_str(text: &[u8]) -> Result<&str, SpliceError> {
+    std::str::from_utf8(text).map_err(|_| not_json(text))
+}
+
+/// What `serde_json` says of `text`, known not to be one JSON document.
+fn not_json(text: &[u8]) -> SpliceError {
+    let error = serde_json::from_slice::<IgnoredAny>(text).err();
+    SpliceError::NotJson(error.unwrap_or_else(|| serde::de::Error::custom("not a JSON document")))
+}
+
+/// The span of the document's value, its surrounding whitespace aside. A
+/// container is checked as it is scanned ([`scan`]); anything else is
+/// checked here.
+fn document(text: &str) -> Result<Range<usize>, SpliceError> {
+    let value = text.trim_matches([' ', '\t', '\n', '\r']);
+    let span = offset(text, value);
+    match value.as_bytes().first() {
+        Some(b'{' | b'[') => Ok(span),
+        Some(_) if serde_json::from_str::<IgnoredAny>(value).is_ok() => Ok(span),
+        _ => Err(not_json(text.as_bytes())),
+    }
+}
+
+/// Where `part`, a slice of `text`, lies in it.
+fn offset(text: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - text.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Scans the value at `span`, noting the members named `segment`.
+fn scan(text: &str, span: Range<usize>, segment: &str) -> Result<Level, SpliceError> {
+    let shape = match text.as_bytes()[span.start] {
+        b'{' | b'[' => {
+            let mut de = serde_json::Deserializer::from_str(&text[span.clone()]);
+            let shape = Members { text, segment }.deserialize(&mut de).map_err(SpliceError::NotJson)?;
+            de.end().map_err(SpliceError::NotJson)?;
+            shape
+        }
+        b'n' => Shape::Null,
+        first => Shape::Scalar(kind_of_text(first)),
+    };
+    Ok(Level { span, shape })
+}
+
+/// Scans a container's members for their positions.
+struct Members<'a> {
+    text: &'a str,
+    segment: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_> {
+    type Value = Shape;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_> {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object or array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let (mut values, mut named) = (Vec::new(), Vec::new());
+        while let Some(is_named) = map.next_key_seed(KeyIs(self.segment))? {
+            let value: &RawValue = map.next_value()?;
+            if is_named {
+                named.push(values.len());
+            }
+            values.push(offset(self.text, value.get()));
+        }
+        Ok(Shape::Object { values, named })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<&RawValue>()? {
+            elements.push(offset(self.text, element.get()));
+        }
+        Ok(Shape::Array { elements })
+    }
+}
+
+/// The edit that removes members `cut` (in order) of the object at `span`,
+/// whose values are at `values`: its inside is rewritten as the members kept,
+/// with the whitespace and commas that stood between them.
+fn cut_members(text: &str, span: &Range<usize>, values: &[Range<usize>], cut: &[usize]) -> Edit {
+    let inside = span.start + 1..span.end - 1;
+    let key = |i| key_start(text, span, values, i);
+    let kept: Vec<usize> = (0..values.len()).filter(|i| !cut.contains(i)).collect();
+    let mut with = String::new();
+    if let Some(&last) = kept.last() {
+        with.push_str(&text[inside.start..key(0)]);
+        for pair in kept.windows(2) {
+            // The member, then what separated it from the one after it.
+            with.push_str(&text[key(pair[0])..key(pair[0] + 1)]);
+        }
+        with.push_str(&text[key(last)..values[last].end]);
+        with.push_str(&text[values[values.len() - 1].end..inside.end]);
+    }
+    Edit { range: inside, with }
+}
+
+/// The edit that adds the member `key`, holding `value` under the objects
+/// `path` names, after the last member of the object at `span`, whose values
+/// are at `values`. It is spaced as the last member is: `, "key": value` after
+/// `"a": 1`, `,"key":value` after `"a":1`.
+fn add_member(
+    text: &str,
+    span: &Range<usize>,
+    values: &[Range<usize>],
+    key: &str,
+    path: &[String],
+    value: &Value,
+) -> Edit {
+    let Some(last) = values.last() else {
+        let at = span.start + 1;
+        return Edit { range: at..at, with: format!("{}:{}", quoted(key), nested(path, value, ":")) };
+    };
+    // What stands between the last key and its value (`": "`, the quote
+    // aside), and between the last two members (`", "`).
+    let before = text[..last.start].trim_end();
+    let colon = &text[text[..before.len() - 1].trim_end().len()..last.start];
+    let comma = match values.len() {
+        1 if colon.ends_with(' ') => ", ",
+        1 => ",",
+        n => &text[values[n - 2].end..key_start(text, span, values, n - 1)],
+    };
+    let with = format!("{comma}{}{colon}{}", quoted(key), nested(path, value, colon));
+    Edit { range: last.end..last.end, with }
+}
+
+/// Where the key of member `i` of the object at `span` starts: past the
+/// whitespace after `{`, or past the comma after the previous value.
+fn key_start(text: &str, span: &Range<usize>, values: &[Range<usize>], i: usize) -> usize {
+    let end = span.end - 1;
+    let rest = match i {
+        0 => &text[span.start + 1..end],
+        _ => {
+            let rest = &text[values[i - 1].end..end];
+            &rest[rest.find(',').expect("members are separated by commas") + 1..]
+        }
+    };
+    end - rest.trim_start().len()
+}
+
+/// `value` under the objects `path` names: `{"a":{"b":value}}` for `a.b`,
+/// with `colon` between each key and its value.
+fn nested(path: &[String], value: &Value, colon: &str) -> String {
+    path.iter().rev().fold(value.to_string(), |inner, segment| format!("{{{}{colon}{inner}}}", quoted(segment)))
+}
+
+fn quoted(key: &str) -> String {
+    Value::from(key).to_string()
+}
+
+/// The text with `edit` made.
+fn apply(text: &str, edit: Edit) -> Vec<u8> {
+    let (before, after) = (&text[..edit.range.start], &text[edit.range.end..]);
+    [before.as_bytes(), edit.with.as_bytes(), after.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn p(s: &str) -> FieldPath {
+        s.parse().unwrap()
+    }
+
+    fn write(path: &str, text: &str, value: Value) -> String {
+        String::from_utf8(p(path).write(text.as_bytes(), &value).unwrap()).unwrap()
+    }
+
+    fn delete(path: &str, text: &str) -> Option<(String, Value)> {
+        let (text, value) = p(path).delete(text.as_bytes()).unwrap()?;
+        Some((String::from_utf8(text).unwrap(), value))
+    }
+
+    #[test]
+    fn write_changes_only_the_field() {
+        let text = r#" { "z": 1.50, "a" : {"k": "v"},  "m": [1, 2] } "#;
+        assert_eq!(write("a.k", text, json!(true)), r#" { "z": 1.50, "a" : {"k": true},  "m": [1, 2] } "#);
+        assert_eq!(write("m.1", text, json!(null)), r#" { "z": 1.50, "a" : {"k": "v"},  "m": [1, null] } "#);
+        // A new member is spaced as the last one is.
+        assert_eq!(write("new", text, json!("x")), r#" { "z": 1.50, "a" : {"k": "v"},  "m": [1, 2],  "new": "x" } "#);
+        assert_eq!(write("n.o", r#"{"a":1}"#, json!(2)), r#"{"a":1,"n":{"o":2}}"#);
+        assert_eq!(write("n.o", r#"{"a" : 1}"#, json!(2)), r#"{"a" : 1, "n" : {"o" : 2}}"#);
+        assert_eq!(write("a.b.c", r#"{"a": {}}"#, json!(1)), r#"{"a": {"b":{"c":1}}}"#);
+        assert_eq!(write("a.b", r#"{"a": null}"#, json!(1)), r#"{"a": {"b":1}}"#);
+        assert_eq!(write("a\"b", "{}", json!(1)), r#"{"a\"b":1}"#);
+    }
+
+    #[test]
+    fn delete_takes_the_member_and_one_comma() {
+        let text = r#"{"a": 1, "b": {"c": 2, "d": 3}, "e": 4}"#;
+        assert_eq!(delete("a", text), Some((r#"{"b": {"c": 2, "d": 3}, "e": 4}"#.into(), json!(1))));
+        assert_eq!(delete("b.d", text), Some((r#"{"a": 1, "b": {"c": 2}, "e": 4}"#.into(), json!(3))));
+        assert_eq!(delete("e", text), Some((r#"{"a": 1, "b": {"c": 2, "d": 3}}"#.into(), json!(4))));
+        assert_eq!(delete("b.c", r#"{"b": { "c" : 2 }}"#), Some((r#"{"b": {}}"#.into(), json!(2))));
+        assert_eq!(delete("x", text), None);
+        assert_eq!(delete("a.x", text), None);
+    }
+
+    #[test]
+    fn a_repeated_key_is_its_last_copy_and_the_others_go() {
+        let text = r#"{"a": 1, "a": 2, "b": 3, "a": 4}"#;
+        assert_eq!(delete("a", text), Some((r#"{"b": 3}"#.into(), json!(4))));
+        assert_eq!(write("a", text, json!(5)), r#"{"b": 3, "a": 5}"#);
+    }
+
+    #[test]
+    fn what_is_not_json_is_an_error_whatever_the_path() {
+        for text in ["", " ", "{", r#"{"a": 1,}"#, r#"{"a": 1} x"#, "nul", "\u{a0}{}", "[1,]"] {
+            assert!(matches!(p("a").write(text.as_bytes(), &json!(1)), Err(SpliceError::NotJson(_))), "{text:?}");
+            assert!(matches!(p("a").delete(text.as_bytes()), Err(SpliceError::NotJson(_))), "{text:?}");
+        }
+        let bad_utf8 = b"{\"a\": \"\xff\"}";
+        assert!(matches!(p("b").write(bad_utf8, &json!(1)), Err(SpliceError::NotJson(_))));
+    }
+
+    /// A JSON document as text may hold what a [`Value`] cannot: repeated
+    /// keys, escaped keys, any spacing.
+    #[derive(Debug, Clone)]
+    enum Doc {
+        Scalar(Value),
+        Array(Vec<Doc>),
+        Object(Vec<(String, Doc)>),
+    }
+
+    fn doc() -> impl Strategy<Value = Doc> {
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            "[a-z\"é]{0,3}".prop_map(Value::from),
+        ]
+        .prop_map(Doc::Scalar);
+        scalar.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::Array),
+                prop::collection::vec(("[abc01]", inner), 0..5).prop_map(Doc::Object),
+            ]
+        })
+    }
+
+    /// Prints `doc` with the spacing `ws` picks from, escaping some keys.
+    fn print(doc: &Doc, ws: &mut impl Iterator<Item = u8>, out: &mut String) {
+        fn space(ws: &mut impl Iterator<Item = u8>, out: &mut String) {
+            out.push_str(["", " ", "\n  ", "\t"][usize::from(ws.next().unwrap_or(0) % 4)]);
+        }
+        match doc {
+            Doc::Scalar(v) => out.push_str(&v.to_string()),
+            Doc::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    space(ws, out);
+                    if i > 0 {
+                        out.push(',');
+                        space(ws, out);
+                    }
+                    print(item, ws, out);
+                }
+                space(ws, out);
+                out.push(']');
+            }
+            Doc::Object(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    space(ws, out);
+                    if i > 0 {
+                        out.push(',');
+                        space(ws, out);
+                    }
+                    if key == "a" && i % 2 == 1 {
+                        out.push_str(r#""\u0061""#);
+                    } else {
+                        out.push_str(&Value::from(key.as_str()).to_string());
+                    }
+                    space(ws, out);
+                    out.push(':');
+                    print(value, ws, out);
+                }
+                space(ws, out);
+                out.push('}');
+            }
+        }
+    }
+
+    fn path() -> impl Strategy<Value = FieldPath> {
+        prop::collection::vec("[abc01x]", 1..4).prop_map(|s| s.join(".").parse().unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Writing in the text gives the document that setting the field in
+        /// the parsed document gives, or the same refusal.
+        #[test]
+        fn write_agrees_with_set(doc in doc(), spacing in prop::collection::vec(any::<u8>(), 64), path in path(), value in doc()) {
+            let mut text = String::new();
+            print(&doc, &mut spacing.into_iter().cycle(), &mut text);
+            let value: Value = { let mut v = String::new(); print(&value, &mut std::iter::empty(), &mut v); serde_json::from_str(&v).unwrap() };
+            let mut parsed: Value = serde_json::from_str(&text).unwrap();
+            match (path.set(&mut parsed, value.clone()), path.write(text.as_bytes(), &value)) {
+                (Ok(()), Ok(written)) => {
+                    let written: Value = serde_json::from_slice(&written).expect("the written text is JSON");
+                    prop_assert_eq!(written, parsed);
+                }
+                (Err(expected), Err(SpliceError::Path(got))) => prop_assert_eq!(got, expected),
+                (expected, got) => prop_assert!(false, "{text}: set gave {expected:?}, write gave {got:?}"),
+            }
+        }
+
+        /// Deleting in the text removes what removing from the parsed document
+        /// removes, and returns the same value.
+        #[test]
+        fn delete_agrees_with_remove(doc in doc(), spacing in prop::collection::vec(any::<u8>(), 64), path in path()) {
+            let mut text = String::new();
+            print(&doc, &mut spacing.into_iter().cycle(), &mut text);
+            let mut parsed: Value = serde_json::from_str(&text).unwrap();
+            let expected = path.remove(&mut parsed);
+            match path.delete(text.as_bytes()) {
+                Ok(Some((rest, value))) => {
+                    prop_assert_eq!(Some(value), expected);
+                    let rest: Value = serde_json::from_slice(&rest).expect("the text left is JSON");
+                    prop_assert_eq!(rest, parsed);
+                }
+                Ok(None) => prop_assert_eq!(expected, None),
+                Err(e) => prop_assert!(false, "{text}: {e:?}"),
+            }
+        }
+
+        /// A document cut short anywhere is refused as not JSON, as parsing
+        /// refuses it.
+        #[test]
+        fn a_cut_document_is_not_json(doc in doc(), cut in any::<prop::sample::Index>(), path in path()) {
+            let mut text = String::new();
+            print(&doc, &mut std::iter::empty(), &mut text);
+            let end = cut.index(text.len() + 1);
+            prop_assume!(text.is_char_boundary(end));
+            let text = &text[..end];
+            prop_assume!(serde_json::from_str::<Value>(text).is_err());
+            prop_assert!(matches!(path.write(text.as_bytes(), &json!(1)), Err(SpliceError::NotJson(_))));
+            prop_assert!(matches!(path.delete(text.as_bytes()), Err(SpliceError::NotJson(_))));
+        }
+    }
+}
