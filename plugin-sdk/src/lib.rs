@@ -46,6 +46,10 @@
 //! JSON and builds that field alone (`json-filter` runs 1.4x faster for it,
 //! docs/benchmarks.md).
 //!
+//! A stage that changes a field or two can do it in the message's text:
+//! [`Message::set_json_field`] and [`Message::remove_json_field`] keep the rest
+//! of the document as it came (key order, spacing).
+//!
 //! Build it as a component with `cargo build --target wasm32-wasip2` (see the
 //! sluice README for machines where that target cannot be installed).
 //!
