@@ -243,18 +243,6 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
     }
 }
 
-/// The JSON type name of a scalar whose text starts with `first`.
-fn kind_of_text(first: u8) -> &'static str {
-    match first {
-        b'"' => "string",
-        b't' | b'f' => "boolean",
-        b'n' => "null",
-        b'[' => "array",
-        b'{' => "object",
-        _ => "number",
-    }
-}
-
 /// The JSON type name of `v`, for error messages.
 pub fn kind(v: &Value) -> &'static str {
     match v {

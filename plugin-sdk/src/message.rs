@@ -36,12 +36,19 @@ impl Message {
     /// Sets the field at `path` of the value (a JSON document) to `value`,
     /// changing only the field's bytes: the document is not parsed into a
     /// [`Value`](serde_json::Value) and serialised again, so the other members
-    /// keep their order and spelling, for a fraction of the work. Missing
-    /// objects along the path are created and a new member goes after the
-    /// others, as [`FieldPath::set`](crate::json::FieldPath::set) does on a
-    /// parsed document. A value that is not JSON, or a path through a value
-    /// that cannot hold the field (`a.b` where `a` is a number), is
-    /// [`StageError::Invalid`].
+    /// keep their order and spelling, for a fraction of the work when a stage
+    /// changes a field or two (each call scans the message again). As
+    /// [`FieldPath::set`](crate::json::FieldPath::set) does on a parsed
+    /// document, missing objects along the path are created, a `null` on it
+    /// becomes an object, and a new member goes after the others (spaced like
+    /// them). A key repeated along the path counts once, its last copy, as
+    /// when the document is parsed: the earlier copies are removed.
+    ///
+    /// A value that is not JSON, a path through a scalar (`a.b` where `a` is a
+    /// number) or past the end of an array is [`StageError::Invalid`]. The
+    /// check is JSON's grammar: what it allows and a `Value` cannot hold (a
+    /// number beyond `f64`, an unpaired surrogate escape, nesting deeper than
+    /// 128) passes through unchanged, where [`json`](Self::json) refuses it.
     pub fn set_json_field(&mut self, path: &FieldPath, value: &serde_json::Value) -> Result<(), StageError> {
         self.value = path.write(&self.value, value).map_err(invalid)?;
         Ok(())
@@ -49,17 +56,17 @@ impl Message {
 
     /// Removes the field at `path` from the value (a JSON document) and
     /// returns it, `None` if there is none; like
-    /// [`set_json_field`](Self::set_json_field), only the field's member
-    /// changes. An array element becomes `null`, as with
-    /// [`FieldPath::remove`](crate::json::FieldPath::remove).
+    /// [`set_json_field`](Self::set_json_field), only the field's member (and
+    /// the earlier copies of a key repeated along the path, so that no copy of
+    /// the field stays in the text) changes. An array element becomes `null`,
+    /// as with [`FieldPath::remove`](crate::json::FieldPath::remove); a path
+    /// through a scalar has no field.
     pub fn remove_json_field(&mut self, path: &FieldPath) -> Result<Option<serde_json::Value>, StageError> {
-        match path.delete(&self.value).map_err(invalid)? {
-            Some((text, field)) => {
-                self.value = text;
-                Ok(Some(field))
-            }
-            None => Ok(None),
+        let (text, field) = path.delete(&self.value).map_err(invalid)?;
+        if let Some(text) = text {
+            self.value = text;
         }
+        Ok(field)
     }
 
     /// Replaces the value with `doc` serialised as compact JSON.
