@@ -11,7 +11,8 @@
 //! nesting deeper than 128) passes through as it came.
 
 use super::{FieldPath, KeyIs};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer as _;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -211,7 +212,7 @@ fn scan(text: &str, span: &Range<usize>, segment: &str, root: bool) -> Result<Sh
     Ok(match text.as_bytes()[span.start] {
         b'{' | b'[' => {
             let mut de = serde_json::Deserializer::from_str(if root { text } else { &text[span.clone()] });
-            let shape = Members { text, segment }.deserialize(&mut de).map_err(SpliceError::NotJson)?;
+            let shape = de.deserialize_any(Members { text, segment }).map_err(SpliceError::NotJson)?;
             de.end().map_err(SpliceError::NotJson)?;
             shape
         }
@@ -226,14 +227,6 @@ fn scan(text: &str, span: &Range<usize>, segment: &str, root: bool) -> Result<Sh
 struct Members<'a> {
     text: &'a str,
     segment: &'a str,
-}
-
-impl<'de> DeserializeSeed<'de> for Members<'_> {
-    type Value = Shape;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
-        d.deserialize_any(self)
-    }
 }
 
 impl<'de> Visitor<'de> for Members<'_> {
