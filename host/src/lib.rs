@@ -20,6 +20,7 @@ mod config;
 mod connect;
 mod engine;
 mod envelope;
+mod fs;
 mod limits;
 mod native;
 mod pipeline;

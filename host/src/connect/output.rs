@@ -3,6 +3,7 @@
 //! A run that appends (resuming an interrupted one) starts that file as a copy
 //! of the destination, so the destination changes only if the run succeeds.
 
+use crate::fs::{dir_of, sync_dir_of};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tempfile::TempPath;
@@ -125,10 +126,7 @@ impl Output {
     /// The directory, file name and mode of an output at `path`: it keeps
     /// the mode of the file it replaces, else gets `mode`.
     fn place(path: &Path, mode: u32) -> (PathBuf, String, u32) {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = dir_of(path);
         let mode = std::fs::metadata(path).map_or(mode, |m| m.permissions().mode() & 0o7777);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         (dir.to_path_buf(), name, mode)
@@ -220,10 +218,7 @@ pub fn cannot_create(path: &Path) -> Option<String> {
     if path.is_dir() {
         return Some(format!("{} is a directory: give a file path", path.display()));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Some(format!("directory {} does not exist", dir.display()));
@@ -256,8 +251,7 @@ impl Finished {
                 Partial::Temp(temp) => temp.persist(&dest).map_err(|e| e.error)?,
                 Partial::Kept(path) => std::fs::rename(path, &dest)?,
             }
-            let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            std::fs::File::open(dir)?.sync_all()
+            sync_dir_of(&dest)
         })
         .await
         .map_err(std::io::Error::other)?

@@ -2,6 +2,7 @@
 //! the checkpoint in another, committed together.
 
 use super::{Backend, Checkpoint, Cleared, Entries, StateError, Writes};
+use crate::fs::{dir_of, sync_dir_of};
 use ::redb::{ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,6 @@ pub(super) struct Redb {
 impl Redb {
     pub(super) fn new(path: &Path) -> Self {
         Redb { path: path.into(), db: Mutex::default() }
-    }
-
-    /// The directory the file is in.
-    fn dir(&self) -> &Path {
-        self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
     }
 
     fn error(&self, e: impl std::fmt::Display) -> StateError {
@@ -161,7 +157,7 @@ impl Backend for Redb {
             Some(db) => (db, None),
             None => {
                 let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let dir = self.dir();
+                let dir = dir_of(&self.path);
                 let fresh = tempfile::Builder::new()
                     .prefix(&format!(".{name}."))
                     .suffix(".new")
@@ -207,7 +203,7 @@ impl Backend for Redb {
                     .map_err(|e| self.error(format!("renaming {}: {e}", fresh.display())))?,
             }
             drop(fresh);
-            std::fs::File::open(self.dir()).and_then(|d| d.sync_all()).map_err(|e| self.error(e))?;
+            sync_dir_of(&self.path).map_err(|e| self.error(e))?;
             *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);
         }
         Ok(())
