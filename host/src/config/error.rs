@@ -15,7 +15,9 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(
+    /// A problem in `text`, read from `file`, at `span` (byte offsets): the
+    /// line and column are worked out from the text.
+    pub fn new(
         file: Option<&Path>,
         text: Option<&str>,
         span: Option<Range<usize>>,

@@ -32,7 +32,7 @@ use super::outcome::{Decided, Outcome};
 use anyhow::{Context, Result};
 use diff::{diff, lists_match};
 use serde::Deserialize;
-use sluice::{Format, PipelineConfig, StageConfig, StateBackend};
+use sluice::{ConfigError, Format, PipelineConfig, StageConfig, StateBackend};
 use state::{Seeds, seeds_of, state_problems};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -121,7 +121,9 @@ impl TestCommand {
             message: format!("{}: cannot read the cases file: {e}", self.file.display()),
         })?;
         let bad = |span: Option<Range<usize>>, message: String| -> anyhow::Error {
-            Decided { outcome: Outcome::ConfigError, message: locate(&self.file, &text, span, &message) }.into()
+            // `file:line:col: message`, as the pipeline file's errors are written.
+            let message = ConfigError::new(Some(&self.file), Some(&text), span, message).to_string();
+            Decided { outcome: Outcome::ConfigError, message }.into()
         };
         let file: CasesFile = toml::from_str(&text).map_err(|e| bad(e.span(), e.message().to_string()))?;
         let dir = self.file.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -177,7 +179,7 @@ impl TestCommand {
         let (mut passed, mut failed) = (0, 0);
         for (case, seeds) in file.cases.iter().zip(&seeds) {
             let case = case.get_ref();
-            let problems = run_case(&target, file.format, case, seeds).await?;
+            let problems = run_case(&target, &stages, file.format, case, seeds).await?;
             if problems.is_empty() {
                 println!("ok {}", case.name);
                 passed += 1;
@@ -194,22 +196,16 @@ impl TestCommand {
     }
 }
 
-/// `file:line:col: message`, as the pipeline file's errors are written.
-fn locate(file: &Path, text: &str, span: Option<Range<usize>>, message: &str) -> String {
-    match span {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("{}:{line}:{col}: {message}", file.display())
-        }
-        None => format!("{}: {message}", file.display()),
-    }
-}
-
 /// Runs one case on a fresh pipeline; what differs from what it expects, as
-/// readable diffs (none: it passed).
-async fn run_case(target: &Target, format: Option<Format>, case: &Case, seeds: &Seeds) -> Result<Vec<String>> {
+/// readable diffs (none: it passed). `stages`: each stage's name and whether it
+/// is keyed.
+async fn run_case(
+    target: &Target,
+    stages: &[(String, bool)],
+    format: Option<Format>,
+    case: &Case,
+    seeds: &Seeds,
+) -> Result<Vec<String>> {
     let mut config = match target {
         Target::Plugin { name, plugin, config: stage_config } => {
             let mut stage = StageConfig::new(name.as_str(), plugin);
@@ -248,8 +244,6 @@ async fn run_case(target: &Target, format: Option<Format>, case: &Case, seeds: &
     } else {
         config.state_mut().backend = StateBackend::Memory;
     }
-    let stages = target.stages();
-
     let inputs = case.input.iter().map(|i| i.clone().into_bytes()).collect();
     let ran = match run_messages(config, inputs).await {
         Ok(ran) => ran,
@@ -302,7 +296,7 @@ async fn run_case(target: &Target, format: Option<Format>, case: &Case, seeds: &
     }
 
     if let Some(expected) = &case.state {
-        problems.extend(state_problems(target, expected.get_ref(), &stages, &store_file)?);
+        problems.extend(state_problems(target, expected.get_ref(), stages, &store_file)?);
     }
     Ok(problems)
 }
@@ -313,7 +307,13 @@ mod tests {
     fn an_error_names_the_file_line_and_column() {
         let text = "plugin = \"x.wasm\"\nbogus = 1\n";
         let at = text.find("bogus").unwrap();
-        let message = super::locate(std::path::Path::new("t.toml"), text, Some(at..at + 5), "unknown field");
+        let error = sluice::ConfigError::new(
+            Some(std::path::Path::new("t.toml")),
+            Some(text),
+            Some(at..at + 5),
+            "unknown field",
+        );
+        let message = error.to_string();
         assert_eq!(message, "t.toml:2:1: unknown field");
     }
 }
