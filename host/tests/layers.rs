@@ -9,6 +9,7 @@ use std::path::Path;
 /// The top-level modules from the ground up: each may use those before it.
 /// A new module goes where what it uses puts it.
 const LAYERS: &[&str] = &[
+    "fs",
     "bindings",
     "native",
     "limits",
