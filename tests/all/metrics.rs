@@ -182,3 +182,40 @@ fn ready_says_503_while_the_pipeline_drains_after_a_signal_and_health_stays_200(
         "still draining"
     );
 }
+
+#[test]
+fn signals_while_the_stages_are_built_are_answered_and_sigterm_ends_it_as_interrupted() {
+    use std::io::BufRead;
+    let scratch = Scratch::new();
+    // The stage's `init` waits 50 s (within init_timeout): the pipeline stays in its build.
+    let pipeline = stdin_to_stdout("") + &stage_with("slow-start", guests::TEST_STAGE, "init_sleep_ms = 50000", "");
+    let file = scratch.write("pipeline.toml", &pipeline);
+    let addr = free_addr();
+    let child = Command::new(sluice_binary())
+        .args(["run", file.to_str().unwrap(), "--metrics-addr", &addr.to_string(), "--report-json", "report.json"])
+        .current_dir(scratch.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Sluice(child);
+    poll(addr, "/ready", |status, _| status == 503);
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let pid = child.0.id().to_string();
+    let mut send = |signal: &str, answer: &str| {
+        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+        let line = stderr.by_ref().map(Result::unwrap).find(|line| line.contains(answer));
+        assert!(line.is_some(), "no answer to SIG{signal} ({answer:?}) before stderr ended");
+    };
+    // Their default action would end the process: they are answered instead.
+    send("HUP", "SIGHUP: the pipeline is still being built");
+    send("USR1", "the pipeline is still being built (");
+    send("TERM", "interrupted while the pipeline was being built");
+
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "as an interrupted run");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "interrupted");
+}

@@ -7,7 +7,7 @@ use sluice::Reloader;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::Signal;
 
 /// How often the plugin files are looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -21,7 +21,7 @@ fn seen(path: &Path) -> Seen {
 }
 
 /// Reloads stages until the run ends (the caller aborts it).
-pub(crate) async fn watch(reloader: Reloader) {
+pub(crate) async fn watch(reloader: Reloader, mut hangup: Signal) {
     let plugins: Vec<(String, PathBuf)> = reloader.plugins().into_iter().map(|p| (p.stage, p.path)).collect();
     // What each file was when its component was loaded (a file that changed
     // while the pipeline was built: nothing yet), and a change not yet settled.
@@ -34,12 +34,11 @@ pub(crate) async fn watch(reloader: Reloader) {
         })
         .collect();
     let mut changing: HashMap<String, Seen> = HashMap::new();
-    let mut hangup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(POLL);
     loop {
         let all = tokio::select! {
             _ = tick.tick() => false,
-            Some(()) = async { hangup.as_mut()?.recv().await } => true,
+            Some(()) = hangup.recv() => true,
         };
         for (stage, path) in &plugins {
             let now = seen(path);

@@ -1,11 +1,12 @@
 use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
-use super::outcome::{Aborted, BadArgument, Outcome, StoppedEarly};
+use super::outcome::{Aborted, BadArgument, Decided, Outcome, StoppedEarly};
 use super::progress::Progress;
 use anyhow::{Context, Result};
 use sluice::{LiveStats, Pipeline, PipelineConfig, RunReport};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::Level;
 
 /// Run a pipeline over its input.
@@ -110,6 +111,8 @@ impl RunCommand {
     /// Builds and runs the pipeline. `live` gets its stats, and when the run
     /// started, once it is built. Returns the report and the dead-letter file.
     async fn run(&self, live: &mut Option<(LiveStats, Instant)>) -> Result<(RunReport, Ending)> {
+        // First of all: from here on, no signal kills the process unanswered.
+        let mut signals = Signals::listen()?;
         let mut config = PipelineConfig::from_file(&self.pipeline)?;
         // Paths on the command line are relative to where the command runs.
         if let Some(input) = &self.input {
@@ -139,7 +142,7 @@ impl RunCommand {
             Some(addr) => Some(MetricsServer::start(addr).await?),
             None => None,
         };
-        let pipeline = Pipeline::build(config).await?;
+        let pipeline = signals.while_building(Pipeline::build(config)).await??;
         *live = Some((pipeline.stats(), Instant::now()));
         if let Some(metrics) = &metrics {
             metrics.tapping(pipeline.taps());
@@ -147,12 +150,13 @@ impl RunCommand {
         }
         // Cleared when dropped, on every way out: the report is not drawn over.
         let progress = Progress::start(pipeline.stats(), self.progress, input_path.as_deref(), !logging::json());
-        let sigusr1 = tokio::spawn(stats_on_sigusr1(pipeline.stats()));
-        let reloading = tokio::spawn(super::reload::watch(pipeline.reloader()));
+        let Signals { stop, hangup, usr1 } = signals;
+        let sigusr1 = tokio::spawn(stats_on_sigusr1(pipeline.stats(), usr1));
+        let reloading = tokio::spawn(super::reload::watch(pipeline.reloader(), hangup));
         // A second signal drops the run: its tasks end with the runtime, and
         // their temporary files are removed. Nothing is written.
         let result = tokio::select! {
-            result = pipeline.run_until(draining_after(metrics.as_ref(), shutdown_signal(drain))) => result,
+            result = pipeline.run_until(draining_after(metrics.as_ref(), shutdown_signal(stop, drain))) => result,
             () = second_signal() => return Err(Aborted.into()),
         };
         sigusr1.abort();
@@ -325,9 +329,77 @@ fn from_cwd(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| BadArgument(format!("{}: {e}", path.display())).into())
 }
 
+/// The signals `sluice run` answers, listened for from before the pipeline
+/// is built: one that comes while stages compile (seconds, for a Python
+/// stage not yet in the compile cache) must not kill the process with the
+/// signal's default action, without its report.
+struct Signals {
+    stop: Stop,
+    hangup: Signal,
+    usr1: Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Self> {
+        Ok(Signals {
+            stop: Stop::listen()?,
+            hangup: listen(SignalKind::hangup())?,
+            usr1: listen(SignalKind::user_defined1())?,
+        })
+    }
+
+    /// Runs `build`, answering signals meanwhile: SIGINT or SIGTERM stops
+    /// it (nothing has been read, so nothing is lost), SIGHUP and SIGUSR1
+    /// say that the pipeline is still being built.
+    async fn while_building<T>(&mut self, build: impl Future<Output = T>) -> Result<T> {
+        let started = Instant::now();
+        let mut build = std::pin::pin!(build);
+        loop {
+            tokio::select! {
+                built = &mut build => return Ok(built),
+                () = self.stop.recv() => {
+                    let message = "interrupted while the pipeline was being built: nothing was read or written";
+                    return Err(Decided { outcome: Outcome::Interrupted, message: message.into() }.into());
+                }
+                Some(()) = self.hangup.recv() => tracing::info!(
+                    "SIGHUP: the pipeline is still being built; a plugin file that changed meanwhile is reloaded \
+                     once it runs"
+                ),
+                Some(()) = self.usr1.recv() => tracing::info!(
+                    "the pipeline is still being built ({:.1} s so far)",
+                    started.elapsed().as_secs_f64()
+                ),
+            }
+        }
+    }
+}
+
+fn listen(kind: SignalKind) -> Result<Signal> {
+    signal(kind).context("installing a signal handler")
+}
+
+/// SIGINT and SIGTERM, which stop a run.
+struct Stop {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stop {
+    fn listen() -> Result<Self> {
+        Ok(Stop { interrupt: listen(SignalKind::interrupt())?, terminate: listen(SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 /// Resolves at the first SIGINT or SIGTERM.
-async fn shutdown_signal(drain: String) {
-    wait_for_signal().await;
+async fn shutdown_signal(mut stop: Stop, drain: String) {
+    stop.recv().await;
     tracing::warn!(
         "stopping: no more input is read; messages already read are finishing (up to shutdown_timeout, {drain}). \
          Press Ctrl-C again to abort without writing output"
@@ -345,19 +417,15 @@ async fn second_signal() {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    match Stop::listen() {
+        Ok(mut stop) => stop.recv().await,
+        Err(_) => std::future::pending().await,
     }
 }
 
 /// `kill -USR1 <pid>` prints the live stats as one line of JSON on stderr.
-async fn stats_on_sigusr1(stats: LiveStats) {
-    use tokio::signal::unix::{SignalKind, signal};
+async fn stats_on_sigusr1(stats: LiveStats, mut usr1: Signal) {
     let started = Instant::now();
-    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
     while usr1.recv().await.is_some() {
         match serde_json::to_string(&stats.snapshot().report(started.elapsed())) {
             Ok(json) => super::progress::suspended(|| eprintln!("{json}")),

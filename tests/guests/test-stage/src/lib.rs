@@ -41,7 +41,8 @@
 //! - `env`                -> outputs the environment as `K=V` lines
 //! - `http:<url>`         -> GETs the URL: outputs `<status> <body>`, or `invalid` with the error
 //!
-//! Config: `{ "prefix": "..." }` is prepended to echoed values; `{ "fail_init": true }` refuses to start.
+//! Config: `{ "prefix": "..." }` is prepended to echoed values; `{ "fail_init": true }` refuses to start;
+//! `{ "init_sleep_ms": n }` waits that long in `init` (a stage slow to start).
 
 use serde::Deserialize;
 use sluice_sdk::{Message, Stage, StageError};
@@ -53,6 +54,8 @@ struct Config {
     prefix: String,
     #[serde(default)]
     fail_init: bool,
+    #[serde(default)]
+    init_sleep_ms: u64,
 }
 
 struct TestStage {
@@ -70,6 +73,7 @@ impl Stage for TestStage {
         if config.fail_init {
             return Err("fail_init was set".into());
         }
+        sleep(config.init_sleep_ms);
         Ok(TestStage { prefix: config.prefix, seen: 0, attempts: Default::default(), batch: 1 })
     }
 
