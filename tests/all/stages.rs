@@ -83,7 +83,7 @@ async fn a_stage_that_refuses_its_config_stops_the_build() {
     assert_eq!(
         err,
         "<dir>/pipeline.toml:11:8: stage `t`: the stage refused its config: invalid config: \
-         unknown field `prefx`, expected `prefix` or `fail_init` at line 1 column 8"
+         unknown field `prefx`, expected one of `prefix`, `fail_init`, `init_sleep_ms` at line 1 column 8"
     );
 }
 

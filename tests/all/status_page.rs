@@ -139,7 +139,7 @@ fn the_status_page_in_chromium_shows_each_stages_numbers_as_metrics_has_them() {
             (format!("{stage}.retried"), number(&series("retried_total"))),
             (format!("{stage}.trapped"), number(&series("trapped_total"))),
             (format!("{stage}.in_flight"), number(&series("in_flight"))),
-            (format!("{stage}.queued"), number(&series("queued"))),
+            (format!("{stage}.queued"), number(&series("waiting")) + number(&series("queued"))),
         ]);
     }
     for (key, value) in &expected {

@@ -43,3 +43,41 @@ fn top_against_an_address_where_nothing_listens_exits_1_saying_so() {
     assert!(stderr.contains(&format!("cannot reach {addr}: ")), "{stderr}");
     assert!(stderr.contains(&format!("is `sluice run --metrics-addr {addr}` running?")), "{stderr}");
 }
+
+#[test]
+fn top_shows_as_queued_the_messages_waiting_in_front_of_a_busy_stage() {
+    use std::io::Write;
+    let scratch = Scratch::new();
+    // One message at a time, each waiting ten minutes: the first is in
+    // flight, the others wait in front of the stage.
+    let pipeline = crate::metrics::stdin_to_stdout("")
+        + &crate::support::stage_with(
+            "slow",
+            crate::support::guests::TEST_STAGE,
+            "",
+            "batch = 1\nlimits = { timeout = \"10m\" }",
+        );
+    let addr = free_addr();
+    let mut child = crate::metrics::start(&scratch, &pipeline, addr);
+    poll(addr, "/ready", |status, _| status == 200);
+    let mut stdin = child.0.stdin.take().unwrap();
+    stdin.write_all("sleep:600000\n".repeat(5).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let series = |name: &str| format!("sluice_stage_{name}{{stage=\"slow\"}}");
+    poll(addr, "/metrics", |_, body| {
+        sample(body, "sluice_read_total") == Some(5.0) && sample(body, &series("waiting")) >= Some(3.0)
+    });
+
+    let out = Command::new(sluice_binary())
+        .args(["top", &addr.to_string(), "--once", "--interval", "100ms"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> =
+        stdout.lines().find(|l| l.starts_with("slow ")).unwrap_or_default().split_whitespace().collect();
+    // Nothing moves now: what top showed is what the metrics still say.
+    let scrape = poll(addr, "/metrics", |_, _| true);
+    let queued = sample(&scrape, &series("waiting")).unwrap() + sample(&scrape, &series("queued")).unwrap();
+    // Stage, in/s, out/s, in, out, in flight, queued.
+    assert_eq!(row.get(5..7), Some(&["1", queued.to_string().as_str()][..]), "{stdout}");
+}

@@ -215,7 +215,11 @@ fn render(addr: &str, before: &Scrape, now: &Scrape) -> String {
             count("sluice_stage_input_total", &l),
             count("sluice_stage_output_total", &l),
             count("sluice_stage_in_flight", &l),
-            count("sluice_stage_queued", &l),
+            // Its queue: in the channel in front of it, and behind a busy key.
+            match (now.sum("sluice_stage_waiting", &l), now.sum("sluice_stage_queued", &l)) {
+                (None, None) => "-".into(),
+                (waiting, queued) => format!("{}", waiting.unwrap_or(0.0) + queued.unwrap_or(0.0)),
+            },
             p99,
             count("sluice_stage_dead_lettered_total", &l),
         ]);
