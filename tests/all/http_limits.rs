@@ -88,3 +88,56 @@ async fn a_stage_waits_for_its_own_requests_in_flight_over_max_http_requests() {
     assert_eq!(run.dead, Vec::<serde_json::Value>::new());
     assert!(server.max_concurrent.load(SeqCst) <= 2, "{} at once", server.max_concurrent.load(SeqCst));
 }
+
+/// wasi:http is linked for every stage, granted or not: a stage that hoards
+/// header fields or requests (never sent) across messages would make the
+/// host hold gigabytes outside `limits.memory`. The message that passes the
+/// cap on what an instance may hold, or sets an oversized authority, is a
+/// `limit` dead letter; a fresh instance takes the next message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_hoarding_http_fields_or_requests_is_stopped_at_a_fixed_cap() {
+    // `batch = 1`: a breach in a batch would rerun its messages alone, in a
+    // fresh instance holding nothing.
+    let pipeline = header("lines") + &stage_with("hog", guests::HTTP_HOG, "", "batch = 1");
+    // 300 sets of 30 KB of fields hold about 9 MiB: twice is over 16 MiB.
+    // 1,500 authorities of 8,000 bytes hold 12 MB: twice is over.
+    let input = "hoard-fields:300\nhoard-fields:300\nhoard-authority:1:8193\nhoard-authority:1500:8000\n\
+                 hoard-authority:1500:8000\nhoard-fields:1\nplain\n";
+    let run = Scratch::new().run(&pipeline, input).await;
+    run.report.as_ref().unwrap();
+    assert_eq!(
+        run.output,
+        [
+            "hoard-fields:300",
+            "holding 300 fields, 0 requests",
+            "hoard-authority:1500:8000",
+            "holding 0 fields, 1500 requests",
+            "hoard-fields:1",
+            "holding 1 fields, 0 requests",
+            "plain"
+        ]
+    );
+    let dead: Vec<(&str, &str, &str)> = run
+        .dead
+        .iter()
+        .map(|d| {
+            (d["message"]["value_text"].as_str().unwrap(), d["error"].as_str().unwrap(), d["reason"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let held = "in wasi:http fields, unsent requests and responses, over the 16777216 bytes (16.0 MiB) an instance \
+                may hold (a fixed cap); drop the ones it no longer needs";
+    assert_eq!((dead[0].0, dead[0].1), ("hoard-fields:300", "limit"));
+    assert!(dead[0].2.starts_with("held ") && dead[0].2.ends_with(held), "{}", dead[0].2);
+    assert_eq!(
+        dead[1],
+        (
+            "hoard-authority:1:8193",
+            "limit",
+            "set an outgoing HTTP request's authority of 8193 bytes, over the 8192 bytes allowed for a request's \
+             method, scheme, authority or path (a fixed cap)"
+        )
+    );
+    assert_eq!((dead[2].0, dead[2].1), ("hoard-authority:1500:8000", "limit"));
+    assert!(dead[2].2.starts_with("held ") && dead[2].2.ends_with(held), "{}", dead[2].2);
+}

@@ -19,12 +19,11 @@ use log::LogView;
 use state::StateView;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiView;
-use wasmtime_wasi_http::WasiHttpView;
 
 /// Links every capability sluice offers to stages.
 pub(crate) fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: WasiView + WasiHttpView + LogView + StateView + EmitView + 'static,
+    T: WasiView + http::HttpView + LogView + StateView + EmitView + 'static,
 {
     // The full WASI p2 set: guests built by componentize-py and jco import all of it. Authority
     // comes from each store's `WasiCtx`, which grants nothing (see `stage::store`).

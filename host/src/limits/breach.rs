@@ -52,6 +52,17 @@ pub(crate) enum Breach {
         total: u64,
         keyed: bool,
     },
+    /// An outgoing HTTP request's method, scheme, authority or path longer than the host keeps.
+    HttpRequestPart {
+        part: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    /// More bytes held for an instance's wasi:http resources than allowed.
+    HttpHeld {
+        limit: usize,
+        held: usize,
+    },
     /// A write that would take the uncommitted state of the pipeline past its budget.
     StatePending {
         limit: usize,
@@ -118,6 +129,20 @@ impl fmt::Display for Breach {
                 exact(*total),
                 if *keyed { "for this message key" } else { "for this stage" },
                 exact(*limit)
+            ),
+            Breach::HttpRequestPart { part, len, limit } => write!(
+                f,
+                "set an outgoing HTTP request's {part} of {}, over the {} allowed for a request's method, \
+                 scheme, authority or path (a fixed cap)",
+                exact(*len as u64),
+                exact(*limit as u64)
+            ),
+            Breach::HttpHeld { limit, held } => write!(
+                f,
+                "held {} in wasi:http fields, unsent requests and responses, over the {} an instance may hold \
+                 (a fixed cap); drop the ones it no longer needs",
+                exact(*held as u64),
+                exact(*limit as u64)
             ),
             Breach::StatePending { limit, pending } => write!(
                 f,

@@ -28,7 +28,8 @@
 //! one by one under the per-message limits, so the message at fault is named.
 //!
 //! Fixed caps, not configurable: core instances, tables and memories per
-//! instance, table elements, and resource-table entries.
+//! instance, table elements, resource-table entries, and the bytes held for
+//! an instance's wasi:http resources.
 //!
 //! Guest code also yields to the async runtime at every epoch tick, so a
 //! CPU-bound stage never stalls the others. Fuel is opt-in: its accounting
@@ -72,6 +73,17 @@ pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// `fields`, a request's or a response's headers), in memory; wasmtime's
 /// default is 128 KiB, which over thousands of handles is too much.
 pub(crate) const MAX_HTTP_FIELDS_BYTES: usize = 32 * 1024;
+/// Bytes the host holds for one instance's wasi:http resources: header
+/// fields, requests not yet sent (their strings, headers and body buffers)
+/// and responses held. A stage sends at most
+/// `max_http_requests_per_instance` (16) requests at once, each with at most
+/// 32 KiB of headers and 160 KiB of body buffered: 16 MiB is several times
+/// that, and bounds a stage that hoards handles (10,000 of them could hold
+/// gigabytes).
+pub(crate) const MAX_HTTP_HELD_BYTES: usize = 16 << 20;
+/// Longest method, scheme, authority or path-with-query of an outgoing
+/// request: 8 KiB is the request line most servers accept (nginx, Apache).
+pub(crate) const MAX_HTTP_REQUEST_PART_BYTES: usize = 8 * 1024;
 /// Resource handles (streams, pollables, ...) a stage may hold at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
 /// An instance holding more handles than this after a call is replaced

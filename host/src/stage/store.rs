@@ -3,7 +3,7 @@
 
 use crate::capabilities;
 use crate::capabilities::emit::{EmitCtx, EmitView};
-use crate::capabilities::http::{HttpCtx, StageHttp};
+use crate::capabilities::http::{HeldView, HttpCtx, HttpView, StageHttp};
 use crate::capabilities::log::{LogBudget, LogCtx, LogView};
 use crate::capabilities::state::{StateCtx, StateCtxView, StateView};
 use crate::capabilities::stdio::{GuestOutput, Stream};
@@ -93,6 +93,12 @@ impl WasiView for StoreData {
 impl WasiHttpView for StoreData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         self.http.view(&mut self.table)
+    }
+}
+
+impl HttpView for StoreData {
+    fn http_held(&mut self) -> HeldView<'_> {
+        self.http.held_view(&mut self.table, &mut self.limiter.breach)
     }
 }
 

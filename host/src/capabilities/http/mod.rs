@@ -24,6 +24,17 @@
 //! A set of fields (headers) is capped at `limits::MAX_HTTP_FIELDS_BYTES`
 //! (32 KiB, wasmtime's default being 128 KiB), and every handle counts
 //! toward the instance's resource table (`limits::MAX_RESOURCES`).
+//!
+//! What the host keeps of an instance's requests not yet sent (method,
+//! scheme, authority, path, headers, body bytes written), of its header
+//! fields and of the responses it holds is bounded in all by
+//! `limits::MAX_HTTP_HELD_BYTES`, each request-line string by
+//! `limits::MAX_HTTP_REQUEST_PART_BYTES` ([`held`]): wasi:http is linked for
+//! every stage, granted or not, and none of it is in `limits.memory`.
+
+mod held;
+
+pub(crate) use held::{HeldView, HttpView};
 
 use crate::limits::Limits;
 use futures_util::StreamExt;
@@ -33,12 +44,15 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi_http::{Error, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView, p2};
+use wasmtime_wasi_http::{Error, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, p2};
 
 /// Per-instance state of the HTTP capability.
 pub(crate) struct HttpCtx {
     ctx: WasiHttpCtx,
     hooks: Hooks,
+    /// Bytes the host holds for this instance's wasi:http resources, as
+    /// charged so far (see [`held`]).
+    held: usize,
 }
 
 impl HttpCtx {
@@ -46,11 +60,12 @@ impl HttpCtx {
     pub(crate) fn new(stage: &StageHttp) -> Self {
         let mut ctx = WasiHttpCtx::new();
         ctx.set_field_size_limit(crate::limits::MAX_HTTP_FIELDS_BYTES);
-        HttpCtx { ctx, hooks: Hooks { stage: stage.clone(), instance: Arc::new(Semaphore::new(stage.per_instance)) } }
+        let hooks = Hooks { stage: stage.clone(), instance: Arc::new(Semaphore::new(stage.per_instance)) };
+        HttpCtx { ctx, hooks, held: 0 }
     }
 
     /// wasmtime-wasi-http's view of this context, with the store's `table`,
-    /// for the store data's [`WasiHttpView`].
+    /// for the store data's [`wasmtime_wasi_http::WasiHttpView`].
     pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
         WasiHttpCtxView { ctx: &mut self.ctx, hooks: &mut self.hooks, table }
     }
@@ -151,6 +166,12 @@ impl WasiHttpHooks for Hooks {
             Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
+
+    /// Smaller than wasmtime-wasi-http's 1 MiB, so that a body the guest
+    /// has written but not sent holds little (see [`held`]).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        held::BODY_CHUNK_BYTES
+    }
 }
 
 /// A request's places in its instance's and its stage's counts, given back
@@ -178,8 +199,9 @@ impl InFlight {
 
 /// Links `wasi:http` (types and the outgoing handler) for a store whose data
 /// gives wasmtime-wasi-http's view, [`HttpCtx::view`] of its [`HttpCtx`].
-pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    p2::add_only_http_to_linker_async(linker)
+pub(crate) fn add_to_linker<T: HttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    p2::add_only_http_to_linker_async(linker)?;
+    held::add_to_linker(linker)
 }
 
 #[cfg(test)]

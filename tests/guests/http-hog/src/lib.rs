@@ -6,6 +6,15 @@
 //! it send `GET <url>` again and again, keeping every response unread, until
 //! the host refuses a request (or 1000 are held). It outputs the message,
 //! then `held <n>; refused: <error>`, `<n>` being all the responses it holds.
+//!
+//! Without sending anything, it can also hoard what the host keeps for
+//! requests and header fields, across messages (the instance keeps it all):
+//! - `hoard-fields:<n>` makes `<n>` sets of fields, each with one header of
+//!   30,000 bytes;
+//! - `hoard-authority:<n>:<len>` makes `<n>` requests, each with an
+//!   authority of `<len>` bytes.
+//!
+//! Each outputs the message, then `holding <f> fields, <r> requests`.
 //! Anything else is passed on unchanged.
 
 wit_bindgen::generate!({ world: "sluice:pipeline/plugin", path: "../../../wit", generate_all });
@@ -21,6 +30,9 @@ const MOST: usize = 1000;
 thread_local! {
     /// Responses received and never read.
     static HELD: RefCell<Vec<IncomingResponse>> = const { RefCell::new(Vec::new()) };
+    /// Fields and requests made and never used.
+    static FIELDS: RefCell<Vec<Fields>> = const { RefCell::new(Vec::new()) };
+    static REQUESTS: RefCell<Vec<OutgoingRequest>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Hog;
@@ -39,8 +51,33 @@ impl Guest for Hog {
     }
 }
 
-/// Holds responses from the message's URL until refused; see the crate docs.
+/// Holds responses from the message's URL until refused, or hoards fields
+/// or requests; see the crate docs.
 fn hog(message: Message) -> Outcome {
+    let text = String::from_utf8_lossy(&message.value).into_owned();
+    let mut args = text.split(':');
+    let (command, n, len) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok()), args.next());
+    match (command, n) {
+        (Some("hoard-fields"), Some(n)) => {
+            let value = vec![b'v'; 30_000];
+            for _ in 0..n {
+                let fields = Fields::new();
+                fields.append("x-hoard", &value).map_err(|e| StageError::Invalid(format!("{e:?}")))?;
+                FIELDS.with(|f| f.borrow_mut().push(fields));
+            }
+            return Ok(vec![message, holding()]);
+        }
+        (Some("hoard-authority"), Some(n)) => {
+            let authority = "a".repeat(len.and_then(|l| l.parse().ok()).unwrap_or(0));
+            for _ in 0..n {
+                let request = OutgoingRequest::new(Fields::new());
+                request.set_authority(Some(&authority)).map_err(|()| StageError::Invalid("bad authority".into()))?;
+                REQUESTS.with(|r| r.borrow_mut().push(request));
+            }
+            return Ok(vec![message, holding()]);
+        }
+        _ => {}
+    }
     let Some(url) = message.value.strip_prefix(b"http:".as_slice()).and_then(|u| std::str::from_utf8(u).ok()) else {
         return Ok(vec![message]);
     };
@@ -65,6 +102,17 @@ fn hog(message: Message) -> Outcome {
         timestamp: None,
     };
     Ok(vec![message, report])
+}
+
+/// `holding <f> fields, <r> requests`: what this instance hoards.
+fn holding() -> Message {
+    let (fields, requests) = (FIELDS.with(|f| f.borrow().len()), REQUESTS.with(|r| r.borrow().len()));
+    Message {
+        value: format!("holding {fields} fields, {requests} requests").into_bytes(),
+        key: None,
+        headers: Vec::new(),
+        timestamp: None,
+    }
 }
 
 /// Sends `GET path` to `authority` and waits for the response's head.
