@@ -18,10 +18,10 @@ impl CompileCommand {
         let stages = sluice::compile(&config).await?;
         for stage in &stages {
             let how = if stage.from_cache { "already cached" } else { "compiled" };
-            eprintln!("{}: {how} ({})", stage.stage, stage.plugin.display());
+            stderr!("{}: {how} ({})", stage.stage, stage.plugin.display());
         }
         let compiled = stages.iter().filter(|s| !s.from_cache).count();
-        eprintln!(
+        stderr!(
             "{}: {} stages ready, {compiled} compiled, in {:.2?}",
             self.pipeline.display(),
             stages.len(),

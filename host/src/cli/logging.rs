@@ -31,7 +31,12 @@ pub(crate) fn init(filter: &str, format: LogFormat) {
         env_filter = env_filter.add_directive("async_nats=warn".parse().expect("a valid directive"));
     }
     // Through the progress bar, when one is shown: cleared, the line written, redrawn.
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(|| super::progress::LogWriter);
+    // A log line that cannot be written (stderr closed) is dropped: the
+    // subscriber's own report of it would panic, in whatever task logged.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(|| super::progress::LogWriter)
+        .log_internal_errors(false);
     match format {
         // The default timer writes RFC 3339 in UTC with microseconds
         // (`2025-01-31T09:14:03.123456Z`): one clock for every host.
@@ -65,7 +70,7 @@ pub(crate) fn json() -> bool {
 /// log event at `level` (only these three are used).
 pub(crate) fn tell(level: tracing::Level, text: &str) {
     if !json() {
-        eprintln!("{text}");
+        stderr!("{text}");
     } else if level == tracing::Level::ERROR {
         tracing::error!("{text}");
     } else if level == tracing::Level::WARN {

@@ -98,7 +98,7 @@ pub(crate) fn main() -> ExitCode {
             if logging::json() {
                 tracing::error!(outcome = outcome.name(), exit_code = outcome.exit_code(), "{e:#}");
             } else {
-                eprintln!("error: {e:#}");
+                stderr!("error: {e:#}");
             }
             outcome
         }

@@ -238,7 +238,8 @@ struct Ending {
 /// event with the counts as fields (the whole of it is `--report-json`).
 fn print_report(report: &RunReport) {
     if !logging::json() {
-        eprint!("{report}");
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), "{report}");
         return;
     }
     let text = report.to_string();
@@ -428,7 +429,7 @@ async fn stats_on_sigusr1(stats: LiveStats, mut usr1: Signal) {
     let started = Instant::now();
     while usr1.recv().await.is_some() {
         match serde_json::to_string(&stats.snapshot().report(started.elapsed())) {
-            Ok(json) => super::progress::suspended(|| eprintln!("{json}")),
+            Ok(json) => super::progress::suspended(|| stderr!("{json}")),
             Err(e) => tracing::warn!("cannot serialise stats: {e}"),
         }
     }

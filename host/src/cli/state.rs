@@ -50,7 +50,7 @@ impl StateCommand {
             }
         }
         match sluice::state::read_checkpoint(&path)? {
-            Some(c) if !c.complete => eprintln!(
+            Some(c) if !c.complete => stderr!(
                 "{}: an unfinished run checkpointed after input line {}; `sluice run` resumes from there",
                 path.display(),
                 c.source

@@ -119,9 +119,13 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
 }
 
+/// A terminal, to the guest: libc then buffers stdout by line, not by block,
+/// so each line a C or Zig stage prints is logged when printed, and none is
+/// lost with a block still buffered when the instance is dropped. The host
+/// reads the stream a line at a time either way.
 impl IsTerminal for GuestOutput {
     fn is_terminal(&self) -> bool {
-        false
+        true
     }
 }
 

@@ -25,6 +25,7 @@
 //! - `flaky:<n>:<id>`     -> `transient` the first n times this instance sees `<id>`, then echoes
 //! - `keyed:<key>:<rest>` -> outputs `<rest>` with the message key set to `<key>`
 //! - `multiline`          -> outputs a JSON document written over several lines
+//! - `tty`                -> outputs whether stdout and stderr are terminals, as `stdout:<bool> stderr:<bool>`
 //! - `work:<n>`           -> n rounds of pure integer work (xorshift), then outputs the result:
 //!                           CPU-bound, no host calls
 //!
@@ -96,6 +97,13 @@ impl Stage for TestStage {
             "invalid" => Err(StageError::invalid(arg)),
             "transient" => Err(StageError::transient(arg)),
             "panic" => panic!("{arg}"),
+            "tty" => {
+                use std::io::IsTerminal;
+                let tty =
+                    format!("stdout:{} stderr:{}", std::io::stdout().is_terminal(), std::io::stderr().is_terminal());
+                message.value = tty.into_bytes();
+                Ok(vec![message])
+            }
             "split" => {
                 let n: usize = arg.parse().map_err(|_| StageError::invalid("split needs a count"))?;
                 Ok((0..n).map(|i| Message::new(i.to_string())).collect())
