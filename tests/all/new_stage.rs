@@ -91,6 +91,30 @@ fn a_new_zig_stage_builds_runs_and_passes_its_tests() {
     the_loop("zig");
 }
 
+/// `sluice build --dir NAME` from the project's parent: a relative `--dir`
+/// builds as `--dir .` does from inside (it once named the project twice for
+/// the toolchains that run in it: `st-c/st-c/...`).
+fn builds_from_a_relative_dir(lang: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("st-{lang}");
+    succeeds(&sluice(tmp.path(), &["new", "--lang", lang, &name]), "sluice new");
+    succeeds(&sluice(tmp.path(), &["build", "--dir", &name]), "sluice build --dir");
+    let wasm = tmp.path().join(&name).join("target").join(format!("{name}.wasm"));
+    let plugin = wasm.display().to_string();
+    let call = succeeds(&sluice(tmp.path(), &["call", "--format", "lines", &plugin, "ok"]), "sluice call");
+    assert_eq!(call, "OK\n");
+}
+
+#[test]
+fn a_c_stage_builds_from_a_relative_dir() {
+    builds_from_a_relative_dir("c");
+}
+
+#[test]
+fn a_javascript_stage_builds_from_a_relative_dir() {
+    builds_from_a_relative_dir("js");
+}
+
 #[test]
 fn new_refuses_a_directory_that_is_not_empty() {
     let tmp = tempfile::tempdir().unwrap();

@@ -41,7 +41,10 @@ pub(crate) struct BuildCommand {
 
 impl BuildCommand {
     pub(crate) async fn execute(self) -> Result<()> {
-        let dir = self.dir;
+        // Absolute once, here: the toolchains run in the project's directory
+        // (`current_dir`) and are handed paths under it, which a relative
+        // `--dir` would name twice (`st-c/st-c/...`).
+        let dir = std::path::absolute(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?;
         let lang = detect(&dir)?;
         let name = project_name(&dir)?;
         let out = dir.join("target").join(format!("{name}.wasm"));
