@@ -251,3 +251,68 @@ async fn a_multi_line_json_output_is_written_on_one_line_as_it_was() {
     // Key order and the big integer stay exactly as the stage wrote them.
     assert_eq!(run.output, [r#"{   "b": 1,    "a": 12345678901234567890123 }"#]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jsonl_sink_dead_letters_an_output_that_is_not_json() {
+    let scratch = Scratch::new();
+    let pipeline = header("lines")
+        .replace("[sink]\npath = \"out\"\nformat = \"lines\"", "[sink]\npath = \"out\"\nformat = \"jsonl\"")
+        + &stage("t", guests::TEST_STAGE, "");
+    // The stage echoes: one JSON line, one that is not JSON, one JSON
+    // document over several lines.
+    let run = scratch.run(&pipeline, "{\"a\": 1}\nnot json\nmultiline\n").await;
+    let report = run.report.unwrap();
+    assert_eq!(run.output.len(), 2, "{:?}", run.output);
+    assert_eq!(run.output[0], r#"{"a": 1}"#);
+    assert_eq!(run.dead.len(), 1, "{:#?}", run.dead);
+    assert_eq!((&run.dead[0]["stage"], &run.dead[0]["error"]), (&"sink".into(), &"output".into()));
+    let reason = run.dead[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("the sink writes JSON lines, but this output is not JSON"), "{reason}");
+    assert_eq!(run.dead[0]["message"]["value_text"], "not json");
+    assert_eq!((report.written, report.dead_lettered), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lines_sink_dead_letters_an_output_holding_a_line_break() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&test_stage(""), "a\nmultiline\nb\n").await;
+    let report = run.report.unwrap();
+    // Written, it would have been several messages to whoever reads the file.
+    assert_eq!(run.output, ["a", "b"]);
+    assert_eq!(run.dead.len(), 1, "{:#?}", run.dead);
+    assert_eq!((&run.dead[0]["stage"], &run.dead[0]["error"]), (&"sink".into(), &"output".into()));
+    let reason = run.dead[0]["reason"].as_str().unwrap();
+    assert_eq!(reason, "the sink writes lines, one message per line, but this output holds a line break");
+    assert_eq!((report.written, report.dead_lettered), (2, 1));
+}
+
+/// libc (C, Zig) buffers a stream that is not a terminal by block: a stage's
+/// `printf` lines would reach the log late, or be lost with the instance.
+#[tokio::test]
+async fn a_stage_sees_its_stdout_and_stderr_as_terminals_so_libc_writes_each_line_when_printed() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&test_stage(""), "tty\n").await;
+    run.report.unwrap();
+    assert_eq!(run.output, ["stdout:true stderr:true"]);
+}
+
+/// `sluice run p.toml 2>&1 | head -1`: the reader of stderr goes away while
+/// stages still print and the run still logs. The run finishes all the same.
+#[test]
+fn a_run_whose_stderr_is_closed_finishes_and_writes_its_output() {
+    let scratch = Scratch::new();
+    let input: String = (0..300).map(|i| format!("print:line {i}\n")).collect();
+    scratch.write("input", &input);
+    let file = scratch.write("pipeline.toml", &test_stage(""));
+    let mut child = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["run", file.to_str().unwrap()])
+        .current_dir(scratch.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader is gone before anything is written
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let out = std::fs::read_to_string(scratch.dir.path().join("out")).unwrap();
+    assert_eq!(out.lines().count(), 300);
+}

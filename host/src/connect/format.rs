@@ -36,22 +36,38 @@ pub(crate) fn decode(format: Format, bytes: &[u8]) -> Decoded {
     }
 }
 
-/// Makes an output's value fit the format: in JSON lines, one document per
-/// line. `Err` says why it cannot be written (it is dead-lettered as an
-/// `output` error).
-pub(crate) fn encode(format: Format, value: &mut Vec<u8>) -> Result<(), String> {
-    if format != Format::Jsonl || !value.iter().any(|&b| b == b'\n' || b == b'\r') {
-        return Ok(());
-    }
-    // In valid JSON a raw line break can only be whitespace between tokens,
-    // so blanking it changes nothing else: no re-encoding, key order and
-    // numbers stay.
-    match serde_json::from_slice::<IgnoredAny>(value) {
-        Ok(_) => {
-            one_line_json(value);
+/// Makes an output's value fit the format: in JSON lines, one JSON document
+/// per line; in lines, one message per line. `Err` says why it cannot be
+/// written (it is dead-lettered as an `output` error): what a sink writes
+/// reads back as the messages it counted, as the source of the same format
+/// would read them.
+pub(crate) fn encode(format: Format, value: &mut [u8]) -> Result<(), String> {
+    match format {
+        // A line break would make one output several messages for whoever
+        // reads the file (and the report would count one). `\r` alone
+        // breaks no line.
+        Format::Lines if value.contains(&b'\n') => {
+            Err("the sink writes lines, one message per line, but this output holds a line break".into())
+        }
+        Format::Lines => Ok(()),
+        Format::Jsonl => {
+            // Checked as the source checks its input (UTF-8, then JSON, with
+            // the cheap `IgnoredAny`): an output a `jsonl` source of the same
+            // format would refuse is not written.
+            let json = std::str::from_utf8(value)
+                .map_err(|e| format!("not UTF-8 ({e})"))
+                .and_then(|text| serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string()));
+            if let Err(e) = json {
+                return Err(format!("the sink writes JSON lines, but this output is not JSON: {e}"));
+            }
+            // In valid JSON a raw line break can only be whitespace between
+            // tokens, so blanking it changes nothing else: no re-encoding,
+            // key order and numbers stay.
+            if value.iter().any(|&b| b == b'\n' || b == b'\r') {
+                one_line_json(value);
+            }
             Ok(())
         }
-        Err(e) => Err(format!("the sink writes JSON lines, but this output spans lines and is not JSON: {e}")),
     }
 }
 
@@ -63,5 +79,31 @@ pub(crate) fn one_line_json(json: &mut [u8]) {
         if *b == b'\n' || *b == b'\r' {
             *b = b' ';
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Format, encode};
+
+    fn encoded(format: Format, value: &[u8]) -> Result<Vec<u8>, String> {
+        let mut value = value.to_vec();
+        encode(format, &mut value).map(|()| value)
+    }
+
+    #[test]
+    fn a_jsonl_output_is_one_json_document_or_refused() {
+        assert_eq!(encoded(Format::Jsonl, br#"{"a": 1}"#).unwrap(), br#"{"a": 1}"#);
+        assert_eq!(encoded(Format::Jsonl, b"{\"a\":\n 1}\r\n").unwrap(), b"{\"a\":  1}  ");
+        for bad in [&b"not json"[..], b"", b"{\"a\": 1} {\"b\": 2}", b"\"\xff\""] {
+            let why = encoded(Format::Jsonl, bad).unwrap_err();
+            assert!(why.starts_with("the sink writes JSON lines, but this output is not JSON"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_lines_output_is_one_line_or_refused() {
+        assert_eq!(encoded(Format::Lines, b"a b\r\xff").unwrap(), b"a b\r\xff");
+        assert!(encoded(Format::Lines, b"a\nb").unwrap_err().contains("holds a line break"));
     }
 }
