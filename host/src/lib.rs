@@ -34,7 +34,7 @@ pub use config::{
     RetryConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, StageConfig, StateBackend, StateConfig, VERSION,
 };
 pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
-pub use limits::{Limit, Limits, LimitsConfig};
+pub use limits::{Limit, Limits, LimitsConfig, log_safe};
 pub use native::NativeStage;
 pub use pipeline::{
     BuildError, CompiledStage, DeadLetterCounts, Error, LiveStats, Pipeline, Plugin, ReloadError, Reloaded, Reloader,

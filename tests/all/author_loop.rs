@@ -4,7 +4,7 @@
 //! plugins the test build makes (`target/plugins`).
 
 use crate::resume::sluice_binary;
-use crate::support::{Scratch, root};
+use crate::support::{Scratch, guests, root};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -79,6 +79,35 @@ fn call_prints_a_dead_letter_and_exits_1() {
         stdout, "{\"amount\": 150}\n! invalid: field `amount` is a string, but `gte` needs a number\n",
         "{stderr}"
     );
+}
+
+#[test]
+fn call_escapes_the_control_characters_of_a_reason() {
+    let scratch = Scratch::new();
+    // A reason that would break the one-line-per-message output and clear
+    // the user's terminal.
+    let out =
+        sluice(scratch.dir.path(), &["call", "--format", "lines", guests::TEST_STAGE, "invalid:\n\x1b[2Jrrr", "x"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "! invalid: \\n\\u{1b}[2Jrrr\nx\n");
+}
+
+#[test]
+fn test_escapes_the_control_characters_of_a_reason() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "cases.toml",
+        format!(
+            "plugin = {:?}\nformat = \"lines\"\n\n[[case]]\nname = \"r\"\ninput = [\"invalid:\\n\\u001b[2Jrrr\"]\n",
+            guests::TEST_STAGE
+        ),
+    );
+    let out = sluice(scratch.dir.path(), &["test", "cases.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("] invalid: \\n\\u{1b}[2Jrrr (input 1)\n"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout}");
 }
 
 #[test]
@@ -358,4 +387,45 @@ fn initial_state_for_a_stage_the_pipeline_lacks_names_its_line_and_exits_78() {
         "{stderr}"
     );
     assert_eq!(stdout, "");
+}
+
+/// `sluice test` of a cases file for the two-counter pipeline whose one case
+/// ends with `line` (a mistake in it); its stderr, after checking it exits
+/// 78 having run nothing.
+fn a_wrong_case(line: &str) -> String {
+    let scratch = Scratch::new();
+    two_counters(&scratch);
+    scratch.write(
+        "sluice-test.toml",
+        format!("pipeline = \"pipeline.toml\"\n\n[[case]]\nname = \"typo\"\ninput = ['{{\"user\": \"a\"}}']\n{line}\n"),
+    );
+    let out = sluice(scratch.dir.path(), &["test"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    stderr
+}
+
+#[test]
+fn a_case_naming_a_stage_or_error_that_is_not_there_names_its_line_and_exits_78() {
+    let stderr = a_wrong_case("state = { all = { a = \"1\" }, nosuch = { k = \"1\" } }");
+    assert!(
+        stderr
+            .contains("sluice-test.toml:6:9: `state` names stage `nosuch`, but the pipeline's stages are: all, keyed"),
+        "{stderr}"
+    );
+    let stderr = a_wrong_case("dead_letters = [{ error = \"invalid\", stage = \"nosuch\" }]");
+    assert!(stderr.contains("sluice-test.toml:6:46: a dead letter's `stage` is `nosuch`"), "{stderr}");
+    let stderr = a_wrong_case("dead_letters = [{ error = \"invalidd\" }]");
+    assert!(stderr.contains("sluice-test.toml:6:27: unknown variant `invalidd`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_plugin_is_named_at_its_line_in_the_cases_file() {
+    let scratch = Scratch::new();
+    scratch.write("cases.toml", "plugin = \"nothere.wasm\"\n\n[[case]]\nname = \"x\"\ninput = ['{}']\n");
+    let out = sluice(scratch.dir.path(), &["test", "cases.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
+    assert!(stderr.contains("cases.toml:1:10: plugin nothere.wasm not found"), "{stderr}");
 }

@@ -68,7 +68,9 @@ impl CallCommand {
                 out.write_all(b"\n")?;
             }
             for dead in ran.dead_letters.iter().filter(|d| d.input == input) {
-                writeln!(out, "! {}: {}", dead.error, dead.reason)?;
+                // A stage's reason, escaped as the log has it: one line per
+                // dead letter, and nothing that moves the terminal's cursor.
+                writeln!(out, "! {}: {}", dead.error, sluice::log_safe(&dead.reason))?;
                 failed = true;
             }
         }

@@ -43,7 +43,8 @@ mod text;
 pub(crate) use breach::Breach;
 pub(crate) use limiter::StageLimiter;
 pub(crate) use outputs::{OutputCaps, OutputTally, message_bytes};
-pub(crate) use text::{clamp_reason, log_safe};
+pub(crate) use text::clamp_reason;
+pub use text::log_safe;
 
 use bytesize::ByteSize;
 use serde::Deserialize;

@@ -27,7 +27,7 @@ pub(crate) fn clamp_reason(mut reason: String) -> String {
 /// Guest text for the host's log or terminal: control characters escaped,
 /// so that it stays on one line and cannot pass for the host's own output
 /// (or move a terminal's cursor).
-pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
     }

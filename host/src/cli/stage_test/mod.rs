@@ -87,14 +87,43 @@ struct Case {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectedDeadLetter {
-    /// The error kind: `invalid`, `transient`, `trap`, `limit`, `input`, `output`.
-    error: String,
+    /// The error kind: a misspelt one is the file's mistake, not a case
+    /// that fails.
+    error: ErrorKind,
     /// A substring of the reason.
     #[serde(default)]
     reason: String,
     /// The stage that failed it (any, if left out).
-    stage: Option<String>,
+    stage: Option<Spanned<String>>,
 }
+
+/// A dead letter's `error`, as its record writes it.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ErrorKind {
+    Invalid,
+    Transient,
+    Trap,
+    Limit,
+    Input,
+    Output,
+}
+
+impl ErrorKind {
+    fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Limit => "limit",
+            ErrorKind::Input => "input",
+            ErrorKind::Output => "output",
+        }
+    }
+}
+
+/// What a dead letter's `stage` is for what its source and sink refused.
+const SOURCE_AND_SINK: [&str; 2] = ["source", "sink"];
 
 /// What the cases run against.
 enum Target {
@@ -128,11 +157,20 @@ impl TestCommand {
         let file: CasesFile = toml::from_str(&text).map_err(|e| bad(e.span(), e.message().to_string()))?;
         let dir = self.file.parent().unwrap_or(Path::new("")).to_path_buf();
         let target = match (&file.plugin, &file.pipeline) {
-            (Some(plugin), None) => Target::Plugin {
-                name: stage_name(plugin.get_ref()),
-                plugin: dir.join(plugin.get_ref()),
-                config: file.config.as_ref().map(|c| serde_json::to_value(c.get_ref())).transpose()?,
-            },
+            (Some(plugin), None) => {
+                let path = dir.join(plugin.get_ref());
+                if !path.is_file() {
+                    return Err(bad(
+                        Some(plugin.span()),
+                        format!("plugin {} not found (a path here is relative to the cases file)", path.display()),
+                    ));
+                }
+                Target::Plugin {
+                    name: stage_name(plugin.get_ref()),
+                    plugin: path,
+                    config: file.config.as_ref().map(|c| serde_json::to_value(c.get_ref())).transpose()?,
+                }
+            }
             (None, Some(pipeline)) => {
                 if let Some(config) = &file.config {
                     return Err(bad(
@@ -152,7 +190,24 @@ impl TestCommand {
         if file.cases.is_empty() {
             return Err(bad(None, "no cases: add a [[case]] table with a `name` and an `input`".into()));
         }
+        let stages = target.stages();
+        let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
         for case in &file.cases {
+            // A stage that is not there would make the case fail whatever
+            // the stage does: the file is wrong, not the stage.
+            for expected in &case.get_ref().dead_letters {
+                let Some(stage) = &expected.stage else { continue };
+                if !names.contains(&stage.get_ref().as_str()) && !SOURCE_AND_SINK.contains(&stage.get_ref().as_str()) {
+                    return Err(bad(
+                        Some(stage.span()),
+                        format!(
+                            "a dead letter's `stage` is `{}`, but the stages are: {} (or `source`, `sink` for what they refuse)",
+                            stage.get_ref(),
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
             let (Some(state), Target::Pipeline(_)) = (&case.get_ref().state, &target) else { continue };
             if let Some((stage, _)) = state.get_ref().iter().find(|(_, v)| !v.is_table()) {
                 return Err(bad(
@@ -162,11 +217,16 @@ impl TestCommand {
                     ),
                 ));
             }
+            if let Some((stage, _)) = state.get_ref().iter().find(|(stage, _)| !names.contains(&stage.as_str())) {
+                return Err(bad(
+                    Some(state.span()),
+                    format!("`state` names stage `{stage}`, but the pipeline's stages are: {}", names.join(", ")),
+                ));
+            }
         }
 
         // Every case's initial state is checked before any runs: a mistake
         // in the file is found at once, not after the cases before it.
-        let stages = target.stages();
         let pipeline = matches!(target, Target::Pipeline(_));
         let mut seeds = Vec::with_capacity(file.cases.len());
         for case in &file.cases {
@@ -179,7 +239,14 @@ impl TestCommand {
         let (mut passed, mut failed) = (0, 0);
         for (case, seeds) in file.cases.iter().zip(&seeds) {
             let case = case.get_ref();
-            let problems = run_case(&target, &stages, file.format, case, seeds).await?;
+            let problems = run_case(&target, &stages, file.format, case, seeds).await.map_err(|e| {
+                // A plugin that cannot be built is placed at its line here;
+                // a pipeline's errors name their line in the pipeline file.
+                match (&file.plugin, Outcome::of_error(&e)) {
+                    (Some(plugin), Outcome::ConfigError) => bad(Some(plugin.span()), format!("{e:#}")),
+                    _ => e,
+                }
+            })?;
             if problems.is_empty() {
                 println!("ok {}", case.name);
                 passed += 1;
@@ -276,18 +343,20 @@ async fn run_case(
     }
 
     let matches = |want: &ExpectedDeadLetter, got: &DeadLetter| {
-        want.error == got.error
+        want.error.name() == got.error
             && got.reason.contains(&want.reason)
-            && want.stage.as_ref().is_none_or(|s| got.stage.as_deref() == Some(s))
+            && want.stage.as_ref().is_none_or(|s| got.stage.as_deref() == Some(s.get_ref()))
     };
     if !lists_match(&case.dead_letters, &dead_letters, matches) {
         let want = |d: &ExpectedDeadLetter| match &d.stage {
-            Some(stage) => format!("[{stage}] {}: …{}…", d.error, d.reason),
-            None => format!("{}: …{}…", d.error, d.reason),
+            Some(stage) => format!("[{}] {}: …{}…", stage.get_ref(), d.error.name(), d.reason),
+            None => format!("{}: …{}…", d.error.name(), d.reason),
         };
+        // A stage's reason, escaped as the log has it: it cannot break the
+        // diff's lines or reach the terminal as control sequences.
         let got = |d: &DeadLetter| match &d.stage {
-            Some(stage) => format!("[{stage}] {}: {} (input {})", d.error, d.reason, d.input + 1),
-            None => format!("{}: {} (input {})", d.error, d.reason, d.input + 1),
+            Some(stage) => format!("[{stage}] {}: {} (input {})", d.error, sluice::log_safe(&d.reason), d.input + 1),
+            None => format!("{}: {} (input {})", d.error, sluice::log_safe(&d.reason), d.input + 1),
         };
         problems.push(format!(
             "  dead letters (- expected, + got):\n{}",
