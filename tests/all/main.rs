@@ -6,6 +6,7 @@ mod batching;
 mod brokers;
 mod config_errors;
 mod connectors;
+mod dead_letter_size;
 mod engine;
 mod exit_codes;
 mod hostile;

@@ -51,6 +51,21 @@ enum Json<'a> {
     OneLine(Box<RawValue>),
 }
 
+/// A key or a header value: text when it is UTF-8, else its bytes (as a
+/// value is `value_bytes`), so that nothing is lost.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Bytes<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Bytes<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        std::str::from_utf8(bytes).map_or(Bytes::Bytes(bytes), Bytes::Text)
+    }
+}
+
 #[derive(Serialize)]
 struct MessageRecord<'a> {
     /// The value as JSON when it is JSON...
@@ -63,17 +78,67 @@ struct MessageRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     value_bytes: Option<&'a [u8]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
+    key: Option<Bytes<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    headers: Vec<(&'a str, String)>,
+    headers: Vec<(&'a str, Bytes<'a>)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<i64>,
+}
+
+/// How much of a message's value, and of a reason, a dead-letter record
+/// keeps when the whole record is more than its sink takes (as much as the
+/// file source keeps of an over-long line).
+const CUT_KEPT: usize = 1024;
+
+/// The first `max` bytes of `bytes`, ending at a character boundary when
+/// they are text (text cut inside a character would no longer read as text).
+fn head(bytes: &[u8], max: usize) -> &[u8] {
+    let mut end = bytes.len().min(max);
+    if let Err(e) = std::str::from_utf8(&bytes[..end])
+        && e.error_len().is_none()
+    {
+        end = e.valid_up_to();
+    }
+    &bytes[..end]
 }
 
 impl DeadLetter {
     /// The record as one line of JSON.
     pub(crate) fn to_json_line(&self, source: &Locator) -> Vec<u8> {
+        self.record(source, &self.reason, &self.message)
+    }
+
+    /// The record cut to fit a dead-letter sink that refuses the whole of
+    /// it (`refusal`: larger than a broker takes): the stage, error and
+    /// input as they are, the reason and the message's value cut to their
+    /// first [`CUT_KEPT`] bytes, and the message's key and headers left out
+    /// when they are longer than that together; the reason says what was
+    /// cut. Written whole, the record would fail the run, and every run
+    /// after it, as its input is delivered again.
+    pub(crate) fn to_cut_json_line(&self, source: &Locator, refusal: &str) -> Vec<u8> {
         let m = &self.message;
+        let extras =
+            m.key.as_ref().map_or(0, Vec::len) + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        let keep_extras = extras <= CUT_KEPT;
+        let cut = Message {
+            value: head(&m.value, CUT_KEPT).to_vec(),
+            key: m.key.clone().filter(|_| keep_extras),
+            headers: if keep_extras { m.headers.clone() } else { Vec::new() },
+            timestamp: m.timestamp,
+        };
+        let reason = String::from_utf8_lossy(head(self.reason.as_bytes(), CUT_KEPT));
+        let reason = format!(
+            "{reason}{} [cut: the dead-letter sink refused the whole record ({refusal}); the record keeps the first \
+             {} of the message's {} bytes{}]",
+            if reason.len() < self.reason.len() { "..." } else { "" },
+            cut.value.len(),
+            m.value.len(),
+            if keep_extras { "" } else { ", and not its key and headers" }
+        );
+        self.record(source, &reason, &cut)
+    }
+
+    fn record(&self, source: &Locator, reason: &str, m: &Message) -> Vec<u8> {
         let json = std::str::from_utf8(&m.value).ok().and_then(|s| match serde_json::from_str::<&RawValue>(s) {
             Ok(raw) if !s.contains(['\n', '\r']) => Some(Json::Raw(raw)),
             Ok(_) => {
@@ -88,18 +153,14 @@ impl DeadLetter {
         let record = Record {
             stage: &self.stage,
             error: self.kind,
-            reason: &self.reason,
+            reason,
             input: source.input(self.origin.position),
             message: MessageRecord {
                 value: json,
                 value_text: text,
                 value_bytes: if !is_json && text.is_none() { Some(&m.value) } else { None },
-                key: m.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                headers: m
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.as_str(), String::from_utf8_lossy(&h.value).into_owned()))
-                    .collect(),
+                key: m.key.as_deref().map(Bytes::of),
+                headers: m.headers.iter().map(|h| (h.name.as_str(), Bytes::of(&h.value))).collect(),
                 timestamp: m.timestamp,
             },
         };
@@ -139,6 +200,37 @@ mod tests {
         let line = letter(b"{\n  \"a\": 1\n}").to_json_line(&file("in.jsonl"));
         assert!(!line.contains(&b'\n'));
         assert!(String::from_utf8(line).unwrap().contains(r#""value":{   "a": 1 }"#), "kept as written, on one line");
+    }
+
+    #[test]
+    fn a_cut_record_keeps_the_head_of_the_message_and_says_so() {
+        let mut big = letter("é".repeat(100_000).as_bytes());
+        big.message.headers = vec![crate::bindings::Header { name: "h".into(), value: vec![b'x'; 5000] }];
+        let line = big.to_cut_json_line(&file("in"), "too big");
+        assert!(line.len() < 3000, "{} bytes", line.len());
+        let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(record["stage"], "s");
+        assert_eq!(record["input"]["line"], 7);
+        // Cut at a character boundary: still text.
+        assert_eq!(record["message"]["value_text"], "é".repeat(512));
+        assert!(record["message"].get("headers").is_none(), "{record}");
+        assert_eq!(
+            record["reason"],
+            "bad [cut: the dead-letter sink refused the whole record (too big); the record keeps the first 1024 of \
+             the message's 200000 bytes, and not its key and headers]"
+        );
+    }
+
+    #[test]
+    fn keys_and_header_values_are_text_or_bytes() {
+        let mut binary = letter(b"v");
+        binary.message.key = Some(vec![0xff, b'k']);
+        binary.message.headers = vec![
+            crate::bindings::Header { name: "t".into(), value: b"text".to_vec() },
+            crate::bindings::Header { name: "b".into(), value: vec![0xc3, 0x28] },
+        ];
+        let line = String::from_utf8(binary.to_json_line(&file("-"))).unwrap();
+        assert!(line.contains(r#""key":[255,107],"headers":[["t","text"],["b",[195,40]]]"#), "{line}");
     }
 
     #[test]

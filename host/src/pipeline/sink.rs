@@ -106,7 +106,12 @@ impl<S: Sink> SinkTask<S> {
                     continue;
                 }
             };
-            let record = Message::from_value(letter.to_json_line(&locator));
+            let mut record = Message::from_value(letter.to_json_line(&locator));
+            // A dead letter the sink would refuse (larger than a broker
+            // takes) would fail the run: it is written cut to fit instead.
+            if let Some(refusal) = writer.task.sink.refuses(&record) {
+                record = Message::from_value(letter.to_cut_json_line(&locator, &refusal));
+            }
             writer.write(record, letter.origin).await?;
             writer.task.events.emit(DeadLettered { kind: letter.kind });
             writer.hand_on(rx.is_empty()).await?;
