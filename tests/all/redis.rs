@@ -520,3 +520,107 @@ fn the_backlog_the_group_has_not_yet_been_given_is_a_metric() {
     let (status, log) = worker.interrupt();
     assert_eq!(status.code(), Some(130), "{log}");
 }
+
+/// Entries a worker has read but not yet sent on (its reader reads many at
+/// once, and the pipeline takes them one by one behind a slow stage) are
+/// kept from looking idle like those in the pipeline: the other worker never
+/// claims them, so none is processed twice.
+#[test]
+fn entries_waiting_in_a_live_worker_are_not_claimed_by_another() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    // Each worker reads far more than it works through within claim_idle:
+    // what fills its channels, and a read of 256 more that waits for room.
+    let entries: Vec<Vec<(&str, String)>> = (0..2000).map(|i| vec![("value", format!("sleep:20:{i}"))]).collect();
+    for chunk in entries.chunks(1000) {
+        add(&mut con, "in", chunk);
+    }
+    let stage = format!("[[stages]]\nname = \"t\"\nplugin = {:?}\nconcurrency = 1\n", guests::TEST_STAGE);
+    scratch.write("pipeline.toml", pipeline(&server.url(), "claim_idle = \"2s\"", "lines", &stage));
+    let mut first = Worker::start(&scratch, "first.log");
+    let mut second = Worker::start(&scratch, "second.log");
+    wait_for(&mut con, 2000, &mut [&mut first, &mut second]);
+    let logs: Vec<String> = [first, second]
+        .into_iter()
+        .map(|worker| {
+            let (status, log) = worker.interrupt();
+            assert_eq!(status.code(), Some(130), "{log}");
+            log
+        })
+        .collect();
+    let logs = logs.join("\n---\n");
+    let mut out: Vec<u64> = range(&mut con, "out").iter().map(|(_, f)| field(f, "value").parse().unwrap()).collect();
+    out.sort();
+    assert_eq!(out, (0..2000).collect::<Vec<_>>(), "each entry out once:\n{logs}");
+    assert!(!logs.contains("claimed by another worker"), "{logs}");
+    assert!(!logs.contains("delivered again"), "{logs}");
+    assert_eq!(pending(&mut con, "in", "g").0, 0, "{logs}");
+}
+
+/// With state, acknowledgements wait for a checkpoint; one is taken as soon
+/// as half of `max_ack_pending` waits, else the worker would hold all it may
+/// and stall until `checkpoint_interval` (here far longer than the test).
+#[test]
+fn a_stateful_worker_checkpoints_before_it_holds_max_ack_pending() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    let entries: Vec<Vec<(&str, String)>> =
+        (0..100).map(|i| vec![("value", format!(r#"{{"user":"u{}","i":{i}}}"#, i % 3))]).collect();
+    add(&mut con, "in", &entries);
+    let stage = format!(
+        "[[stages]]\nname = \"count\"\nplugin = {:?}\nconfig = {{ field = \"user\" }}\n",
+        plugin("count-by-key.wasm")
+    );
+    let source = "consumer = \"w\"\nmax_ack_pending = 10\n\
+                  [state]\npath = \"w.state.redb\"\ncheckpoint_interval = \"10m\"";
+    scratch.write("pipeline.toml", pipeline(&server.url(), source, "jsonl", &stage));
+    let mut worker = Worker::start(&scratch, "w.log");
+    wait_for(&mut con, 100, &mut [&mut worker]);
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, fields) in range(&mut con, "out") {
+        let out: Json = serde_json::from_str(field(&fields, "value")).unwrap();
+        let count = counts.entry(out["user"].as_str().unwrap().to_owned()).or_default();
+        *count = (*count).max(out["count"].as_u64().unwrap());
+    }
+    assert_eq!(counts, BTreeMap::from([("u0".into(), 34), ("u1".into(), 33), ("u2".into(), 33)]));
+    assert_eq!(pending(&mut con, "in", "g").0, 0, "{log}");
+}
+
+/// A dead letter keeps a key and header values that are not UTF-8 as their
+/// bytes (a Redis field holds any bytes), as it keeps such a value.
+#[test]
+fn a_dead_letter_keeps_binary_key_and_header_values_as_bytes() {
+    let server = RedisServer::start();
+    let mut con = connect(&server);
+    let scratch = Scratch::new();
+    let _: String = ::redis::cmd("XADD")
+        .arg("in")
+        .arg("*")
+        .arg("value")
+        .arg("not json")
+        .arg("key")
+        .arg(&[0xffu8, b'k'][..])
+        .arg("tag")
+        .arg(&[0xc3u8, 0x28][..])
+        .arg("colour")
+        .arg("red")
+        .query(&mut con)
+        .unwrap();
+    let stage = format!("[[stages]]\nname = \"upper\"\nplugin = {:?}\n", plugin("upper.wasm"));
+    scratch.write("pipeline.toml", pipeline(&server.url(), "", "jsonl", &stage));
+    let mut worker = Worker::start(&scratch, "w.log");
+    wait_for(&mut con, 1, &mut [&mut worker]);
+    let (status, log) = worker.interrupt();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let dead = range(&mut con, "dead");
+    let (record, _) = dead_letter(&dead[0].1);
+    assert_eq!(record["error"], "input", "{record}");
+    let message = &record["message"];
+    assert_eq!(message["value_text"], "not json", "{record}");
+    assert_eq!(message["key"], serde_json::json!([255, 107]), "{record}");
+    assert_eq!(message["headers"], serde_json::json!([["tag", [195, 40]], ["colour", "red"]]), "{record}");
+}

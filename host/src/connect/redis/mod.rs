@@ -64,8 +64,9 @@ fn passing(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
-/// What the pipeline holds, by position: each entry's id and when it was
-/// last read or claimed (so that it is kept from looking idle).
+/// What this worker holds (read, and not yet done by the pipeline), by
+/// position: each entry's id and when the server last delivered it or had
+/// its idle time reset (so that it is kept from looking idle).
 type Held = Arc<Mutex<HashMap<u64, (String, Instant)>>>;
 
 fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Instant)>> {

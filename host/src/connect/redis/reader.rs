@@ -141,10 +141,15 @@ impl Reader {
         Ok((next, entries))
     }
 
-    /// Sends the entries on; how many are now held. `None` once the source
-    /// is gone.
+    /// Takes the entries as held, then sends them on; how many are now
+    /// held. `None` once the source is gone. All are held from the moment
+    /// the server's reply is in, not from when each is sent on: the server
+    /// counts them idle from then, and those still waiting here or in the
+    /// channel must be kept from looking idle as well as those the pipeline
+    /// took (or another worker claims them while this one still has them).
     async fn hand_out(&mut self, entries: Vec<Entry>, again: bool) -> Option<usize> {
-        let mut used = 0;
+        let delivered = Instant::now();
+        let mut taken = Vec::with_capacity(entries.len());
         for Entry { id, fields } in entries {
             let Some(fields) = fields else {
                 // Deleted while it was pending: nothing to process.
@@ -165,9 +170,12 @@ impl Reader {
                 if held.contains_key(&position) {
                     continue;
                 }
-                held.insert(position, (id.clone(), Instant::now()));
+                held.insert(position, (id.clone(), delivered));
             }
-            used += 1;
+            taken.push((id, position, beyond, fields));
+        }
+        let used = taken.len();
+        for (id, position, beyond, fields) in taken {
             if again {
                 self.redelivered.fetch_add(1, Ordering::Relaxed);
             }

@@ -43,6 +43,8 @@ pub(crate) struct RedisSource {
     /// later worker takes again: it is removed from the group on closing.
     default_name: bool,
     claim_idle: Duration,
+    /// Entries this worker may hold unacknowledged (`max_ack_pending`).
+    max_ack_pending: u64,
     inputs: mpsc::Receiver<io::Result<Input>>,
     held: Held,
     /// One permit per entry this worker may still hold.
@@ -117,6 +119,7 @@ impl RedisSource {
             control,
             default_name,
             claim_idle,
+            max_ack_pending: permits as u64,
             inputs,
             held,
             room,
@@ -182,6 +185,13 @@ impl Source for RedisSource {
         if done.delivered {
             let _ = self.acks.send(id);
         }
+    }
+
+    /// A run that holds acknowledgements until a checkpoint takes one
+    /// early, before the reader runs out of room and the worker stalls until
+    /// `checkpoint_interval`.
+    fn max_unacknowledged(&self) -> Option<u64> {
+        Some(self.max_ack_pending)
     }
 
     fn id(&self) -> Option<String> {
