@@ -500,3 +500,214 @@ async fn a_stage_reloaded_while_consuming_a_stream_loses_and_repeats_nothing() {
         assert_eq!(value, &want, "in order, the old component up to {switch}, the new one after");
     }
 }
+
+/// Waits until `stream`'s consumer `name` has nothing delivered and not
+/// acknowledged, and nothing left to deliver; at most a minute.
+async fn wait_all_acknowledged(nats: &Nats, stream: &str, name: &str) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while nats.consumer_pending(stream, name).await != (0, 0) {
+        assert!(Instant::now() < give_up, "left unacknowledged: {:?}", nats.consumer_pending(stream, name).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Headers the NATS server acts on (`Nats-Expected-Stream`,
+/// `Nats-Expected-Last-Sequence`, ...) were instructions for the publish
+/// that stored the input: not passed on to its outputs, where the server
+/// would refuse them (the output stream is another stream, at another
+/// sequence). The worker goes on, its other headers pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_the_server_acts_on_are_not_passed_on_to_outputs() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.a", [publish("first").header("Nats-Expected-Stream", "IN").header("X-Trace", "t1")]).await;
+    nats.publish("in.a", [publish("second").header("Nats-Expected-Last-Sequence", "1").header("X-Trace", "t2")]).await;
+    nats.publish("in.a", [publish("third").header("nats-expected-stream", "IN")]).await;
+    let scratch = Scratch::new();
+    let source = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, ""));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    nats.wait_for("OUT", 3, &mut worker).await;
+    wait_all_acknowledged(&nats, "IN", "workers").await;
+    let (code, log) = interrupt(worker, &scratch, "worker.log");
+    assert_eq!(code, Some(130), "{log}");
+    let out = nats.read("OUT").await;
+    let values: Vec<String> = out.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
+    assert_eq!(values, ["first", "second", "third"]);
+    for message in &out {
+        let headers = message.headers.as_ref().unwrap();
+        let names: Vec<String> = headers.iter().map(|(name, _)| name.to_string()).collect();
+        assert!(
+            names.iter().all(|n| n == "Nats-Msg-Id" || !n.to_ascii_lowercase().starts_with("nats-")),
+            "a header for the server was passed on: {names:?}"
+        );
+    }
+    assert_eq!(out[0].headers.as_ref().unwrap().get("X-Trace").unwrap().as_str(), "t1");
+    assert_eq!(out[1].headers.as_ref().unwrap().get("X-Trace").unwrap().as_str(), "t2");
+    assert_eq!(nats.count("DEAD").await, 0);
+}
+
+/// A message the output stream would refuse for good (over its
+/// `max_msg_size`) is an `output` dead letter; the messages around it go
+/// out, and every input is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_output_stream_refuses_is_a_dead_letter_and_the_rest_go_on() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    let out = stream::Config {
+        name: "OUT".into(),
+        subjects: vec!["out".into()],
+        max_message_size: 1000,
+        ..Default::default()
+    };
+    nats.js.create_stream(out).await.unwrap();
+    let big = "x".repeat(2000);
+    nats.publish("in.a", [publish("small-1"), publish(big.clone()), publish("small-2")]).await;
+    let scratch = Scratch::new();
+    let source = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, ""));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    nats.wait_for("OUT", 2, &mut worker).await;
+    nats.wait_for("DEAD", 1, &mut worker).await;
+    wait_all_acknowledged(&nats, "IN", "workers").await;
+    let (code, log) = interrupt(worker, &scratch, "worker.log");
+    assert_eq!(code, Some(130), "{log}");
+    let values: Vec<String> =
+        nats.read("OUT").await.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
+    assert_eq!(values, ["small-1", "small-2"]);
+    let dead = nats.read("DEAD").await;
+    assert_eq!(dead.len(), 1);
+    let record: serde_json::Value = serde_json::from_slice(&dead[0].payload).unwrap();
+    assert_eq!(record["error"], "output", "{record}");
+    assert_eq!(record["input"]["sequence"], 2, "{record}");
+    assert!(record["reason"].as_str().unwrap().contains("max_msg_size of 1000 bytes"), "{record}");
+}
+
+/// An output stream that refuses every publish (sealed) is not an outage
+/// to wait out: the worker stops, saying what the server said, and leaves
+/// its input on the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_server_refuses_for_good_stops_the_worker_with_the_servers_reason() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.stream("OUT", "out").await;
+    let mut sealed = nats.js.get_stream("OUT").await.unwrap().info().await.unwrap().config.clone();
+    sealed.sealed = true;
+    nats.js.update_stream(sealed).await.unwrap();
+    nats.publish("in.a", [publish("one")]).await;
+    let scratch = Scratch::new();
+    let source = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, ""));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    // Bounded for a broken build only: the worker stops on the first answer.
+    let status = wait_exit(&mut worker, Duration::from_secs(90));
+    let log = std::fs::read_to_string(scratch.path("worker.log")).unwrap();
+    assert_eq!(status, Some(1), "{log}");
+    assert!(log.contains("refused a message published to out"), "{log}");
+    assert!(log.contains("sealed"), "the server's reason: {log}");
+    assert_eq!(nats.count("OUT").await, 0);
+}
+
+/// The worker's exit code, once it has ended; at most `bound` (a bound for
+/// a broken build, not a measure of speed).
+fn wait_exit(worker: &mut Sluice, bound: Duration) -> Option<i32> {
+    let give_up = Instant::now() + bound;
+    loop {
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < give_up, "the worker is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Messages a worker has pulled but not yet started on are kept alive like
+/// those it works on: with slow messages, a short `ack_wait` and two
+/// workers, no message is delivered to both, and none runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_in_a_workers_buffer_are_not_delivered_again() {
+    const N: usize = 60;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    // 60 × 100 ms, one at a time: several times `ack_wait`, pulled at once
+    // by whichever worker asks first, and most of it waits in that worker
+    // (the stage takes one at a time, its queue holds one).
+    nats.publish("in.x", (0..N).map(|i| publish(format!("sleep:100:m{i}")))).await;
+    let scratch = Scratch::new();
+    let source = "ack_wait = \"1s\"\n[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let stage = format!(
+        "[[stages]]\nname = \"slow\"\nplugin = \"{}\"\nconcurrency = 1\nbuffer = 1\n",
+        crate::support::guests::TEST_STAGE
+    );
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, &stage));
+    let mut workers =
+        [start_worker(&scratch, "pipeline.toml", "w1.log"), start_worker(&scratch, "pipeline.toml", "w2.log")];
+    nats.wait_for("OUT", N as u64, &mut workers[0]).await;
+    wait_all_acknowledged(&nats, "IN", "workers").await;
+    let [w1, w2] = workers;
+    let mut logs = String::new();
+    for (worker, log) in [(w1, "w1.log"), (w2, "w2.log")] {
+        let (code, log) = interrupt(worker, &scratch, log);
+        assert_eq!(code, Some(130), "{log}");
+        logs += &log;
+    }
+    // Each worker's report says how many messages it read: together, each once.
+    let read: usize = logs
+        .lines()
+        .filter_map(|line| line.split_once(" read, ").and_then(|(n, _)| n.trim().parse::<usize>().ok()))
+        .sum();
+    assert_eq!(read, N, "inputs read by the two workers together: {logs}");
+    assert!(!logs.contains("duplicates"), "an input ran twice: {logs}");
+    assert_eq!(payloads(&nats, "OUT").await.len(), N);
+}
+
+/// A durable consumer that exists with another subject filter than the
+/// pipeline file's is not used (a worker would read another partition's
+/// messages): the worker stops, naming the consumer, both filters and what
+/// to do. One that differs only in `ack_wait` or `max_ack_pending` is
+/// updated to the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_consumer_with_other_settings_is_refused_or_updated() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    let stream = nats.js.get_stream("IN").await.unwrap();
+    let existing = consumer::pull::Config {
+        durable_name: Some("workers".into()),
+        filter_subject: "in.p0".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(10),
+        max_ack_pending: 1000,
+        ..Default::default()
+    };
+    stream.create_consumer(existing).await.unwrap();
+    nats.publish("in.p0", [publish("zero")]).await;
+    nats.publish("in.p1", [publish("one")]).await;
+    let scratch = Scratch::new();
+    let lines = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let other = format!("subject = \"in.p1\"\n{lines}");
+    scratch.write("p1.toml", worker_pipeline(&nats.server.url(), &other, ""));
+    let mut worker = start_worker(&scratch, "p1.toml", "p1.log");
+    let status = wait_exit(&mut worker, Duration::from_secs(30));
+    let log = std::fs::read_to_string(scratch.path("p1.log")).unwrap();
+    assert_eq!(status, Some(1), "{log}");
+    assert!(log.contains("consumer workers of stream IN"), "{log}");
+    assert!(log.contains("subject is in.p1 in the file, in.p0 on the server"), "{log}");
+    assert!(log.contains("another `consumer` name"), "{log}");
+    assert_eq!(nats.count("OUT").await, 0, "nothing read through the wrong filter");
+
+    // The same filter, other limits: updated, and the worker reads its partition.
+    let same = format!("subject = \"in.p0\"\nack_wait = \"3s\"\nmax_ack_pending = 5\n{lines}");
+    scratch.write("p0.toml", worker_pipeline(&nats.server.url(), &same, ""));
+    let mut worker = start_worker(&scratch, "p0.toml", "p0.log");
+    nats.wait_for("OUT", 1, &mut worker).await;
+    let (code, log) = interrupt(worker, &scratch, "p0.log");
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("updated to the pipeline file's settings"), "{log}");
+    let mut consumer: consumer::PullConsumer = stream.get_consumer("workers").await.unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+    assert_eq!((config.ack_wait, config.max_ack_pending), (Duration::from_secs(3), 5));
+    assert_eq!(config.filter_subject, "in.p0");
+    let values: Vec<String> =
+        nats.read("OUT").await.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
+    assert_eq!(values, ["zero"]);
+}

@@ -3,10 +3,12 @@
 //!
 //! Every worker that runs a pipeline with the same consumer shares its
 //! messages. A message is acknowledged once the pipeline is done with it
-//! (its outputs published and stored, its dead letters too); until then
+//! (its outputs published and stored, its dead letters too); until then,
+//! from the moment it arrives (waiting for the pipeline or worked on),
 //! sluice tells the server it is still being worked on, so that it is
-//! redelivered only if its worker dies. A worker holds at most the
-//! consumer's `max_ack_pending`: backpressure reaches the server.
+//! redelivered only if its worker dies. The consumer's `max_ack_pending`
+//! bounds what all its workers hold together: backpressure reaches the
+//! server. An existing consumer is held to the pipeline file's settings.
 //!
 //! The sink gives each output a `Nats-Msg-Id` made of the source's name,
 //! its input's position and its branch among the input's outputs, so the
@@ -18,8 +20,10 @@
 //! token of the subject, the timestamp from a header or the time the stream
 //! stored the record. The sink writes key and timestamp back as headers, so
 //! a message that goes through NATS comes back the same (header values must
-//! be text: NATS headers are).
+//! be text: NATS headers are). Headers the server acts on (`Nats-...`) are
+//! not published: they were for the publish that stored the input.
 
+mod consumer;
 mod sink;
 mod source;
 

@@ -21,11 +21,14 @@ use tokio::task::JoinHandle;
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// A negative acknowledgement: delivered again after 500 ms.
 const HAND_BACK: &[u8] = br#"-NAK {"delay":500000000}"#;
-/// Messages asked of the server per pull, at most. What the client holds
-/// before the pipeline takes it is not kept alive with "in progress": if it
-/// waits past `ack_wait` the server sends it again, and the copy that comes
-/// second is recognised (held, or recently acknowledged) and not run twice.
+/// Messages received and waiting for the pipeline to take them, at most;
+/// more are pulled once half of them are taken. Each is kept alive ("in
+/// progress") from when it arrives, like those the pipeline works on, so a
+/// message waiting here is not delivered to another worker meanwhile.
 const PULL_BATCH: u64 = 256;
+/// The first pause before pulling again when a pull could not be made or
+/// ended in an error (the server away), doubled up to 5 s.
+const PULL_PAUSE: Duration = Duration::from_millis(500);
 /// Recently acknowledged stream sequences remembered, to recognise a copy
 /// the server sent again before it heard the acknowledgement.
 const RECENT: usize = 8192;
@@ -33,24 +36,58 @@ const RECENT: usize = 8192;
 /// A JetStream durable consumer.
 pub(crate) struct NatsSource {
     client: async_nats::Client,
-    messages: pull::Stream,
+    /// Messages as they arrive (already held), from the pulling task.
+    received: mpsc::Receiver<io::Result<Received>>,
+    pulling: JoinHandle<()>,
+    /// Tells the pulling task to stop asking for more.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     stream: String,
     consumer: String,
     max_ack_pending: u64,
     key: Key,
-    /// What the pipeline holds: each message's reply subject (where its
-    /// acknowledgement goes) by stream sequence.
+    /// What this worker holds and has not settled: received, waiting, or
+    /// being worked on.
     held: Held,
-    /// Sequences acknowledged lately, oldest first, and as a set.
-    recent: (std::collections::VecDeque<u64>, std::collections::HashSet<u64>),
-    acks: mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>,
+    acks: Acks,
     acking: JoinHandle<()>,
     progress: JoinHandle<()>,
     backlog: Backlog,
     asking: JoinHandle<()>,
 }
 
-type Held = Arc<Mutex<HashMap<u64, (async_nats::Subject, Instant)>>>;
+/// A message as it arrived: its stream sequence, when the stream stored it
+/// (ms since the epoch), and the message.
+type Received = (u64, i64, async_nats::Message);
+type Acks = mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>;
+type Held = Arc<Mutex<Holding>>;
+
+#[derive(Default)]
+struct Holding {
+    /// Each message's reply subject (where its acknowledgement goes), and
+    /// when it was last said to be in progress, by stream sequence.
+    messages: HashMap<u64, (async_nats::Subject, Instant)>,
+    /// Sequences acknowledged lately, oldest first, and as a set.
+    recent: (std::collections::VecDeque<u64>, std::collections::HashSet<u64>),
+}
+
+impl Holding {
+    /// A message delivered: whether it is new to this worker (then it is
+    /// held from now on). One it holds already was delivered again (its ack
+    /// wait ran out first): this delivery replaces the old, and it is not
+    /// run twice. One it acknowledged lately is acknowledged again.
+    fn arrived(&mut self, sequence: u64, reply: async_nats::Subject, acks: &Acks) -> bool {
+        if let Some(entry) = self.messages.get_mut(&sequence) {
+            *entry = (reply, Instant::now());
+            return false;
+        }
+        if self.recent.1.contains(&sequence) {
+            let _ = acks.send((reply, b"+ACK"));
+            return false;
+        }
+        self.messages.insert(sequence, (reply, Instant::now()));
+        true
+    }
+}
 
 /// Where a message's key comes from.
 enum Key {
@@ -79,21 +116,7 @@ impl NatsSource {
             max_ack_pending: i64::try_from(config.max_ack_pending).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let consumer: jetstream::consumer::PullConsumer =
-            stream.get_or_create_consumer(&config.consumer, consumer_config).await.map_err(|e| {
-                io::Error::other(format!("cannot open consumer {} on stream {}: {e}", config.consumer, config.stream))
-            })?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH.min(config.max_ack_pending.max(1)) as usize)
-            // Short-lived pulls: one the server no longer holds (it was
-            // answered with a status the client does not account for) costs
-            // at most this long a pause, not the default half a minute.
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_EXPIRES / 4)
-            .messages()
-            .await
-            .map_err(|e| io::Error::other(format!("cannot read consumer {}: {e}", config.consumer)))?;
+        let consumer = super::consumer::open(&stream, config, consumer_config).await?;
 
         let held: Held = Arc::default();
         let (acks, mut to_send) = mpsc::unbounded_channel::<(async_nats::Subject, &'static [u8])>();
@@ -109,19 +132,25 @@ impl NatsSource {
         let progress = tokio::spawn(in_progress(held.clone(), acks.clone(), config.ack_wait));
         let backlog = Backlog::new();
         let asking = tokio::spawn(ask_backlog(consumer.clone(), backlog.clone()));
+        let waiting = PULL_BATCH.min(config.max_ack_pending.max(1)) as usize;
+        let (to_pipeline, received) = mpsc::channel(waiting);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let pulling =
+            tokio::spawn(pull(consumer, held.clone(), acks.clone(), to_pipeline, stopped, config.consumer.clone()));
         let key = match config.key_token {
             Some(token) => Key::Token(token.saturating_sub(1)),
             None => Key::Header(config.key_header.clone()),
         };
         Ok(NatsSource {
             client,
-            messages,
+            received,
+            pulling,
+            stop: Some(stop),
             stream: config.stream.clone(),
             consumer: config.consumer.clone(),
             max_ack_pending: config.max_ack_pending,
             key,
             held,
-            recent: Default::default(),
             acks,
             acking,
             progress,
@@ -148,11 +177,11 @@ impl NatsSource {
                     }
                     _ => {}
                 }
-                if name.eq_ignore_ascii_case(TIMESTAMP_HEADER) {
-                    if let Ok(ms) = value.as_str().parse() {
-                        timestamp = Some(ms);
-                        continue;
-                    }
+                if name.eq_ignore_ascii_case(TIMESTAMP_HEADER)
+                    && let Ok(ms) = value.as_str().parse()
+                {
+                    timestamp = Some(ms);
+                    continue;
                 }
                 out.push(Header { name: name.clone(), value: value.as_str().as_bytes().to_vec() });
             }
@@ -173,9 +202,110 @@ async fn ask_backlog(mut consumer: jetstream::consumer::PullConsumer, backlog: B
     }
 }
 
-/// Tells the server, every third of `ack_wait`, that the messages held
-/// longer than that are still being worked on.
-async fn in_progress(held: Held, acks: mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>, wait: Duration) {
+/// Pulls messages, as many at a time as there is room for in `to` (the
+/// pipeline takes from it), and hands them on; each is held from when it
+/// arrives, so it is kept alive while it waits for the pipeline. Pulls
+/// again once half the room is free; stops pulling when told, and holds
+/// what is still arriving then (to be handed back by [`NatsSource::close`]).
+async fn pull(
+    consumer: jetstream::consumer::PullConsumer,
+    held: Held,
+    acks: Acks,
+    to: mpsc::Sender<io::Result<Received>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    name: String,
+) {
+    let room = to.max_capacity();
+    let mut pause = PULL_PAUSE;
+    loop {
+        // The pipeline takes messages only as fast as it starts on them:
+        // what is asked for is what waits for it at most.
+        let permits = tokio::select! {
+            permits = to.reserve_many(room.div_ceil(2)) => permits,
+            _ = &mut stop => return,
+        };
+        let Ok(permits) = permits else { return };
+        let mut permits: Vec<_> = permits.chain(to.try_reserve_many(to.capacity()).into_iter().flatten()).collect();
+        let batch = consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages();
+        let mut batch = match batch.await {
+            Ok(batch) => {
+                pause = PULL_PAUSE;
+                batch
+            }
+            // The server away: the client connects again by itself.
+            Err(e) => {
+                tracing::warn!("cannot pull from NATS consumer {name}: {e}; trying again in {} ms", pause.as_millis());
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = &mut stop => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut stopping = false;
+        loop {
+            let record = tokio::select! {
+                record = batch.next() => record,
+                _ = &mut stop => {
+                    stopping = true;
+                    break;
+                }
+            };
+            let record = match record {
+                None => break,
+                Some(Ok(record)) => record,
+                Some(Err(e)) => {
+                    tracing::warn!("pulling from NATS consumer {name}: {e}");
+                    tokio::time::sleep(pause).await;
+                    break;
+                }
+            };
+            let Some(received) = arrived(&held, &acks, record, &name) else { continue };
+            match permits.pop() {
+                Some(permit) => permit.send(Ok(received)),
+                // Never more arrive than were asked for; if they did, wait.
+                None => {
+                    if to.send(Ok(received)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if stopping {
+            // Stopped mid-pull: what the server still sends for it is held,
+            // and so handed back; what comes later is delivered again after
+            // `ack_wait`.
+            while let Ok(Some(Ok(record))) = tokio::time::timeout(Duration::from_millis(50), batch.next()).await {
+                let _ = arrived(&held, &acks, record, &name);
+            }
+            return;
+        }
+    }
+}
+
+/// A message pulled: held, and handed on if it is new to this worker.
+fn arrived(held: &Held, acks: &Acks, record: jetstream::Message, name: &str) -> Option<Received> {
+    let (sequence, published) = match record.info() {
+        Ok(info) => (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64),
+        Err(e) => {
+            tracing::warn!("a message of consumer {name} without JetStream metadata, skipped: {e}");
+            return None;
+        }
+    };
+    let jetstream::Message { message, .. } = record;
+    if let Some(reply) = message.reply.clone()
+        && !held.lock().unwrap_or_else(|e| e.into_inner()).arrived(sequence, reply, acks)
+    {
+        return None;
+    }
+    Some((sequence, published, message))
+}
+
+/// Tells the server, every third of `ack_wait`, that the messages held are
+/// still being worked on: each heard of at most half of `ack_wait` apart
+/// (from its arrival, or its last "in progress"), so none times out.
+async fn in_progress(held: Held, acks: Acks, wait: Duration) {
     let every = (wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     loop {
@@ -183,8 +313,9 @@ async fn in_progress(held: Held, acks: mpsc::UnboundedSender<(async_nats::Subjec
         let now = Instant::now();
         let due: Vec<async_nats::Subject> = {
             let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-            held.values_mut()
-                .filter(|(_, since)| now.duration_since(*since) >= every)
+            held.messages
+                .values_mut()
+                .filter(|(_, since)| now.duration_since(*since) >= every / 2)
                 .map(|(reply, since)| {
                     *since = now;
                     reply.clone()
@@ -201,46 +332,13 @@ async fn in_progress(held: Held, acks: mpsc::UnboundedSender<(async_nats::Subjec
 
 impl Source for NatsSource {
     async fn next(&mut self) -> io::Result<Option<Input>> {
-        loop {
-            let record = match self.messages.next().await {
-                None => return Ok(None),
-                Some(Ok(record)) => record,
-                // Heartbeats missed while the server was away: the stream
-                // pulls again once the client has reconnected.
-                Some(Err(e)) if e.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
-                    tracing::warn!("no heartbeat from the NATS server for consumer {}: {e}", self.consumer);
-                    continue;
-                }
-                Some(Err(e)) => {
-                    return Err(io::Error::other(format!("reading consumer {}: {e}", self.consumer)));
-                }
-            };
-            let (sequence, published) = match record.info() {
-                Ok(info) => (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64),
-                Err(e) => {
-                    tracing::warn!("a message of consumer {} without JetStream metadata, skipped: {e}", self.consumer);
-                    continue;
-                }
-            };
-            let jetstream::Message { message, .. } = record;
-            if let Some(reply) = message.reply.clone() {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                // Delivered again while the pipeline still has it (its ack
-                // wait ran out first): it is acknowledged as this delivery,
-                // and not run twice.
-                if let Some(entry) = held.get_mut(&sequence) {
-                    *entry = (reply, Instant::now());
-                    continue;
-                }
-                // Sent again after the pipeline was done with it: acknowledged again, not run again.
-                if self.recent.1.contains(&sequence) {
-                    let _ = self.acks.send((reply, b"+ACK"));
-                    continue;
-                }
-                held.insert(sequence, (reply, Instant::now()));
+        match self.received.recv().await {
+            Some(Ok((sequence, published, message))) => {
+                let message = self.message(message, published);
+                Ok(Some(Input { position: sequence, read: Read::Message(message) }))
             }
-            let message = self.message(message, published);
-            return Ok(Some(Input { position: sequence, read: Read::Message(message) }));
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::other(format!("reading consumer {}: the pulling task ended", self.consumer))),
         }
     }
 
@@ -254,13 +352,14 @@ impl Source for NatsSource {
 
     /// Acknowledged, or (given up on) handed back at once for redelivery.
     fn done(&mut self, done: Done) {
-        let Some((reply, _)) = self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&done.position) else {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((reply, _)) = held.messages.remove(&done.position) else {
             return;
         };
         let kind: &'static [u8] = if done.delivered { b"+ACK" } else { b"-NAK" };
         let _ = self.acks.send((reply, kind));
         if done.delivered {
-            let (order, set) = &mut self.recent;
+            let (order, set) = &mut held.recent;
             if order.len() == RECENT
                 && let Some(oldest) = order.pop_front()
             {
@@ -284,16 +383,16 @@ impl Source for NatsSource {
     }
 
     async fn close(mut self) -> io::Result<()> {
-        // What the server already sent that the pipeline never took goes
-        // back now, not after `ack_wait`, to be delivered again half a
-        // second later (not at once: this worker is still pulling).
-        while let Ok(Some(Ok(record))) = tokio::time::timeout(Duration::from_millis(50), self.messages.next()).await {
-            if let Some(reply) = record.message.reply {
-                let _ = self.acks.send((reply, HAND_BACK));
-            }
+        // The pulling task stops asking for more, and holds what is still
+        // arriving. Everything held and not done goes back now, not after
+        // `ack_wait`: what the server sent that the pipeline never took, and
+        // what it took but never finished (stopped mid-way). Delivered again
+        // half a second later, not at once: this worker is still pulling.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        // And what the pipeline took but never finished (stopped mid-way).
-        let unfinished: Vec<_> = self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let _ = (&mut self.pulling).await;
+        let unfinished: Vec<_> = self.held.lock().unwrap_or_else(|e| e.into_inner()).messages.drain().collect();
         for (_, (reply, _)) in unfinished {
             let _ = self.acks.send((reply, HAND_BACK));
         }
