@@ -236,3 +236,44 @@ fn a_state_file_in_a_missing_directory_is_refused_before_the_run_leaving_nothing
     assert!(partial_files(dir).is_empty(), "{:?}", partial_files(dir));
     assert!(!scratch.path("out").exists());
 }
+
+/// A pipeline that writes `out.txt` and `dead.jsonl` in `dir`, upper-casing nothing.
+fn echo_pipeline(scratch: &Scratch) -> PathBuf {
+    scratch.write("in.txt", "a\nb\n");
+    let pipeline = "version = 1\n[source]\npath = \"in.txt\"\nformat = \"lines\"\n\
+                    [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n"
+        .to_string()
+        + &test_stage("t", "");
+    scratch.write("pipeline.toml", &pipeline)
+}
+
+#[test]
+fn an_output_that_is_a_symlink_or_a_device_is_written_through_not_replaced() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    echo_pipeline(&scratch);
+    std::fs::write(dir.join("real.txt"), "old\n").unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.join("link.txt")).unwrap();
+    let run = sluice(dir, &["run", "pipeline.toml", "-o", "link.txt", "--dead-letter", "/dev/null"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(std::fs::symlink_metadata(dir.join("link.txt")).unwrap().file_type().is_symlink(), "the link stays");
+    assert_eq!(read_lines(&dir.join("real.txt")), ["a", "b"], "what it points to is written");
+    let null = std::fs::metadata("/dev/null").unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&null.file_type()), "/dev/null is still a device");
+    assert!(partial_files(dir).is_empty(), "{:?}", partial_files(dir));
+}
+
+#[test]
+fn temporary_files_of_killed_runs_are_removed_and_a_live_runs_kept() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    echo_pipeline(&scratch);
+    // As a run killed with -9 leaves them; and one a live run still writes (locked).
+    std::fs::write(dir.join(".out.txt.Ab12Cd.partial"), "killed run\n").unwrap();
+    let live = std::fs::File::create(dir.join(".out.txt.Zz98Yx.partial")).unwrap();
+    live.lock().unwrap();
+    let run = sluice(dir, &["run", "pipeline.toml"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(read_lines(&dir.join("out.txt")), ["a", "b"]);
+    assert_eq!(partial_files(dir), [".out.txt.Zz98Yx.partial"]);
+}

@@ -93,7 +93,13 @@ impl FileSink {
     /// A file sink at `path`, or standard output when `None`.
     pub(crate) fn open(path: Option<&Path>, opening: FileOpening) -> std::io::Result<Self> {
         let FileOpening { mode, resumable, resume_at, append, in_place } = opening;
-        Ok(FileSink(match path {
+        // `/dev/stdout` names the same file as the shell's `>`, regular or not.
+        let is_stream = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc") || super::output::is_stream(p);
+        if let Some(path) = path.filter(|p| is_stream(p)) {
+            return Ok(FileSink(Output::stream(path)?));
+        }
+        let path = path.map(super::output::destination);
+        Ok(FileSink(match path.as_deref() {
             None => Output::stdout(),
             Some(path) if in_place => Output::in_place(path, mode)?,
             Some(path) if resumable => Output::resumable(path, mode, resume_at, append)?,
@@ -104,6 +110,7 @@ impl FileSink {
     /// If a run that finished died while moving its files into place, moves
     /// the rest (the ones still beside their destination as `.partial`).
     pub(crate) fn complete_interrupted(path: &Path) -> std::io::Result<()> {
+        let path = &super::output::destination(path);
         let partial = super::partial_path(path);
         if partial.exists() {
             std::fs::rename(&partial, path)?;

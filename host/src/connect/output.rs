@@ -54,17 +54,34 @@ impl Output {
         }
     }
 
+    /// What is not a regular file (`/dev/null`, `/dev/stdout`, a named pipe)
+    /// written as it is, as a shell's `>` would: it cannot be replaced
+    /// whole, and must not be replaced by a regular file.
+    pub(crate) fn stream(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        Ok(Output {
+            writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::fs::File::from_std(file))),
+            file: None,
+            written: 0,
+            keep: false,
+        })
+    }
+
     /// A file that appears at `path` when committed. It keeps the mode of the
     /// file it replaces, else gets `mode`. With `append`, it starts with what
     /// `path` holds now.
     pub(crate) fn file(path: &Path, mode: u32, append: bool) -> std::io::Result<Self> {
         let (dir, name, mode) = Self::place(path, mode);
+        remove_orphans(&dir, &name);
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
         let (mut file, temp_path) = temp.into_parts();
+        // Held while this run lives: a later run tells a live one's
+        // temporary file from one a killed run left behind.
+        file.try_lock().map_err(std::io::Error::other)?;
         let kept = if append { copy_existing(path, &mut file)? } else { 0 };
         Self::writing(file, Partial::Temp(temp_path), path, kept)
     }
@@ -77,7 +94,8 @@ impl Output {
     /// `path` holds now. (When resuming from a checkpoint, `append` is moot:
     /// the `.partial` file already holds whatever the earlier run started with.)
     pub(crate) fn resumable(path: &Path, mode: u32, resume_at: Option<u64>, append: bool) -> std::io::Result<Self> {
-        let (_, _, mode) = Self::place(path, mode);
+        let (dir, name, mode) = Self::place(path, mode);
+        remove_orphans(&dir, &name);
         let partial = partial_path(path);
         let mut file = match resume_at {
             Some(len) => {
@@ -179,6 +197,44 @@ impl Output {
                 tokio::task::spawn_blocking(move || sync.sync_all()).await.map_err(std::io::Error::other)??;
                 Ok(Finished(Some((temp, dest))))
             }
+        }
+    }
+}
+
+/// Where an output at `path` is written: the file a symbolic link points
+/// to, not the link, which renaming over it would replace.
+pub(crate) fn destination(path: &Path) -> PathBuf {
+    match std::fs::read_link(path) {
+        Ok(target) => std::fs::canonicalize(path).unwrap_or_else(|_| dir_of(path).join(target)),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// Whether `path` is something other than a regular file that can be
+/// written: a device, a named pipe, a socket.
+pub(crate) fn is_stream(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Removes the temporary files (`.<name>.XXXXXX.partial`) that runs killed
+/// before they finished left beside `dir/<name>`: a live run holds a lock on
+/// its own, and the kernel lets go of a dead one's. (The resumable
+/// `.<name>.partial`, which a checkpoint may need, is not one of them.)
+fn remove_orphans(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(middle) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".partial")) else {
+            continue;
+        };
+        if middle.len() != 6 || !middle.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let path = entry.path();
+        let orphan = std::fs::OpenOptions::new().write(true).open(&path).is_ok_and(|f| f.try_lock().is_ok());
+        if orphan && std::fs::remove_file(&path).is_ok() {
+            tracing::info!("removed {}, left by a run that was killed before it finished", path.display());
         }
     }
 }
