@@ -49,7 +49,7 @@ impl BuildCommand {
         let name = project_name(&dir)?;
         let out = dir.join("target").join(format!("{name}.wasm"));
         if !wit_is_current(&dir) {
-            eprintln!(
+            stderr!(
                 "warning: {} is not the contract this sluice runs stages against: copy it from a \
                  project made by `sluice new` if the build or the run fails",
                 dir.join("wit/pipeline.wit").display()

@@ -126,7 +126,7 @@ pub(super) fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<()> {
 /// `cargo install wasm-component-ld` into the cache: it needs no root.
 fn install_component_linker() -> Result<PathBuf> {
     let root = toolchains()?.join("rust");
-    eprintln!("installing wasm-component-ld into {} (once)", root.display());
+    stderr!("installing wasm-component-ld into {} (once)", root.display());
     let mut cmd = Command::new(DEBIAN_CARGO);
     clean_env(&mut cmd);
     cmd.args(["install", "--locked", "wasm-component-ld", "--root"]).arg(&root);

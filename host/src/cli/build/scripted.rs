@@ -49,7 +49,7 @@ pub(super) fn pip_install(venv: &Path, package: &str, version: &str, stage: &str
         ))
         .into());
     }
-    eprintln!("installing {package} {version} into {} (once)", venv.display());
+    stderr!("installing {package} {version} into {} (once)", venv.display());
     run(Command::new("python3").args(["-m", "venv"]).arg(venv), "python3 -m venv")?;
     run(
         Command::new(venv.join("bin/python")).args([
@@ -115,7 +115,7 @@ pub(super) fn build_js(dir: &Path, out: &Path) -> Result<()> {
             ))
             .into());
         }
-        eprintln!("installing componentize-js {COMPONENTIZE_JS} into {} (once)", prefix.display());
+        stderr!("installing componentize-js {COMPONENTIZE_JS} into {} (once)", prefix.display());
         std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
         std::fs::write(prefix.join("package.json"), JS_TOOLCHAIN_PACKAGE)?;
         run(Command::new("npm").current_dir(&prefix).args(["install", "--no-audit", "--no-fund"]), "npm install")?;
