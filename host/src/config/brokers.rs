@@ -19,7 +19,9 @@ pub struct NatsSource {
     /// The stream to read.
     pub stream: String,
     /// The durable consumer's name, created if missing: the workers that
-    /// share it share the work.
+    /// share it share the work. If it exists, its subject filter must be
+    /// `subject` (else the worker stops with an error saying what to do);
+    /// its `ack_wait` and `max_ack_pending` are updated to these.
     pub consumer: String,
     /// Only messages on subjects matching this (`orders.eu.>`); default: all
     /// of the stream's. Workers that each own a part of the keys give each
@@ -30,8 +32,10 @@ pub struct NatsSource {
     /// for messages it still holds, so a slow message is not redelivered.
     #[serde(default = "default_ack_wait", with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Messages a worker holds unacknowledged at most: the server sends no
-    /// more until some are acknowledged, so backpressure reaches the broker.
+    /// Messages held unacknowledged at most by all the workers of the
+    /// consumer together (a setting of the consumer, on the server): it
+    /// sends no more until some are acknowledged, so backpressure reaches
+    /// the broker.
     #[serde(default = "default_max_ack_pending")]
     pub max_ack_pending: u64,
     /// The header whose value becomes the message key (and is taken out of
@@ -61,7 +65,9 @@ pub struct NatsSink {
     /// Publishes waiting for the server's acknowledgement at most.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// The header the message key is written to.
+    /// The header the message key is written to (not one beginning with
+    /// `Nats-`: the server acts on those, and the sink does not publish an
+    /// input's).
     #[serde(default = "default_key_header")]
     pub key_header: String,
 }
