@@ -277,3 +277,32 @@ fn temporary_files_of_killed_runs_are_removed_and_a_live_runs_kept() {
     assert_eq!(read_lines(&dir.join("out.txt")), ["a", "b"]);
     assert_eq!(partial_files(dir), [".out.txt.Zz98Yx.partial"]);
 }
+
+#[test]
+fn a_plain_rerun_after_an_interrupt_is_refused_rather_than_counting_lines_twice_into_the_state() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    let pipeline =
+        LINES.to_string() + "[state]\npath = \"state.redb\"\n" + &test_stage("slow", "") + &test_stage("count", "");
+    scratch.write("pipeline.toml", &pipeline);
+    scratch.write("input", &input(3000, |i| format!("sleep:1:incr:k{}", i % 5)));
+    let args = ["run", "pipeline.toml", "-i", "input", "-o", "out"];
+    let log = run_and_interrupt(dir, &args);
+    let state = || sluice(dir, &["state", "pipeline.toml"]).stdout;
+    let state_before = state();
+
+    // The same command again, without the hint's --skip-lines/--append.
+    let again = sluice(dir, &args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(78), "{stderr}");
+    let line = log.split("--skip-lines ").nth(1).and_then(|s| s.split(' ').next()).unwrap();
+    assert!(stderr.contains(&format!("was interrupted after input line {line}")), "{stderr}");
+    assert!(stderr.contains(&format!("--skip-lines {line} --append")), "{stderr}");
+    assert_eq!(state(), state_before, "the state is untouched");
+
+    // Another file under the same name is new input: it runs.
+    std::fs::remove_file(dir.join("input")).unwrap();
+    scratch.write("input", "incr:k0\n");
+    let other = sluice(dir, &args);
+    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+}

@@ -124,6 +124,8 @@ fn of_run(error: &RunError) -> Outcome {
         // With checkpoints, a stage that cannot start fails the run rather
         // than stopping it: the same cause, and a rerun resumes as well.
         RunError::Restart { .. } => Outcome::StoppedEarly,
+        // Running it again as it is would be refused again.
+        RunError::ReadAgain { .. } => Outcome::ConfigError,
         _ => Outcome::Failed,
     }
 }

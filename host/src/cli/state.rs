@@ -50,6 +50,13 @@ impl StateCommand {
             }
         }
         match sluice::state::read_checkpoint(&path)? {
+            Some(c) if c.interrupted.is_some() => stderr!(
+                "{}: a run was interrupted after input line {}; to resume it, run it again with --skip-lines {} \
+                 --append",
+                path.display(),
+                c.source,
+                c.source
+            ),
             Some(c) if !c.complete => stderr!(
                 "{}: an unfinished run checkpointed after input line {}; `sluice run` resumes from there",
                 path.display(),

@@ -72,7 +72,11 @@ impl Checkpoints {
         acks.drain(each_done).await;
         let sink = flush(&self.sink, "the sink").await?;
         let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
-        commit(&self.store, Some(Checkpoint { source: position, sink, dead_letters, complete: false })).await?;
+        commit(
+            &self.store,
+            Some(Checkpoint { source: position, sink, dead_letters, complete: false, interrupted: None }),
+        )
+        .await?;
         tracing::debug!(position, sink, dead_letters, "checkpoint");
         self.since = 0;
         self.last = Instant::now();
@@ -97,7 +101,38 @@ pub(super) async fn recover(
             commit(store, None).await?;
             Ok(None)
         }
+        // Kept until this run commits: a run that fails first leaves it true.
+        Some(c) if c.interrupted.is_some() => {
+            not_read_again(config, &c)?;
+            Ok(None)
+        }
         other => Ok(other),
+    }
+}
+
+/// After a run over `stopped.interrupted` that a signal stopped: refuses to
+/// read the same file from a line the state has already seen, which would
+/// apply those lines to it twice. Standard input cannot be recognised: it
+/// is warned about.
+fn not_read_again(config: &crate::config::PipelineConfig, stopped: &Checkpoint) -> Result<(), RunError> {
+    let Some(was) = &stopped.interrupted else { return Ok(()) };
+    let line = stopped.source;
+    if config.source().skip_lines >= line {
+        return Ok(());
+    }
+    let now = crate::state::InputId::of(config.input_path().as_deref());
+    match &was.path {
+        Some(path) if *was == now => Err(RunError::ReadAgain { input: path.clone(), line }),
+        None if now.path.is_none() => {
+            tracing::warn!(
+                "the last run, reading standard input, was interrupted after line {line}, and the state holds what \
+                 lines 1 to {line} did: if this is the same input, stop now (Ctrl-C) and run it again with \
+                 --skip-lines {line} --append"
+            );
+            Ok(())
+        }
+        // Another input: new lines for the state.
+        _ => Ok(()),
     }
 }
 

@@ -123,7 +123,7 @@ impl Opened {
         let broker = given.source.is_none() && config.source().kind().is_broker();
         let start_after = match broker {
             true => 0,
-            false => config.source().skip_lines.max(resume.map_or(0, |c| c.source)),
+            false => config.source().skip_lines.max(resume.as_ref().map_or(0, |c| c.source)),
         };
         let source = open_source(config, given.source, start_after).await?;
         if let Some(checkpoint) = &resume {
@@ -207,7 +207,7 @@ async fn open_sink(
         SinkKind::File | SinkKind::Stdout => {
             let path = config.output_path();
             let name = FileSink::name(path.as_deref());
-            let opening = file_opening(0o644, run, run.resume.map(|c| c.sink));
+            let opening = file_opening(0o644, run, run.resume.as_ref().map(|c| c.sink));
             let sink = FileSink::open(path.as_deref(), opening)
                 .map_err(|error| RunError::Output { path: name.clone(), error })?;
             Ok((AnySink::File(sink), name))
@@ -238,7 +238,7 @@ async fn open_dead_letters(
     }
     let path = config.dead_letter_path().expect("dead letters to a file have a path");
     // Dead letters hold input as it was, unredacted: private by default.
-    let opening = file_opening(0o600, run, run.resume.map(|c| c.dead_letters));
+    let opening = file_opening(0o600, run, run.resume.as_ref().map(|c| c.dead_letters));
     let sink = FileSink::open(Some(&path), opening).map_err(|error| RunError::Output { path: path.clone(), error })?;
     Ok((AnySink::File(sink), path))
 }

@@ -120,6 +120,21 @@ pub enum RunError {
         /// The configured timeout, for the message.
         timeout: String,
     },
+    /// The run would read again, into the same state, lines of its input
+    /// that an interrupted run already applied to it.
+    #[error(
+        "the last run over {} was interrupted after input line {line}, and the state holds what lines 1 to {line} \
+         did: reading them again would apply them twice. To resume where it stopped, run the same command with \
+         --skip-lines {line} --append (as it said); to start over, clear the state first (`sluice state PIPELINE \
+         --clear`)",
+        input.display()
+    )]
+    ReadAgain {
+        /// The input file.
+        input: PathBuf,
+        /// The last line the interrupted run read.
+        line: u64,
+    },
     /// An output could not be flushed and synced for a checkpoint.
     #[error("cannot sync {what} for a checkpoint: {error}")]
     Checkpoint {

@@ -48,13 +48,16 @@ pub(super) async fn run(
         Some(store) => checkpoint::recover(store, &config).await?,
         None => None,
     };
+    // The input a signal may stop: lines of a file or stdin, read in order.
+    let input = (given.source.is_none() && !config.source().kind().is_broker())
+        .then(|| crate::state::InputId::of(config.input_path().as_deref()));
     let opened = Opened::open(&config, given, resume, durable.is_some()).await?;
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
     let running = Running::start(&config, stages, opened, (&events, &taps), durable.clone(), halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
-    let stopped_after = ended.commit(state.as_ref(), durable.as_ref()).await?;
+    let stopped_after = ended.commit(state.as_ref(), durable.as_ref(), input).await?;
 
     let mut report = events.snapshot().report(started.elapsed());
     report.stopped_after = stopped_after;
@@ -246,11 +249,14 @@ impl Running {
 
 impl Ended {
     /// Makes the run's work durable and visible; returns where the source
-    /// stopped, if a signal stopped it.
+    /// stopped, if a signal stopped it. A run with durable state reading
+    /// `input` leaves its place in the store then, so that the next run does
+    /// not read those lines again into the same state.
     async fn commit(
         self,
         state: Option<&Arc<StateStore>>,
         durable: Option<&Arc<StateStore>>,
+        input: Option<crate::state::InputId>,
     ) -> Result<Option<u64>, RunError> {
         let stopped_after = self.stopped.after;
         // Both sinks complete and durable before either appears.
@@ -260,7 +266,13 @@ impl Ended {
         // appear: a crash in between leaves a complete checkpoint, and the
         // next run only finishes moving the files.
         if let Some(store) = state {
-            let done = Checkpoint { source: stopped_after.unwrap_or(0), sink: 0, dead_letters: 0, complete: true };
+            let done = Checkpoint {
+                source: stopped_after.unwrap_or(0),
+                sink: 0,
+                dead_letters: 0,
+                complete: true,
+                interrupted: None,
+            };
             commit(store, store.is_durable().then_some(done)).await?;
         }
         let (sink, sink_unflushed) = sink;
@@ -268,7 +280,14 @@ impl Ended {
         sink.commit().await.map_err(|error| RunError::Output { path: self.sink_name, error })?;
         dead_letters.commit().await.map_err(|error| RunError::Output { path: self.dead_letters_name, error })?;
         if let Some(store) = durable {
-            commit(store, None).await?;
+            let stopped = stopped_after.zip(input).map(|(source, input)| Checkpoint {
+                source,
+                sink: 0,
+                dead_letters: 0,
+                complete: false,
+                interrupted: Some(input),
+            });
+            commit(store, stopped).await?;
         }
         sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
         self.stopped.close(true).await?;

@@ -61,7 +61,7 @@ pub struct StateError {
 /// source's position was processed, its state committed, its outputs in the
 /// sinks up to theirs. Positions are the connectors' own (for a file source
 /// the input line, for a file sink its length in bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The source's position: the last input settled.
     #[serde(alias = "line")]
@@ -75,6 +75,31 @@ pub struct Checkpoint {
     /// The run finished: its outputs are being moved into place.
     #[serde(default)]
     pub complete: bool,
+    /// A signal stopped the run after `source`, everything it read finished
+    /// and its outputs in place: the input it was reading. The state holds
+    /// what those lines did, so the next run must not read them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<InputId>,
+}
+
+/// An input file as a later run can recognise it: its path, and its device
+/// and inode (a file written anew under the same path is new input). `None`
+/// for standard input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputId {
+    /// The file, or `None` for standard input.
+    pub path: Option<std::path::PathBuf>,
+    /// Its device and inode.
+    pub file: Option<(u64, u64)>,
+}
+
+impl InputId {
+    /// The input at `path` (`None`: standard input) as it is now.
+    pub fn of(path: Option<&std::path::Path>) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let file = path.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.dev(), m.ino()));
+        InputId { path: path.map(std::path::Path::to_path_buf), file }
+    }
 }
 
 /// Where committed state lives: what the store needs of it.
