@@ -264,12 +264,15 @@ async fn pull(
             let Some(received) = arrived(&held, &acks, record, &name) else { continue };
             match permits.pop() {
                 Some(permit) => permit.send(Ok(received)),
-                // Never more arrive than were asked for; if they did, wait.
-                None => {
-                    if to.send(Ok(received)).await.is_err() {
-                        return;
+                // Never more arrive than were asked for; if they did, wait
+                // (it is held: if the worker stops first, it is handed back).
+                None => tokio::select! {
+                    sent = to.send(Ok(received)) => if sent.is_err() { return },
+                    _ = &mut stop => {
+                        stopping = true;
+                        break;
                     }
-                }
+                },
             }
         }
         if stopping {
