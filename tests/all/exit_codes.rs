@@ -107,7 +107,15 @@ fn the_circuit_breaker_exits_3_and_the_report_has_the_counts_so_far() {
 fn a_runtime_failure_exits_1_with_the_report() {
     let scratch = Scratch::new();
     scratch.write("pipeline.toml", header("lines") + &test_stage(""));
-    let out = run(&scratch, &["-i", "no-such-input"]);
+    // Standard input that cannot be read (a directory): it fails only once
+    // the run reads it.
+    let out = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "--report-json", "report.json", "--progress", "0", "-i", "-"])
+        .current_dir(scratch.dir.path())
+        .stdin(std::fs::File::open(scratch.dir.path()).unwrap())
+        .env_remove("SLUICE_LOG_FORMAT")
+        .output()
+        .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let report = report(&scratch);
@@ -115,6 +123,55 @@ fn a_runtime_failure_exits_1_with_the_report() {
     assert!(report["error"].as_str().unwrap().contains("cannot read input"), "{report}");
     // The pipeline was built: its counts are there, at zero.
     assert_eq!((report["read"].as_u64(), report["stages"][0]["name"].as_str()), (Some(0), Some("t")), "{report}");
+}
+
+/// `sluice check` on the pipeline file in `scratch`: its exit status and stderr.
+fn check(scratch: &Scratch) -> (Option<i32>, String) {
+    let out = Command::new(sluice_binary())
+        .args(["check", "pipeline.toml"])
+        .current_dir(scratch.dir.path())
+        .env_remove("SLUICE_LOG_FORMAT")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_missing_input_or_an_output_in_a_missing_directory_fails_the_run_as_check_does_before_building() {
+    let scratch = Scratch::new();
+    let stage = test_stage("");
+    let cases = [
+        (header("lines") + &stage, "pipeline.toml: [source] path: cannot read input: it does not exist"),
+        (
+            header("lines").replace("path = \"out\"", "path = \"no/such/dir/out\"") + &stage,
+            "pipeline.toml: [sink] path: cannot write no/such/dir/out: directory no/such/dir does not exist",
+        ),
+    ];
+    for (pipeline, problem) in cases {
+        scratch.write("pipeline.toml", pipeline);
+        if problem.contains("[sink]") {
+            scratch.write("input", "a\n");
+        }
+        let (code, checked) = check(&scratch);
+        assert_eq!(code, Some(78), "{checked}");
+        assert!(checked.contains(problem), "{checked}");
+        let out = run(&scratch, &[]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{log}");
+        // The same words as check's, and no report table of a run that
+        // never started, nor the name of a temporary file.
+        assert!(log.contains(problem), "{log}");
+        assert!(!log.contains(" read, ") && !log.contains(".partial"), "{log}");
+        let report = report(&scratch);
+        assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("config_error"), Some(78)));
+        assert!(report["read"].is_null(), "nothing was built: {report}");
+    }
+    // Given on the command line, the problem names the flag.
+    let out = run(&scratch, &["-o", "out", "-i", "no-such-input"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{log}");
+    assert!(log.contains("error: --input: cannot read /"), "{log}");
+    assert!(log.contains("/no-such-input: it does not exist"), "{log}");
 }
 
 #[test]

@@ -219,3 +219,31 @@ fn signals_while_the_stages_are_built_are_answered_and_sigterm_ends_it_as_interr
         serde_json::from_str(&std::fs::read_to_string(scratch.dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["outcome"], "interrupted");
 }
+
+#[test]
+fn a_metrics_address_that_cannot_be_served_is_a_config_error_naming_where_it_was_given() {
+    let scratch = Scratch::new();
+    // Held for the whole test: the port is in use.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let stage = stage_with("first", guests::TEST_STAGE, "", "");
+    let cases = [
+        (stdin_to_stdout("") + &stage, vec!["--metrics-addr".to_string(), addr.to_string()], "--metrics-addr"),
+        (stdin_to_stdout(&format!("[metrics]\naddr = \"{addr}\"")) + &stage, vec![], "pipeline.toml: [metrics] addr"),
+    ];
+    for (pipeline, args, setting) in cases {
+        scratch.write("pipeline.toml", &pipeline);
+        let out = Command::new(sluice_binary())
+            .args(["run", "pipeline.toml", "--progress", "0"])
+            .args(&args)
+            .current_dir(scratch.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{stderr}");
+        assert!(stderr.contains(&format!("{setting} {addr}: cannot serve metrics there: ")), "{stderr}");
+        assert!(stderr.contains("Give a free port"), "{stderr}");
+    }
+    drop(taken);
+}

@@ -121,6 +121,19 @@ fn tapping_a_stage_that_is_not_there_names_the_stages_and_exits_78() {
 }
 
 #[test]
+fn tapping_a_server_that_is_not_sluice_exits_1_without_printing_its_page() {
+    // It answers 404 `"not found"` to /tap/...: not sluice's unknown stage.
+    let server = crate::server::TestServer::start();
+    let addr = server.addr.to_string();
+    let out = Command::new(sluice_binary()).args(["tap", &addr, "second"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{addr} does not answer like a sluice metrics server")), "{stderr}");
+    assert!(!stderr.contains("not found"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn a_tap_keeps_to_its_rate_while_the_stage_runs_flat_out() {
     let scratch = Scratch::new();
     let (run, mut stdin, addr, output) = two_stages(&scratch);

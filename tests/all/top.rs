@@ -45,6 +45,45 @@ fn top_against_an_address_where_nothing_listens_exits_1_saying_so() {
 }
 
 #[test]
+fn top_ends_with_0_saying_so_when_the_pipeline_it_watches_ends() {
+    use std::io::BufRead;
+    let scratch = Scratch::new();
+    let (mut child, stdin, addr, _) = two_stages_fed(&scratch);
+    let mut top = Command::new(sluice_binary())
+        .args(["top", &addr.to_string(), "--interval", "50ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A table printed: top has seen the pipeline.
+    let mut first = String::new();
+    std::io::BufReader::new(top.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with(&format!("sluice top {addr}: ")), "{first}");
+    drop(stdin);
+    assert!(child.0.wait().unwrap().success());
+    let out = top.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("the pipeline at {addr} ended")), "{stderr}");
+    assert!(!stderr.contains("running?"), "{stderr}");
+}
+
+#[test]
+fn top_with_an_address_that_is_not_one_exits_78_and_at_another_server_exits_1() {
+    let out = Command::new(sluice_binary()).args(["top", "nonsense", "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("`nonsense` is not an address: give the IP:PORT"), "{stderr}");
+
+    let server = crate::server::TestServer::start();
+    let addr = server.addr.to_string();
+    let out = Command::new(sluice_binary()).args(["top", &addr, "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{addr} does not answer like a sluice metrics server")), "{stderr}");
+}
+
+#[test]
 fn top_shows_as_queued_the_messages_waiting_in_front_of_a_busy_stage() {
     use std::io::Write;
     let scratch = Scratch::new();

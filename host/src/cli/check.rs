@@ -17,14 +17,15 @@ impl CheckCommand {
     pub(crate) async fn execute(self) -> Result<()> {
         let config = PipelineConfig::from_file(&self.pipeline)?;
         // Every problem at once: the files' and the stages'.
-        let mut problems = check_files(&config);
+        let mut problems = check_files(&config, &FromFlags::default());
         // Like `vector validate`: a file the pipeline names that cannot be
         // opened is a config error here too, as the pipeline cannot run as
         // it is; only a failure of sluice's own machinery is not.
         let outcome = match Pipeline::build(config).await {
             Ok(pipeline) if problems.is_empty() => {
                 let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
-                let ok = format!("{}: ok ({} stages: {})", self.pipeline.display(), names.len(), names.join(" → "));
+                let stages = if names.len() == 1 { "stage" } else { "stages" };
+                let ok = format!("{}: ok ({} {stages}: {})", self.pipeline.display(), names.len(), names.join(" → "));
                 super::logging::tell(tracing::Level::INFO, &ok);
                 return Ok(());
             }
@@ -38,22 +39,43 @@ impl CheckCommand {
     }
 }
 
+/// Which of a run's files were given on the command line rather than by the
+/// pipeline file, so that a problem names the flag that set it.
+#[derive(Default)]
+pub(crate) struct FromFlags {
+    pub(crate) input: bool,
+    pub(crate) output: bool,
+    pub(crate) dead_letter: bool,
+}
+
 /// What `sluice run` would fail to open, each named with its file and the
-/// pipeline key that sets it. (The state file's directory is checked when the
-/// pipeline is built, and only if a stage keeps state.)
-fn check_files(config: &PipelineConfig) -> Vec<String> {
+/// pipeline key (or the flag in `flags`) that sets it. `sluice run` checks
+/// these before building too. (The state file's directory is checked when
+/// the pipeline is built, and only if a stage keeps state.)
+pub(crate) fn check_files(config: &PipelineConfig, flags: &FromFlags) -> Vec<String> {
     let file = config.file().map_or_else(String::new, |f| format!("{}: ", f.display()));
+    let setting =
+        |key: &str, flag: &str, from_flag: bool| if from_flag { flag.to_string() } else { format!("{file}{key}") };
     let mut problems = Vec::new();
-    if let Some(input) = config.input_path() {
-        if let Some(reason) = cannot_read(&input) {
-            problems.push(format!("{file}[source] path: cannot read {}: {reason}", input.display()));
-        }
+    if let Some(input) = config.input_path()
+        && let Some(reason) = cannot_read(&input)
+    {
+        let setting = setting("[source] path", "--input", flags.input);
+        problems.push(format!("{setting}: cannot read {}: {reason}", input.display()));
     }
-    let outputs = [("[sink] path", config.output_path()), ("[dead_letter] path", config.dead_letter_path())];
-    for (key, path) in outputs {
+    let outputs = [
+        (setting("[sink] path", "--output", flags.output), config.output_path()),
+        (setting("[dead_letter] path", "--dead-letter", flags.dead_letter), config.dead_letter_path()),
+    ];
+    for (setting, path) in outputs {
         let Some(path) = path else { continue };
+        // A device or FIFO (/dev/null) is written in place, not replaced
+        // through a file created beside it: its directory need not be writable.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            continue;
+        }
         if let Some(reason) = sluice::cannot_create(&path) {
-            problems.push(format!("{file}{key}: cannot write {}: {reason}", path.display()));
+            problems.push(format!("{setting}: cannot write {}: {reason}", path.display()));
         }
     }
     problems

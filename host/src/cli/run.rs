@@ -1,3 +1,4 @@
+use super::check::{FromFlags, check_files};
 use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
 use super::outcome::{Aborted, BadArgument, Decided, Outcome, StoppedEarly};
@@ -131,6 +132,17 @@ impl RunCommand {
             }
         }
         config.set_append(self.append);
+        // What `sluice check` finds wrong with the files fails the run the
+        // same way (78, the same words), before anything is built or read.
+        let from_flags = FromFlags {
+            input: self.input.is_some(),
+            output: self.output.is_some(),
+            dead_letter: self.dead_letter.is_some(),
+        };
+        let problems = check_files(&config, &from_flags);
+        if !problems.is_empty() {
+            return Err(Decided { outcome: Outcome::ConfigError, message: problems.join("\n") }.into());
+        }
         let ending =
             Ending { dead_letters: config.dead_letter_destination(), broker: config.source().kind().is_broker() };
         let input_path = config.input_path();
@@ -138,9 +150,13 @@ impl RunCommand {
 
         // Listening before the build: a port in use fails at once, and
         // /health answers while stages compile (/ready says 503 until the run).
-        let metrics = match self.metrics_addr.or(config.metrics().addr) {
-            Some(addr) => Some(MetricsServer::start(addr).await?),
-            None => None,
+        let metrics = match (self.metrics_addr, config.metrics().addr) {
+            (Some(addr), _) => Some(MetricsServer::start(addr, "--metrics-addr").await?),
+            (None, Some(addr)) => {
+                let setting = format!("{}: [metrics] addr", self.pipeline.display());
+                Some(MetricsServer::start(addr, &setting).await?)
+            }
+            (None, None) => None,
         };
         let pipeline = signals.while_building(Pipeline::build(config)).await??;
         *live = Some((pipeline.stats(), Instant::now()));

@@ -49,7 +49,7 @@ impl TapCommand {
         if self.count == Some(0) {
             return Ok(Outcome::Success);
         }
-        let addr = self.addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let addr = metrics_address(&self.addr)?;
         let path = format!("/tap/{}?rate={}", encode(&self.stage), self.rate);
         let response = tokio::time::timeout(CONNECT_TIMEOUT, request(&addr, &path))
             .await
@@ -57,6 +57,11 @@ impl TapCommand {
             .and_then(|r| r)
             .map_err(|e| anyhow!("cannot reach {addr}: {e:#}: is `sluice run --metrics-addr {addr}` running?"))?;
         let status = response.status();
+        // Another server's 404 is not an unknown stage, and its page is not
+        // worth printing.
+        if !from_sluice(&response) {
+            return Err(not_sluice(&addr, &format!("GET /tap/… answered {status}")));
+        }
         let mut body = response.into_body();
         if status != StatusCode::OK {
             let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -120,6 +125,35 @@ async fn request(addr: &str, path: &str) -> Result<hyper::Response<hyper::body::
     Ok(sender.send_request(request).await?)
 }
 
+/// The address of a `sluice run --metrics-addr`, as given (`IP:PORT` or
+/// `HOST:PORT`, with or without `http://`): what to connect to, or a bad
+/// argument if it cannot be one.
+pub(crate) fn metrics_address(given: &str) -> Result<String> {
+    let addr = given.trim_start_matches("http://").trim_end_matches('/');
+    let has_port = addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(BadArgument(format!(
+            "`{given}` is not an address: give the IP:PORT that `sluice run --metrics-addr` serves at, e.g. \
+             127.0.0.1:9898"
+        ))
+        .into());
+    }
+    Ok(addr.to_string())
+}
+
+/// Whether `response` came from a sluice metrics server (its `Server` header).
+pub(crate) fn from_sluice<B>(response: &hyper::Response<B>) -> bool {
+    response.headers().get(hyper::header::SERVER).is_some_and(|v| v == super::metrics::SERVER)
+}
+
+/// Something answers at `addr`, but not sluice: `answered` says what it did.
+pub(crate) fn not_sluice(addr: &str, answered: &str) -> anyhow::Error {
+    anyhow!(
+        "{addr} does not answer like a sluice metrics server ({answered}): give the address `sluice run \
+         --metrics-addr` serves at"
+    )
+}
+
 /// A stage name as one path segment: stage names are letters, digits, `-`
 /// and `_`, but a mistyped one may be anything.
 fn encode(stage: &str) -> String {
@@ -134,6 +168,16 @@ fn encode(stage: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_address_needs_a_port_and_may_start_with_http() {
+        assert_eq!(super::metrics_address("http://127.0.0.1:9898/").unwrap(), "127.0.0.1:9898");
+        assert_eq!(super::metrics_address("[::1]:9898").unwrap(), "[::1]:9898");
+        assert_eq!(super::metrics_address("localhost:9898").unwrap(), "localhost:9898");
+        for bad in ["nonsense", "127.0.0.1", ":9898", "host:99999"] {
+            assert!(super::metrics_address(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn a_stage_name_is_one_path_segment() {
         assert_eq!(super::encode("redact-pii_2"), "redact-pii_2");

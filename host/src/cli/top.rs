@@ -41,15 +41,29 @@ impl TopCommand {
         if self.interval.is_zero() {
             return Err(BadArgument("--interval must be longer than 0, e.g. 1s or 500ms".into()).into());
         }
-        let addr = self.addr.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let mut before = Scrape::take(&addr).await?;
+        let addr = super::tap::metrics_address(&self.addr)?;
+        let mut before = Scrape::take(&addr).await.map_err(|e| match e {
+            Unanswered::NotSluice(e) => e,
+            Unanswered::Unreachable(e) => {
+                anyhow!("cannot reach {addr}: {e:#}: is `sluice run --metrics-addr {addr}` running?")
+            }
+        })?;
         let redraw = std::io::stdout().is_terminal() && !self.once;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.interval) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(Outcome::Success),
             }
-            let now = Scrape::take(&addr).await?;
+            let now = match Scrape::take(&addr).await {
+                Ok(now) => now,
+                // It answered before: the run ended, and its metrics server
+                // with it (as `sluice tap` says when the stream ends).
+                Err(Unanswered::Unreachable(e)) => {
+                    tracing::info!("the pipeline at {addr} ended (it no longer answers: {e:#})");
+                    return Ok(Outcome::Success);
+                }
+                Err(Unanswered::NotSluice(e)) => return Err(e),
+            };
             let table = render(&addr, &before, &now);
             let mut out = std::io::stdout().lock();
             // Clear the screen and go home: the table replaces the last one.
@@ -78,13 +92,20 @@ struct Scrape {
     stages: Vec<String>,
 }
 
+/// Why a scrape has no samples.
+enum Unanswered {
+    /// No answer (nothing listens, the connection broke, or a timeout).
+    Unreachable(anyhow::Error),
+    /// An answer, but not from a sluice metrics server (or not a 200).
+    NotSluice(anyhow::Error),
+}
+
 impl Scrape {
-    async fn take(addr: &str) -> Result<Scrape> {
-        let text = tokio::time::timeout(SCRAPE_TIMEOUT, fetch(addr))
-            .await
-            .map_err(|_| anyhow!("no answer within {}s", SCRAPE_TIMEOUT.as_secs()))
-            .and_then(|r| r)
-            .map_err(|e| anyhow!("cannot reach {addr}: {e:#}: is `sluice run --metrics-addr {addr}` running?"))?;
+    async fn take(addr: &str) -> Result<Scrape, Unanswered> {
+        let text = match tokio::time::timeout(SCRAPE_TIMEOUT, fetch(addr)).await {
+            Err(_) => Err(Unanswered::Unreachable(anyhow!("no answer within {}s", SCRAPE_TIMEOUT.as_secs()))),
+            Ok(result) => result,
+        }?;
         Ok(Scrape::parse(&text, Instant::now()))
     }
 
@@ -116,23 +137,29 @@ impl Scrape {
     }
 }
 
-/// `GET http://addr/metrics` over HTTP/1.1: the body, if it answers 200.
-async fn fetch(addr: &str) -> Result<String> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+/// `GET http://addr/metrics` over HTTP/1.1: the body, if sluice answers 200.
+async fn fetch(addr: &str) -> Result<String, Unanswered> {
+    let unreachable = |e: hyper::Error| Unanswered::Unreachable(e.into());
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| Unanswered::Unreachable(e.into()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(unreachable)?;
     let conn = tokio::spawn(conn);
     let request = hyper::Request::get("/metrics")
         .header(hyper::header::HOST, addr)
         .body(Empty::<Bytes>::new())
-        .context("building the request")?;
-    let response = sender.send_request(request).await?;
+        .context("building the request")
+        .map_err(Unanswered::Unreachable)?;
+    let response = sender.send_request(request).await.map_err(unreachable)?;
     let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    if !super::tap::from_sluice(&response) {
+        conn.abort();
+        return Err(Unanswered::NotSluice(super::tap::not_sluice(addr, &format!("GET /metrics answered {status}"))));
+    }
+    let body = response.into_body().collect().await.map_err(unreachable)?.to_bytes();
     conn.abort();
     if !status.is_success() {
-        return Err(anyhow!("/metrics answered {status}"));
+        return Err(Unanswered::NotSluice(anyhow!("{addr}: /metrics answered {status}")));
     }
-    String::from_utf8(body.to_vec()).context("/metrics answered text that is not UTF-8")
+    String::from_utf8(body.to_vec()).context("/metrics answered text that is not UTF-8").map_err(Unanswered::NotSluice)
 }
 
 /// One sample line of the Prometheus text format: `name{k="v",...} value

@@ -9,6 +9,7 @@ mod collector;
 mod status;
 mod tap;
 
+use super::outcome::BadArgument;
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +22,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+
+/// The `Server` header of every answer of the metrics server.
+pub(crate) const SERVER: &str = "sluice";
 
 /// The metrics server of one run. Dropping it stops it.
 pub(crate) struct MetricsServer {
@@ -44,10 +48,16 @@ const DRAINING: u8 = 2;
 
 impl MetricsServer {
     /// Listens on `addr` and answers at once: `/health` with 200, `/ready`
-    /// with 503 until [`Self::running`].
-    pub(crate) async fn start(addr: SocketAddr) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot serve metrics at {addr}: give another address with --metrics-addr or [metrics] addr")
+    /// with 503 until [`Self::running`]. `setting` names where `addr` was
+    /// given (`--metrics-addr` or the file's `[metrics] addr`).
+    pub(crate) async fn start(addr: SocketAddr, setting: &str) -> Result<Self> {
+        // A port in use or an address that is not this machine's is the
+        // address's fault: a config error (78), fixed by another address.
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            BadArgument(format!(
+                "{setting} {addr}: cannot serve metrics there: {e}. Give a free port of an address of this machine, \
+                 e.g. 127.0.0.1:9898 (or port 0 for any free port)"
+            ))
         })?;
         // The address really listened on: with port 0, the system's choice.
         let addr = listener.local_addr().unwrap_or(addr);
@@ -62,7 +72,13 @@ impl MetricsServer {
             .route("/ready", get(ready))
             .merge(tap::routes(taps.clone()))
             .merge(status::routes(shared.clone()))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            // How `sluice top` and `sluice tap` tell sluice's answers (its
+            // 404 for an unknown stage, say) from another server's.
+            .layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
+                response.headers_mut().insert(header::SERVER, header::HeaderValue::from_static(SERVER));
+                response
+            }));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!("the metrics server stopped: {e}");
