@@ -276,7 +276,7 @@ async fn with_checkpoints_a_stage_that_cannot_start_fails_the_run_and_says_how_t
     let err = run.report.unwrap_err();
     assert!(err.starts_with("stage `h` cannot make a new instance: "), "{err}");
     assert!(err.contains("init found the poison"), "{err}");
-    assert!(err.contains("running it again resumes from there"), "{err}");
+    assert!(err.contains("running it again resumes from its last checkpoint"), "{err}");
     assert!(run.output.is_empty(), "a failed run publishes nothing");
 
     // The poison was committed: the next run cannot even start, and says what to do.

@@ -299,3 +299,24 @@ async fn a_python_stage_keeps_a_running_total_in_state() {
     assert_eq!(state.len(), 1);
     assert_eq!(state[0].value, b"8.5");
 }
+
+#[test]
+fn a_second_process_on_the_same_state_file_is_refused_at_once() {
+    use crate::metrics::{free_addr, poll, start, stdin_to_stdout};
+    let scratch = Scratch::new();
+    let pipeline = stdin_to_stdout("[state]\npath = \"shared.redb\"")
+        + &crate::support::stage_with("count", guests::TEST_STAGE, "", "");
+    let addr = free_addr();
+    let _first = start(&scratch, &pipeline, addr);
+    poll(addr, "/ready", |status, _| status == 200);
+
+    let second = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["run", "pipeline.toml", "-i", "/dev/null", "-o", "/dev/null"])
+        .current_dir(scratch.dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shared.redb"), "{stderr}");
+    assert!(stderr.contains("another sluice process is running with this state file"), "{stderr}");
+}

@@ -145,7 +145,9 @@ pub(crate) struct BadArgument(pub(crate) String);
 /// A stage could no longer start an instance, so the run stopped before
 /// the end of its input (what it finished is written).
 #[derive(Debug, thiserror::Error)]
-#[error("the run did not finish: a stage could no longer start (see above for why and how to resume)")]
+#[error(
+    "the run did not finish: a stage could no longer start (see above for why, and how to resume if input was left unread)"
+)]
 pub(crate) struct StoppedEarly;
 
 /// Problems whose outcome the command weighed itself (`sluice check`

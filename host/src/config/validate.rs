@@ -121,8 +121,12 @@ impl PipelineConfig {
     fn validate_files(&self, err: &mut impl FnMut(Range<usize>, String)) {
         let Some(dead) = self.dead_letter_path() else { return };
         let output = self.output_path();
+        // A device or pipe (`/dev/null`) is written as it goes, never renamed onto.
+        let stream = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
         let same = |a: &Path, b: &Path| {
-            a == b || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b)
+            !stream(a)
+                && (a == b
+                    || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b))
         };
         if output.as_deref().is_some_and(|o| same(o, &dead)) {
             err(
@@ -130,10 +134,10 @@ impl PipelineConfig {
                 format!("the sink and the dead-letter file are both {}: give them different paths", dead.display()),
             );
         }
-        if let (Some(input), Some(output)) = (self.input_path(), &output) {
-            if same(&input, output) {
-                err(0..0, format!("the sink would overwrite the source {}: give it another path", input.display()));
-            }
+        if let (Some(input), Some(output)) = (self.input_path(), &output)
+            && same(&input, output)
+        {
+            err(0..0, format!("the sink would overwrite the source {}: give it another path", input.display()));
         }
         for (what, path) in [("sink", output.as_deref()), ("dead-letter file", Some(dead.as_path()))] {
             if let Some(path) = path.filter(|p| p.is_dir()) {

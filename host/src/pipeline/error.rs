@@ -86,8 +86,8 @@ pub enum RunError {
     /// A fresh instance of a stage (after a trap, for more concurrency, or
     /// for an isolated message) could not be made.
     #[error(
-        "stage `{stage}` cannot make a new instance: {error}. The run stopped; its last checkpoint is kept, and \
-         running it again resumes from there. {}",
+        "stage `{stage}` cannot make a new instance: {error}. The run stopped, writing nothing; running it again \
+         resumes from its last checkpoint (from the start if it took none). {}",
         restart_hint(stage, None)
     )]
     Restart {

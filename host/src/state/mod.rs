@@ -82,22 +82,27 @@ pub struct Checkpoint {
     pub interrupted: Option<InputId>,
 }
 
-/// An input file as a later run can recognise it: its path, and its device
-/// and inode (a file written anew under the same path is new input). `None`
-/// for standard input.
+/// An input file as a later run can recognise it: its path, device, inode
+/// and creation time (a file written anew under the same path is new input,
+/// even where it reuses the inode; one appended to is the same). `None` for
+/// standard input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputId {
     /// The file, or `None` for standard input.
     pub path: Option<std::path::PathBuf>,
-    /// Its device and inode.
-    pub file: Option<(u64, u64)>,
+    /// Its device, inode, and creation time in nanoseconds since the epoch
+    /// (0 where the filesystem does not keep it).
+    pub file: Option<(u64, u64, u128)>,
 }
 
 impl InputId {
     /// The input at `path` (`None`: standard input) as it is now.
     pub fn of(path: Option<&std::path::Path>) -> Self {
         use std::os::unix::fs::MetadataExt;
-        let file = path.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.dev(), m.ino()));
+        let file = path.and_then(|p| std::fs::metadata(p).ok()).map(|m| {
+            let created = m.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            (m.dev(), m.ino(), created.map_or(0, |d| d.as_nanos()))
+        });
         InputId { path: path.map(std::path::Path::to_path_buf), file }
     }
 }
@@ -127,18 +132,45 @@ trait Backend: Send + Sync {
 pub(crate) struct StateStore {
     backend: Box<dyn Backend>,
     pending: Overlay,
+    /// Held while the store is: see [`StateStore::open`].
+    _lock: Option<std::fs::File>,
 }
 
 impl StateStore {
     /// The store file at `path`, opened when first needed.
     /// `max_pending`: bytes of uncommitted writes held in memory at most.
-    pub(crate) fn open(path: &Path, max_pending: usize) -> Self {
-        StateStore { backend: Box::new(redb::Redb::new(path)), pending: Overlay::new(max_pending) }
+    ///
+    /// Only one run may use a store file. The file itself is created at the
+    /// first checkpoint, so a lock on `.<name>.lock` beside it, taken now,
+    /// refuses a second run at once, not at its first checkpoint after it
+    /// has published outputs. The kernel lets go of a dead process's lock.
+    pub(crate) fn open(path: &Path, max_pending: usize) -> Result<Self, StateError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let lock_path = path.with_file_name(format!(".{name}.lock"));
+        let error = |reason: String| StateError { path: path.to_path_buf(), reason };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| error(format!("cannot open its lock file {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            error(
+                "another sluice process is running with this state file: every process running the pipeline needs \
+                 its own `[state] path`"
+                    .into(),
+            )
+        })?;
+        Ok(StateStore {
+            backend: Box::new(redb::Redb::new(path)),
+            pending: Overlay::new(max_pending),
+            _lock: Some(lock),
+        })
     }
 
     /// A store that lives as long as the pipeline: for tests and throwaway runs.
     pub(crate) fn memory() -> Self {
-        StateStore { backend: Box::new(memory::Memory::default()), pending: Overlay::new(usize::MAX) }
+        StateStore { backend: Box::new(memory::Memory::default()), pending: Overlay::new(usize::MAX), _lock: None }
     }
 
     /// Whether it survives the process (a file), so runs checkpoint into it.
