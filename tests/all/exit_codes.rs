@@ -1,5 +1,6 @@
 //! What a script sees when `sluice run` ends: its exit status, and the
-//! `--report-json` file saying how the run ended, on every path. These run
+//! `--report-json` file saying how the run ended, on every path (and what
+//! `sluice check` says of the same pipelines). These run
 //! the real `sluice` binary, as a script would.
 
 use crate::resume::sluice_binary;
@@ -225,4 +226,23 @@ fn sigint_drains_exits_130_and_the_report_says_where_it_stopped() {
     assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("interrupted"), Some(130)));
     assert!(report["error"].is_null(), "{report}");
     assert_eq!((report["stopped_after"].as_u64(), report["written"].as_u64()), (Some(1), Some(1)), "{report}");
+}
+
+#[test]
+fn check_and_compile_of_a_one_stage_pipeline_say_stage() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    scratch.write("input", "a\n");
+    let (code, checked) = check(&scratch);
+    assert_eq!(code, Some(0), "{checked}");
+    assert!(checked.contains("pipeline.toml: ok (1 stage: t)"), "{checked}");
+    let out = Command::new(sluice_binary())
+        .args(["compile", "pipeline.toml"])
+        .current_dir(scratch.dir.path())
+        .env("SLUICE_CACHE", scratch.path("cache"))
+        .output()
+        .unwrap();
+    let compiled = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{compiled}");
+    assert!(compiled.contains("pipeline.toml: 1 stage ready, "), "{compiled}");
 }

@@ -152,6 +152,12 @@ async fn state_clear_removes_one_stages_state_or_all_and_refuses_while_the_pipel
         "{\"key\":\"x\",\"stage\":\"one\",\"value\":\"1\"}\n{\"key\":\"y\",\"stage\":\"two\",\"value\":\"2\"}\n"
     );
 
+    // A stage that is not there is a wrong argument (78), and the stages are named.
+    let unknown = sluice(&["state", "--stage", "nope", file]);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(78), "{said}");
+    assert!(said.contains("no stage `nope` (stages: one, two)"), "{said}");
+
     let cleared = stdout(&sluice(&["state", "--clear", "--stage", "one", file]));
     assert!(cleared.ends_with(": removed 1 state entries (6 B) of stage `one`\n"), "{cleared}");
     assert_eq!(stdout(&sluice(&["state", file])), "{\"key\":\"y\",\"stage\":\"two\",\"value\":\"2\"}\n");

@@ -21,8 +21,9 @@ impl CompileCommand {
             stderr!("{}: {how} ({})", stage.stage, stage.plugin.display());
         }
         let compiled = stages.iter().filter(|s| !s.from_cache).count();
+        let noun = if stages.len() == 1 { "stage" } else { "stages" };
         stderr!(
-            "{}: {} stages ready, {compiled} compiled, in {:.2?}",
+            "{}: {} {noun} ready, {compiled} compiled, in {:.2?}",
             self.pipeline.display(),
             stages.len(),
             started.elapsed()

@@ -1,3 +1,4 @@
+use super::outcome::BadArgument;
 use anyhow::{Result, bail};
 use sluice::PipelineConfig;
 use std::io::Write;
@@ -31,7 +32,9 @@ impl StateCommand {
             config.stages().iter().filter(|s| self.stage.as_deref().is_none_or(|n| n == s.name())).collect();
         if let (Some(name), true) = (&self.stage, stages.is_empty()) {
             let names: Vec<_> = config.stages().iter().map(|s| s.name()).collect();
-            bail!("{}: no stage `{name}` (stages: {})", self.pipeline.display(), names.join(", "));
+            // The argument is wrong, as `sluice tap` with a stage not there.
+            let message = format!("{}: no stage `{name}` (stages: {})", self.pipeline.display(), names.join(", "));
+            return Err(BadArgument(message).into());
         }
         let path = config.state_path().expect("a pipeline read from a file has a state path");
         if self.clear {
