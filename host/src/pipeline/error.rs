@@ -112,13 +112,21 @@ pub enum RunError {
     /// After a shutdown signal, messages did not finish within `shutdown_timeout`.
     #[error(
         "stopped reading after {stopped_after}, but the messages already read did not finish within \
-         shutdown_timeout ({timeout}); no output was written. Rerun, or raise shutdown_timeout"
+         shutdown_timeout ({timeout}); {}. Rerun, or raise shutdown_timeout",
+        if *broker {
+            "what was delivered and acknowledged stays, and what was not is delivered again"
+        } else {
+            "no output was written"
+        }
     )]
     DrainTimeout {
         /// The last input read, in words: "input line 7".
         stopped_after: String,
         /// The configured timeout, for the message.
         timeout: String,
+        /// Whether the source is a broker, whose outputs were published as
+        /// they came (and stay), not written at the end.
+        broker: bool,
     },
     /// The run would read again, into the same state, lines of its input
     /// that an interrupted run already applied to it.

@@ -221,7 +221,8 @@ impl Running {
                         tracing::warn!("{e}");
                     }
                     let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
-                    return Err(RunError::DrainTimeout { stopped_after: locator.describe(position), timeout });
+                    let broker = config.source().kind().is_broker();
+                    return Err(RunError::DrainTimeout { stopped_after: locator.describe(position), timeout, broker });
                 }
             },
         };
