@@ -30,6 +30,12 @@ pub(crate) fn init(filter: &str, format: LogFormat) {
     if !filter.contains("async_nats") {
         env_filter = env_filter.add_directive("async_nats=warn".parse().expect("a valid directive"));
     }
+    // wasmtime-wasi-http warns of each failed connection, without the stage,
+    // in Rust's debug format; the stage gets the error as a value and says
+    // what it makes of it.
+    if !filter.contains("wasmtime_wasi_http") {
+        env_filter = env_filter.add_directive("wasmtime_wasi_http=error".parse().expect("a valid directive"));
+    }
     // Through the progress bar, when one is shown: cleared, the line written, redrawn.
     // A log line that cannot be written (stderr closed) is dropped: the
     // subscriber's own report of it would panic, in whatever task logged.
