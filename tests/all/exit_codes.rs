@@ -167,7 +167,22 @@ fn a_missing_input_or_an_output_in_a_missing_directory_fails_the_run_as_check_do
         assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("config_error"), Some(78)));
         assert!(report["read"].is_null(), "nothing was built: {report}");
     }
+    // With a stage's problem too, both are told, as check tells them.
+    scratch.write("junk.wasm", "not a component");
+    let junk = "[[stages]]\nname = \"u\"\nplugin = \"junk.wasm\"\n";
+    scratch.write("pipeline.toml", header("lines") + &stage + junk);
+    std::fs::remove_file(scratch.path("input")).unwrap();
+    let (code, checked) = check(&scratch);
+    let out = run(&scratch, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((code, out.status.code()), (Some(78), Some(78)), "{checked}\n{log}");
+    for said in [&*checked, &*log] {
+        assert!(said.contains("[source] path: cannot read input: it does not exist"), "{said}");
+        assert!(said.contains("stage `u`"), "{said}");
+    }
+
     // Given on the command line, the problem names the flag.
+    scratch.write("pipeline.toml", header("lines") + &stage);
     let out = run(&scratch, &["-o", "out", "-i", "no-such-input"]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{log}");

@@ -1,4 +1,4 @@
-use super::outcome::{Decided, Outcome, of_build};
+use super::outcome::{Decided, Outcome};
 use anyhow::Result;
 use sluice::{Pipeline, PipelineConfig};
 use std::path::{Path, PathBuf};
@@ -16,27 +16,34 @@ pub(crate) struct CheckCommand {
 impl CheckCommand {
     pub(crate) async fn execute(self) -> Result<()> {
         let config = PipelineConfig::from_file(&self.pipeline)?;
-        // Every problem at once: the files' and the stages'.
-        let mut problems = check_files(&config, &FromFlags::default());
-        // Like `vector validate`: a file the pipeline names that cannot be
-        // opened is a config error here too, as the pipeline cannot run as
-        // it is; only a failure of sluice's own machinery is not.
-        let outcome = match Pipeline::build(config).await {
-            Ok(pipeline) if problems.is_empty() => {
-                let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
-                let stages = if names.len() == 1 { "stage" } else { "stages" };
-                let ok = format!("{}: ok ({} {stages}: {})", self.pipeline.display(), names.len(), names.join(" → "));
-                super::logging::tell(tracing::Level::INFO, &ok);
-                return Ok(());
-            }
-            Ok(_) => Outcome::ConfigError,
-            Err(e) => {
-                problems.push(e.to_string());
-                if problems.len() > 1 { Outcome::ConfigError } else { of_build(&e) }
-            }
-        };
-        Err(Decided { outcome, message: problems.join("\n") }.into())
+        let pipeline = build(config, &FromFlags::default()).await.map_err(|e| {
+            let outcome = Outcome::of_error(&e);
+            anyhow::Error::from(Decided { outcome, message: e.to_string() })
+        })?;
+        let names: Vec<&str> = pipeline.config().stages().iter().map(|s| s.name()).collect();
+        let stages = if names.len() == 1 { "stage" } else { "stages" };
+        let ok = format!("{}: ok ({} {stages}: {})", self.pipeline.display(), names.len(), names.join(" → "));
+        super::logging::tell(tracing::Level::INFO, &ok);
+        Ok(())
     }
+}
+
+/// Builds the pipeline of `config` once its files are checked
+/// ([`check_files`]), as `sluice check` and `sluice run` both do: every
+/// problem at once, the files' and the stages'. Like `vector validate`, a
+/// file the pipeline names that cannot be opened is a config error, as the
+/// pipeline cannot run as it is; only a failure of sluice's own machinery
+/// (alone) is not.
+pub(crate) async fn build(config: PipelineConfig, flags: &FromFlags) -> Result<Pipeline> {
+    let mut problems = check_files(&config, flags);
+    let built = Pipeline::build(config).await;
+    if problems.is_empty() {
+        return Ok(built?);
+    }
+    if let Err(e) = built {
+        problems.push(e.to_string());
+    }
+    Err(Decided { outcome: Outcome::ConfigError, message: problems.join("\n") }.into())
 }
 
 /// Which of a run's files were given on the command line rather than by the

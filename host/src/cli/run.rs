@@ -1,10 +1,10 @@
-use super::check::{FromFlags, check_files};
+use super::check::{self, FromFlags};
 use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
 use super::outcome::{Aborted, BadArgument, Decided, Outcome, StoppedEarly};
 use super::progress::Progress;
 use anyhow::{Context, Result};
-use sluice::{LiveStats, Pipeline, PipelineConfig, RunReport};
+use sluice::{LiveStats, PipelineConfig, RunReport};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -133,16 +133,13 @@ impl RunCommand {
         }
         config.set_append(self.append);
         // What `sluice check` finds wrong with the files fails the run the
-        // same way (78, the same words), before anything is built or read.
+        // same way (78, the same words, with the stages' problems), before
+        // anything is read.
         let from_flags = FromFlags {
             input: self.input.is_some(),
             output: self.output.is_some(),
             dead_letter: self.dead_letter.is_some(),
         };
-        let problems = check_files(&config, &from_flags);
-        if !problems.is_empty() {
-            return Err(Decided { outcome: Outcome::ConfigError, message: problems.join("\n") }.into());
-        }
         let ending =
             Ending { dead_letters: config.dead_letter_destination(), broker: config.source().kind().is_broker() };
         let input_path = config.input_path();
@@ -158,7 +155,7 @@ impl RunCommand {
             }
             (None, None) => None,
         };
-        let pipeline = signals.while_building(Pipeline::build(config)).await??;
+        let pipeline = signals.while_building(check::build(config, &from_flags)).await??;
         *live = Some((pipeline.stats(), Instant::now()));
         if let Some(metrics) = &metrics {
             metrics.tapping(pipeline.taps());
