@@ -268,14 +268,24 @@ fn temporary_files_of_killed_runs_are_removed_and_a_live_runs_kept() {
     let scratch = Scratch::new();
     let dir = scratch.dir.path();
     echo_pipeline(&scratch);
-    // As a run killed with -9 leaves them; and one a live run still writes (locked).
-    std::fs::write(dir.join(".out.txt.Ab12Cd.partial"), "killed run\n").unwrap();
-    let live = std::fs::File::create(dir.join(".out.txt.Zz98Yx.partial")).unwrap();
+    // As a run killed with -9 leaves them (a minute ago); one a live run
+    // still writes (locked); and the resumable file of another output,
+    // `out.txt.errors1`, which is not a temporary file at all.
+    let old = |name: &str| {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60)).unwrap();
+        file
+    };
+    old(".out.txt.~Ab12Cd.partial");
+    old(".out.txt.errors1.partial");
+    let live = old(".out.txt.~Zz98Yx.partial");
     live.lock().unwrap();
     let run = sluice(dir, &["run", "pipeline.toml"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(read_lines(&dir.join("out.txt")), ["a", "b"]);
-    assert_eq!(partial_files(dir), [".out.txt.Zz98Yx.partial"]);
+    let mut left = partial_files(dir);
+    left.sort();
+    assert_eq!(left, [".out.txt.errors1.partial", ".out.txt.~Zz98Yx.partial"]);
 }
 
 #[test]
@@ -305,4 +315,16 @@ fn a_plain_rerun_after_an_interrupt_is_refused_rather_than_counting_lines_twice_
     scratch.write("input", "incr:k0\n");
     let other = sluice(dir, &args);
     assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+}
+
+#[test]
+fn an_output_of_dev_stdout_writes_to_the_inherited_stdout_keeping_the_shells_append() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    echo_pipeline(&scratch);
+    std::fs::write(dir.join("app.log"), "earlier line, longer than what follows\n").unwrap();
+    let shell = format!("'{}' run pipeline.toml -o /dev/stdout >> app.log", sluice_binary().display());
+    let run = Command::new("sh").args(["-c", &shell]).current_dir(dir).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(read_lines(&dir.join("app.log")), ["earlier line, longer than what follows", "a", "b"]);
 }

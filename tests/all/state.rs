@@ -301,22 +301,33 @@ async fn a_python_stage_keeps_a_running_total_in_state() {
 }
 
 #[test]
-fn a_second_process_on_the_same_state_file_is_refused_at_once() {
+fn a_second_process_on_a_state_file_in_use_is_refused_before_it_reads() {
     use crate::metrics::{free_addr, poll, start, stdin_to_stdout};
+    use std::io::Write;
     let scratch = Scratch::new();
-    let pipeline = stdin_to_stdout("[state]\npath = \"shared.redb\"")
+    let pipeline = stdin_to_stdout("[state]\npath = \"shared.redb\"\ncheckpoint_every = 1")
         + &crate::support::stage_with("count", guests::TEST_STAGE, "", "");
     let addr = free_addr();
-    let _first = start(&scratch, &pipeline, addr);
+    let mut first = start(&scratch, &pipeline, addr);
     poll(addr, "/ready", |status, _| status == 200);
+    // A checkpoint creates the state file, which the run then holds open.
+    // (One falls due as the source reads on: lines keep coming until then.)
+    let mut stdin = first.0.stdin.take().unwrap();
+    let state = scratch.dir.path().join("shared.redb");
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < give_up, "no checkpoint created {}", state.display());
+        stdin.write_all(b"incr:a\n").and_then(|()| stdin.flush()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let second = std::process::Command::new(crate::resume::sluice_binary())
-        .args(["run", "pipeline.toml", "-i", "/dev/null", "-o", "/dev/null"])
+        .args(["run", "pipeline.toml", "-i", "/dev/null", "-o", "second.out"])
         .current_dir(scratch.dir.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("shared.redb"), "{stderr}");
-    assert!(stderr.contains("another sluice process is running with this state file"), "{stderr}");
+    assert!(stderr.contains("shared.redb") && stderr.contains("it is open in another process"), "{stderr}");
+    assert!(!scratch.dir.path().join("second.out").exists(), "nothing written");
 }

@@ -57,8 +57,11 @@ fn top_ends_with_0_saying_so_when_the_pipeline_it_watches_ends() {
         .unwrap();
     // A table printed: top has seen the pipeline.
     let mut first = String::new();
-    std::io::BufReader::new(top.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let mut tables = std::io::BufReader::new(top.stdout.take().unwrap());
+    tables.read_line(&mut first).unwrap();
     assert!(first.starts_with(&format!("sluice top {addr}: ")), "{first}");
+    // Read on: a closed stdout would end top with a broken pipe.
+    std::thread::spawn(move || std::io::copy(&mut tables, &mut std::io::sink()));
     drop(stdin);
     assert!(child.0.wait().unwrap().success());
     let out = top.wait_with_output().unwrap();

@@ -76,11 +76,6 @@ pub(crate) fn check_files(config: &PipelineConfig, flags: &FromFlags) -> Vec<Str
     ];
     for (setting, path) in outputs {
         let Some(path) = path else { continue };
-        // A device or FIFO (/dev/null) is written in place, not replaced
-        // through a file created beside it: its directory need not be writable.
-        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-            continue;
-        }
         if let Some(reason) = sluice::cannot_create(&path) {
             problems.push(format!("{setting}: cannot write {}: {reason}", path.display()));
         }

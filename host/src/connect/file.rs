@@ -93,10 +93,8 @@ impl FileSink {
     /// A file sink at `path`, or standard output when `None`.
     pub(crate) fn open(path: Option<&Path>, opening: FileOpening) -> std::io::Result<Self> {
         let FileOpening { mode, resumable, resume_at, append, in_place } = opening;
-        // `/dev/stdout` names the same file as the shell's `>`, regular or not.
-        let is_stream = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc") || super::output::is_stream(p);
-        if let Some(path) = path.filter(|p| is_stream(p)) {
-            return Ok(FileSink(Output::stream(path)?));
+        if let Some(output) = path.and_then(Output::written_through).transpose()? {
+            return Ok(FileSink(output));
         }
         let path = path.map(super::output::destination);
         Ok(FileSink(match path.as_deref() {

@@ -54,17 +54,27 @@ impl Output {
         }
     }
 
-    /// What is not a regular file (`/dev/null`, `/dev/stdout`, a named pipe)
-    /// written as it is, as a shell's `>` would: it cannot be replaced
-    /// whole, and must not be replaced by a regular file.
-    pub(crate) fn stream(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        Ok(Output {
-            writer: BufWriter::with_capacity(BUFFER, Box::new(tokio::fs::File::from_std(file))),
-            file: None,
-            written: 0,
-            keep: false,
-        })
+    /// The output at `path` if it is written as it goes, as a shell's `>`
+    /// would, not made whole beside it and renamed: the process's own
+    /// standard output or error (`/dev/stdout`, `/dev/fd/2`: the inherited
+    /// descriptor, which keeps the shell's `>>`), or what is not a regular
+    /// file (`/dev/null`, a named pipe), which must not be replaced by one.
+    pub(crate) fn written_through(path: &Path) -> Option<std::io::Result<Self>> {
+        let inherited =
+            |fd: u32| ["/dev/fd", "/proc/self/fd"].iter().any(|d| path == Path::new(d).join(fd.to_string()));
+        let writer: Box<dyn AsyncWrite + Send + Unpin> = if path == Path::new("/dev/stdout") || inherited(1) {
+            Box::new(tokio::io::stdout())
+        } else if path == Path::new("/dev/stderr") || inherited(2) {
+            Box::new(tokio::io::stderr())
+        } else if is_stream(path) {
+            match std::fs::OpenOptions::new().write(true).open(path) {
+                Ok(file) => Box::new(tokio::fs::File::from_std(file)),
+                Err(e) => return Some(Err(e)),
+            }
+        } else {
+            return None;
+        };
+        Some(Ok(Output { writer: BufWriter::with_capacity(BUFFER, writer), file: None, written: 0, keep: false }))
     }
 
     /// A file that appears at `path` when committed. It keeps the mode of the
@@ -74,14 +84,17 @@ impl Output {
         let (dir, name, mode) = Self::place(path, mode);
         remove_orphans(&dir, &name);
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&format!(".{name}.{TEMP_MARK}"))
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
         let (mut file, temp_path) = temp.into_parts();
         // Held while this run lives: a later run tells a live one's
-        // temporary file from one a killed run left behind.
-        file.try_lock().map_err(std::io::Error::other)?;
+        // temporary file from one a killed run left behind. Where the
+        // filesystem has no locks, the file is only not cleaned up.
+        if let Err(std::fs::TryLockError::Error(e)) = file.try_lock() {
+            tracing::debug!("cannot lock {}: {e}", temp_path.display());
+        }
         let kept = if append { copy_existing(path, &mut file)? } else { 0 };
         Self::writing(file, Partial::Temp(temp_path), path, kept)
     }
@@ -216,19 +229,28 @@ pub(crate) fn is_stream(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
-/// Removes the temporary files (`.<name>.XXXXXX.partial`) that runs killed
+/// What marks a temporary output file (`.<name>.~XXXXXX.partial`), apart
+/// from the resumable `.<name>.partial` of an output whose name goes on.
+const TEMP_MARK: &str = "~";
+
+/// Removes the temporary files (`.<name>.~XXXXXX.partial`) that runs killed
 /// before they finished left beside `dir/<name>`: a live run holds a lock on
-/// its own, and the kernel lets go of a dead one's. (The resumable
-/// `.<name>.partial`, which a checkpoint may need, is not one of them.)
+/// its own, and the kernel lets go of a dead one's. One younger than a few
+/// seconds is left alone: a live run may not have locked it yet.
 fn remove_orphans(dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let prefix = format!(".{name}.");
+    let prefix = format!(".{name}.{TEMP_MARK}");
+    let young =
+        |m: std::fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()).is_none_or(|age| age.as_secs() < 5);
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(middle) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".partial")) else {
             continue;
         };
         if middle.len() != 6 || !middle.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        if entry.metadata().map_or(true, young) {
             continue;
         }
         let path = entry.path();
@@ -271,6 +293,10 @@ fn copy_existing(dest: &Path, file: &mut std::fs::File) -> std::io::Result<u64> 
 /// temporary file, which leaves nothing behind), and `path` must not be a
 /// directory.
 pub fn cannot_create(path: &Path) -> Option<String> {
+    // A device or pipe (`/dev/null`) is written in place: its directory need not be writable.
+    if is_stream(path) {
+        return None;
+    }
     if path.is_dir() {
         return Some(format!("{} is a directory: give a file path", path.display()));
     }

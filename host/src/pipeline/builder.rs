@@ -175,7 +175,7 @@ async fn load(
                     let error = crate::config::ConfigError::new(config.file(), None, None, message);
                     return Err(BuildError::Config(crate::config::ConfigErrors(vec![error])));
                 }
-                StateStore::open(&path, config.state().max_pending_bytes.as_u64() as usize)?
+                StateStore::open(&path, config.state().max_pending_bytes.as_u64() as usize)
             }
             None => StateStore::memory(),
         },

@@ -98,7 +98,10 @@ pub(super) async fn recover(
     match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;
-            commit(store, None).await?;
+            // What was left of an interrupted run: its mark, as it would have.
+            let mark = c.interrupted.is_some().then(|| Checkpoint { complete: false, ..c.clone() });
+            commit(store, mark).await?;
+            not_read_again(config, &c)?;
             Ok(None)
         }
         // Kept until this run commits: a run that fails first leaves it true.

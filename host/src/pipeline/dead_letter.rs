@@ -88,7 +88,7 @@ struct MessageRecord<'a> {
 /// How much of a message's value, and of a reason, a dead-letter record
 /// keeps when the whole record is more than its sink takes (as much as the
 /// file source keeps of an over-long line).
-const CUT_KEPT: usize = 1024;
+pub(super) const CUT_KEPT: usize = 1024;
 
 /// The first `max` bytes of `bytes`, ending at a character boundary when
 /// they are text (text cut inside a character would no longer read as text).
@@ -110,18 +110,18 @@ impl DeadLetter {
 
     /// The record cut to fit a dead-letter sink that refuses the whole of
     /// it (`refusal`: larger than a broker takes): the stage, error and
-    /// input as they are, the reason and the message's value cut to their
-    /// first [`CUT_KEPT`] bytes, and the message's key and headers left out
-    /// when they are longer than that together; the reason says what was
-    /// cut. Written whole, the record would fail the run, and every run
-    /// after it, as its input is delivered again.
-    pub(crate) fn to_cut_json_line(&self, source: &Locator, refusal: &str) -> Vec<u8> {
+    /// input as they are, the reason cut to its first [`CUT_KEPT`] bytes and
+    /// the message's value to its first `keep`, and the message's key and
+    /// headers left out when they are longer than that together; the reason
+    /// says what was cut. Written whole, the record would fail the run, and
+    /// every run after it, as its input is delivered again.
+    pub(crate) fn to_cut_json_line(&self, source: &Locator, refusal: &str, keep: usize) -> Vec<u8> {
         let m = &self.message;
         let extras =
             m.key.as_ref().map_or(0, Vec::len) + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
-        let keep_extras = extras <= CUT_KEPT;
+        let keep_extras = extras <= keep;
         let cut = Message {
-            value: head(&m.value, CUT_KEPT).to_vec(),
+            value: head(&m.value, keep).to_vec(),
             key: m.key.clone().filter(|_| keep_extras),
             headers: if keep_extras { m.headers.clone() } else { Vec::new() },
             timestamp: m.timestamp,
@@ -204,20 +204,21 @@ mod tests {
 
     #[test]
     fn a_cut_record_keeps_the_head_of_the_message_and_says_so() {
-        let mut big = letter("é".repeat(100_000).as_bytes());
+        // 3 bytes a character: 1024 falls inside one.
+        let mut big = letter("€".repeat(100_000).as_bytes());
         big.message.headers = vec![crate::bindings::Header { name: "h".into(), value: vec![b'x'; 5000] }];
-        let line = big.to_cut_json_line(&file("in"), "too big");
+        let line = big.to_cut_json_line(&file("in"), "too big", CUT_KEPT);
         assert!(line.len() < 3000, "{} bytes", line.len());
         let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(record["stage"], "s");
         assert_eq!(record["input"]["line"], 7);
         // Cut at a character boundary: still text.
-        assert_eq!(record["message"]["value_text"], "é".repeat(512));
+        assert_eq!(record["message"]["value_text"], "€".repeat(341));
         assert!(record["message"].get("headers").is_none(), "{record}");
         assert_eq!(
             record["reason"],
-            "bad [cut: the dead-letter sink refused the whole record (too big); the record keeps the first 1024 of \
-             the message's 200000 bytes, and not its key and headers]"
+            "bad [cut: the dead-letter sink refused the whole record (too big); the record keeps the first 1023 of \
+             the message's 300000 bytes, and not its key and headers]"
         );
     }
 

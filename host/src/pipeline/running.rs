@@ -260,6 +260,8 @@ impl Ended {
         input: Option<crate::state::InputId>,
     ) -> Result<Option<u64>, RunError> {
         let stopped_after = self.stopped.after;
+        // Where a signal stopped the input, kept through both commits below.
+        let interrupted = stopped_after.and(input);
         // Both sinks complete and durable before either appears.
         let sink = finish(self.sink, &self.sink_name).await?;
         let dead_letters = finish(self.dead_letters, &self.dead_letters_name).await?;
@@ -272,7 +274,7 @@ impl Ended {
                 sink: 0,
                 dead_letters: 0,
                 complete: true,
-                interrupted: None,
+                interrupted: interrupted.clone(),
             };
             commit(store, store.is_durable().then_some(done)).await?;
         }
@@ -281,7 +283,7 @@ impl Ended {
         sink.commit().await.map_err(|error| RunError::Output { path: self.sink_name, error })?;
         dead_letters.commit().await.map_err(|error| RunError::Output { path: self.dead_letters_name, error })?;
         if let Some(store) = durable {
-            let stopped = stopped_after.zip(input).map(|(source, input)| Checkpoint {
+            let stopped = stopped_after.zip(interrupted).map(|(source, input)| Checkpoint {
                 source,
                 sink: 0,
                 dead_letters: 0,

@@ -8,7 +8,7 @@
 //! before it commits.
 
 use super::checkpoint::Flush;
-use super::dead_letter::{DeadLetter, Kind};
+use super::dead_letter::{CUT_KEPT, DeadLetter, Kind};
 use super::error::RunError;
 use super::events::{DeadLettered, Events, Written};
 use super::task::{TaskError, send_dead};
@@ -110,7 +110,12 @@ impl<S: Sink> SinkTask<S> {
             // A dead letter the sink would refuse (larger than a broker
             // takes) would fail the run: it is written cut to fit instead.
             if let Some(refusal) = writer.task.sink.refuses(&record) {
-                record = Message::from_value(letter.to_cut_json_line(&locator, &refusal));
+                record = Message::from_value(letter.to_cut_json_line(&locator, &refusal, CUT_KEPT));
+                // Escaped, what is kept can be several times as long: then
+                // without the message at all.
+                if writer.task.sink.refuses(&record).is_some() {
+                    record = Message::from_value(letter.to_cut_json_line(&locator, &refusal, 0));
+                }
             }
             writer.write(record, letter.origin).await?;
             writer.task.events.emit(DeadLettered { kind: letter.kind });

@@ -132,45 +132,18 @@ trait Backend: Send + Sync {
 pub(crate) struct StateStore {
     backend: Box<dyn Backend>,
     pending: Overlay,
-    /// Held while the store is: see [`StateStore::open`].
-    _lock: Option<std::fs::File>,
 }
 
 impl StateStore {
     /// The store file at `path`, opened when first needed.
     /// `max_pending`: bytes of uncommitted writes held in memory at most.
-    ///
-    /// Only one run may use a store file. The file itself is created at the
-    /// first checkpoint, so a lock on `.<name>.lock` beside it, taken now,
-    /// refuses a second run at once, not at its first checkpoint after it
-    /// has published outputs. The kernel lets go of a dead process's lock.
-    pub(crate) fn open(path: &Path, max_pending: usize) -> Result<Self, StateError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let lock_path = path.with_file_name(format!(".{name}.lock"));
-        let error = |reason: String| StateError { path: path.to_path_buf(), reason };
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| error(format!("cannot open its lock file {}: {e}", lock_path.display())))?;
-        lock.try_lock().map_err(|_| {
-            error(
-                "another sluice process is running with this state file: every process running the pipeline needs \
-                 its own `[state] path`"
-                    .into(),
-            )
-        })?;
-        Ok(StateStore {
-            backend: Box::new(redb::Redb::new(path)),
-            pending: Overlay::new(max_pending),
-            _lock: Some(lock),
-        })
+    pub(crate) fn open(path: &Path, max_pending: usize) -> Self {
+        StateStore { backend: Box::new(redb::Redb::new(path)), pending: Overlay::new(max_pending) }
     }
 
     /// A store that lives as long as the pipeline: for tests and throwaway runs.
     pub(crate) fn memory() -> Self {
-        StateStore { backend: Box::new(memory::Memory::default()), pending: Overlay::new(usize::MAX), _lock: None }
+        StateStore { backend: Box::new(memory::Memory::default()), pending: Overlay::new(usize::MAX) }
     }
 
     /// Whether it survives the process (a file), so runs checkpoint into it.

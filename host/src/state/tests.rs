@@ -23,7 +23,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     {
-        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
         let mut s = scope(&store, "count", false);
         s.set(b"a", Some(b"1".to_vec())).unwrap();
         s.set(b"b", Some(b"2".to_vec())).unwrap();
@@ -38,7 +38,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
         s.keep_writes();
         // Not committed: lost with the process.
     }
-    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
     let s = scope(&store, "count", false);
     assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "the deletion was never committed");
@@ -140,14 +140,14 @@ fn a_scopes_count_survives_a_restart_and_keyed_partitions_have_their_own() {
     let path = dir.path().join("state.redb");
     let quota = Quota { max_key: 64, max_value: 64, max_total: 20 };
     {
-        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
         let mut s = StateScope::new(store.clone(), "k".into(), true, quota);
         s.enter(Some(b"u1"));
         s.set(b"a", Some(vec![0; 19])).unwrap();
         s.keep_writes();
         store.commit(None).unwrap();
     }
-    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
     let mut s = StateScope::new(store.clone(), "k".into(), true, quota);
     s.enter(Some(b"u1"));
     assert_eq!(
@@ -169,7 +169,7 @@ fn a_scopes_count_survives_a_restart_and_keyed_partitions_have_their_own() {
 fn pending_writes_are_bounded_and_a_checkpoint_is_due_at_half() {
     let dir = tempfile::tempdir().unwrap();
     let entry = PENDING_ENTRY_OVERHEAD + 2 + 100; // "s\0" + key "k<i>" ... counted below
-    let store = Arc::new(StateStore::open(&dir.path().join("state.redb"), 10 * entry).unwrap());
+    let store = Arc::new(StateStore::open(&dir.path().join("state.redb"), 10 * entry));
     let mut s = scope(&store, "s", false);
     let mut kept = 0;
     for i in 0..100 {
@@ -197,7 +197,7 @@ fn pending_writes_are_bounded_and_a_checkpoint_is_due_at_half() {
 fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
-    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
     for (stage, keyed) in [("a", false), ("ab", false), ("k", true)] {
         let mut s = scope(&store, stage, keyed);
         s.enter(Some(b"u"));
@@ -225,7 +225,7 @@ fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
 fn a_store_no_stage_writes_to_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
-    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
     let mut s = scope(&store, "s", false);
     assert_eq!(s.get(b"a").unwrap(), None);
     assert!(s.scan(b"", 10).unwrap().is_empty());
@@ -246,7 +246,7 @@ fn written_state_is_what_the_next_run_reads_and_an_unfinished_runs_checkpoint_is
     let path = dir.path().join("state.redb");
     let checkpoint = Checkpoint { source: 5, sink: 0, dead_letters: 0, complete: false, interrupted: None };
     {
-        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
         let mut s = scope(&store, "count", false);
         s.set(b"a", Some(b"1".to_vec())).unwrap();
         s.set(b"b", Some(b"2".to_vec())).unwrap();
@@ -261,7 +261,7 @@ fn written_state_is_what_the_next_run_reads_and_an_unfinished_runs_checkpoint_is
     write_state(&path, "count", &[entry(None, b"a", b"10"), entry(None, b"c", b"3")]).unwrap();
     write_state(&path, "keyed", &[entry(Some(b"user-1"), b"x", b"7"), entry(Some(b""), b"x", b"8")]).unwrap();
 
-    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING).unwrap());
+    let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
     let s = scope(&store, "count", false);
     assert_eq!(s.get(b"a").unwrap(), Some(b"10".to_vec()), "written over the committed value");
     assert_eq!(s.get(b"b").unwrap(), Some(b"2".to_vec()), "entries not written are kept");
