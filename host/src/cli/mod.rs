@@ -12,6 +12,7 @@ mod outcome;
 mod progress;
 mod reload;
 mod run;
+mod signals;
 mod stage_test;
 mod state;
 mod tap;

@@ -24,6 +24,7 @@
 //! not published: they were for the publish that stored the input.
 
 mod consumer;
+mod pull;
 mod sink;
 mod source;
 
