@@ -732,3 +732,110 @@ async fn an_existing_consumer_with_other_settings_is_refused_or_updated() {
         nats.read("OUT").await.iter().map(|m| String::from_utf8_lossy(&m.payload).into()).collect();
     assert_eq!(values, ["zero"]);
 }
+
+/// A network between a worker and the server that the test can cut: once
+/// cut, what the worker sends is lost (the server's replies still come).
+struct Cuttable {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    async fn to(server_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cutting = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await else { continue };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let cut = cutting.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        if !cut.load(std::sync::atomic::Ordering::SeqCst)
+                            && server_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        Cuttable { port, cut }
+    }
+}
+
+/// A worker that dies after committing its state and before the server
+/// hears its acknowledgements: the server delivers those inputs again, and
+/// the next run acknowledges them without applying them to the state (or
+/// writing their outputs) a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_applied_twice() {
+    const N: u64 = 100;
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 5)))).await;
+    let network = Cuttable::to(nats.server.port()).await;
+    let scratch = Scratch::new();
+    let pipeline = format!(
+        "version = 1\n[source]\nformat = \"lines\"\n\
+         [source.nats]\nurl = \"nats://127.0.0.1:{}\"\nstream = \"IN\"\nconsumer = \"c\"\nack_wait = \"1s\"\n\
+         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"1500ms\"\n\
+         [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
+         [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
+        network.port,
+        crate::support::guests::TEST_STAGE
+    );
+    scratch.write("pipeline.toml", pipeline);
+    let lines = || std::fs::read_to_string(scratch.path("out.txt")).unwrap_or_default().lines().count() as u64;
+    let log = || std::fs::read_to_string(scratch.path("first.log")).unwrap();
+    let mut first = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "--log", "info,sluice::pipeline::checkpoint=debug"])
+        .current_dir(scratch.dir.path())
+        .stderr(std::fs::File::create(scratch.path("first.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Every input run, its acknowledgement held for the checkpoint: the
+    // network is cut, then the checkpoint commits, then the worker dies.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while lines() < N {
+        assert!(first.try_wait().unwrap().is_none(), "{}", log());
+        assert!(Instant::now() < give_up, "{} of {N} out", lines());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!log().contains("checkpoint"), "the checkpoint came before the cut: {}", log());
+    network.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    while !log().contains("checkpoint") {
+        assert!(Instant::now() < give_up, "no checkpoint: {}", log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    network.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(nats.consumer_pending("IN", "c").await.0, N as usize, "the server heard no acknowledgement");
+
+    let mut again = start_worker(&scratch, "pipeline.toml", "again.log");
+    while nats.consumer_pending("IN", "c").await != (0, 0) {
+        assert!(again.0.try_wait().unwrap().is_none());
+        assert!(Instant::now() < give_up, "not all acknowledged: {:?}", nats.consumer_pending("IN", "c").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, log) = interrupt(again, &scratch, "again.log");
+    assert_eq!(code, Some(130), "{log}");
+    assert_eq!(lines(), N, "each input's output written once");
+    let state = Command::new(sluice_binary()).args(["state", "pipeline.toml"]).current_dir(scratch.dir.path()).output();
+    let state = String::from_utf8(state.unwrap().stdout).unwrap();
+    for k in 0..5 {
+        let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{}"}}"#, N / 5);
+        assert!(state.contains(&entry), "{entry} in {state}");
+    }
+    assert!(log.contains(&format!("{N} inputs delivered again")), "{log}");
+}

@@ -110,6 +110,12 @@ pub(crate) trait Source: Send + 'static {
         None
     }
 
+    /// For a broker: how long it waits before it delivers again an input
+    /// it did not hear acknowledged (`ack_wait`, `claim_idle`).
+    fn redelivers_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// For a source that delivers an input again when it was not
     /// acknowledged (a broker): a name for what it reads that no source
     /// reading other input shares. With an input's position and an output's

@@ -14,7 +14,6 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::envelope::Acks;
 use crate::state::{Checkpoint, StateStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,22 +60,14 @@ impl Checkpoints {
         false
     }
 
-    /// Takes a checkpoint after the source's `position`: waits for every
-    /// input read to be done, flushes the sinks and commits.
-    pub(super) async fn take(
-        &mut self,
-        position: u64,
-        acks: &mut Acks,
-        each_done: impl FnMut(crate::envelope::Done),
-    ) -> Result<(), RunError> {
-        acks.drain(each_done).await;
+    /// Takes a checkpoint after the source's `position`, once every input
+    /// read is done ([`crate::envelope::Acks::drain`]): flushes the sinks and commits, with
+    /// the inputs from a broker whose state it holds (`applied`).
+    pub(super) async fn commit(&mut self, position: u64, applied: Vec<(u64, u64)>) -> Result<(), RunError> {
         let sink = flush(&self.sink, "the sink").await?;
         let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
-        commit(
-            &self.store,
-            Some(Checkpoint { source: position, sink, dead_letters, complete: false, interrupted: None }),
-        )
-        .await?;
+        let checkpoint = Checkpoint { source: position, sink, dead_letters, applied, ..Checkpoint::default() };
+        commit(&self.store, Some(checkpoint)).await?;
         tracing::debug!(position, sink, dead_letters, "checkpoint");
         self.since = 0;
         self.last = Instant::now();
@@ -84,33 +75,44 @@ impl Checkpoints {
     }
 }
 
-/// Before a run with durable state: the checkpoint to resume from, if an
-/// earlier run died. An earlier run that finished but died while moving its
-/// outputs into place gets that finished first.
+/// What a run starts from: the checkpoint to resume from, if an earlier run
+/// died; and the inputs from a broker whose state is committed though the
+/// broker may deliver them again.
+pub(super) struct Recovered {
+    pub(super) resume: Option<Checkpoint>,
+    pub(super) applied: Vec<(u64, u64)>,
+}
+
+/// Before a run with durable state: where it starts from. An earlier run
+/// that finished but died while moving its outputs into place (or telling a
+/// broker its last inputs are done) gets that finished first.
 pub(super) async fn recover(
     store: &Arc<StateStore>,
     config: &crate::config::PipelineConfig,
-) -> Result<Option<Checkpoint>, RunError> {
+) -> Result<Recovered, RunError> {
     let reading = store.clone();
     let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
         .await
         .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
-    match checkpoint {
+    let applied = checkpoint.as_ref().map(|c| c.applied.clone()).unwrap_or_default();
+    let resume = match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;
             // What was left of an interrupted run: its mark, as it would have.
-            let mark = c.interrupted.is_some().then(|| Checkpoint { complete: false, ..c.clone() });
+            let mark =
+                c.interrupted.is_some().then(|| Checkpoint { complete: false, applied: Vec::new(), ..c.clone() });
             commit(store, mark).await?;
             not_read_again(config, &c)?;
-            Ok(None)
+            None
         }
         // Kept until this run commits: a run that fails first leaves it true.
         Some(c) if c.interrupted.is_some() => {
             not_read_again(config, &c)?;
-            Ok(None)
+            None
         }
-        other => Ok(other),
-    }
+        other => other,
+    };
+    Ok(Recovered { resume, applied })
 }
 
 /// After a run over `stopped.interrupted` that a signal stopped: refuses to

@@ -39,6 +39,9 @@ macro_rules! sources {
             fn max_unacknowledged(&self) -> Option<u64> {
                 match self { $(AnySource::$kind(s) => s.max_unacknowledged()),* }
             }
+            fn redelivers_after(&self) -> Option<std::time::Duration> {
+                match self { $(AnySource::$kind(s) => s.redelivers_after()),* }
+            }
             fn id(&self) -> Option<String> {
                 match self { $(AnySource::$kind(s) => s.id()),* }
             }

@@ -1,6 +1,7 @@
 //! A pipeline: built from its config (every stage compiled, linked and
 //! initialised once), then run as tasks joined by bounded channels.
 
+mod applied;
 mod batch_size;
 mod builder;
 mod checkpoint;

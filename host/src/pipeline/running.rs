@@ -8,6 +8,7 @@
 //! marked complete), the sinks made visible, the checkpoint cleared, and
 //! the source told that its last inputs are done ([`Ended::commit`]).
 
+use super::applied::Applied;
 use super::checkpoint::{self, Checkpoints, Flush, commit};
 use super::connectors::{AnySink, AnySource, Opened};
 use super::dead_letter::DeadLetter;
@@ -44,18 +45,20 @@ pub(super) async fn run(
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());
-    let resume = match &durable {
+    let recovered = match &durable {
         Some(store) => checkpoint::recover(store, &config).await?,
-        None => None,
+        None => checkpoint::Recovered { resume: None, applied: Vec::new() },
     };
     // The input a signal may stop: lines of a file or stdin, read in order.
     let input = (given.source.is_none() && !config.source().kind().is_broker())
         .then(|| crate::state::InputId::of(config.input_path().as_deref()));
-    let opened = Opened::open(&config, given, resume, durable.is_some()).await?;
+    let opened = Opened::open(&config, given, recovered.resume, durable.is_some()).await?;
+    let applied = applied_after_crash(&recovered.applied, &opened);
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
-    let running = Running::start(&config, stages, opened, (&events, &taps), durable.clone(), halt.clone(), shutdown);
+    let running =
+        Running::start(&config, stages, (opened, applied), (&events, &taps), durable.clone(), halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
     let stopped_after = ended.commit(state.as_ref(), durable.as_ref(), input).await?;
 
@@ -68,6 +71,21 @@ pub(super) async fn run(
         ));
     }
     Ok(report)
+}
+
+/// The inputs a run that died had committed, for a broker that may deliver
+/// them again: held until well after it would have.
+fn applied_after_crash(ranges: &[(u64, u64)], opened: &Opened) -> Applied {
+    match opened.source.redelivers_after() {
+        Some(after) if !ranges.is_empty() => {
+            tracing::info!(
+                "the last run died after committing state for inputs the broker may deliver again: those are \
+                 acknowledged without running again"
+            );
+            Applied::resumed(ranges, after.saturating_mul(3).saturating_add(std::time::Duration::from_secs(60)))
+        }
+        _ => Applied::default(),
+    }
 }
 
 /// The tasks of a run, started.
@@ -97,7 +115,7 @@ impl Running {
     fn start(
         config: &PipelineConfig,
         stages: Vec<BuiltStage>,
-        opened: Opened,
+        (opened, applied): (Opened, Applied),
         (events, taps): (&Events, &super::Taps),
         durable: Option<Arc<StateStore>>,
         halt: Option<Arc<Halt>>,
@@ -150,6 +168,7 @@ impl Running {
             acks,
             checkpoints,
             read_through: start_after,
+            applied,
         };
         let source = tokio::spawn(source.run(shutdown));
 
@@ -259,41 +278,51 @@ impl Ended {
         durable: Option<&Arc<StateStore>>,
         input: Option<crate::state::InputId>,
     ) -> Result<Option<u64>, RunError> {
-        let stopped_after = self.stopped.after;
+        let Ended { mut stopped, sink, dead_letters, sink_name, dead_letters_name } = self;
+        let stopped_after = stopped.after;
         // Where a signal stopped the input, kept through both commits below.
         let interrupted = stopped_after.and(input);
         // Both sinks complete and durable before either appears.
-        let sink = finish(self.sink, &self.sink_name).await?;
-        let dead_letters = finish(self.dead_letters, &self.dead_letters_name).await?;
+        let (sink, sink_unflushed) = finish(sink, &sink_name).await?;
+        let (dead_letters, dead_unflushed) = finish(dead_letters, &dead_letters_name).await?;
+        // Their outputs durable: the inputs waiting for that are done.
+        sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
+        stopped.take_done();
         // The state of a finished run is committed before its outputs
         // appear: a crash in between leaves a complete checkpoint, and the
-        // next run only finishes moving the files.
+        // next run only finishes moving the files. With the inputs from a
+        // broker it is about to acknowledge: a crash before the broker
+        // hears leaves them recorded, not to be applied twice.
         if let Some(store) = state {
             let done = Checkpoint {
                 source: stopped_after.unwrap_or(0),
-                sink: 0,
-                dead_letters: 0,
                 complete: true,
                 interrupted: interrupted.clone(),
+                applied: stopped.applied.record(stopped.told.positions()),
+                ..Checkpoint::default()
             };
             commit(store, store.is_durable().then_some(done)).await?;
         }
-        let (sink, sink_unflushed) = sink;
-        let (dead_letters, dead_unflushed) = dead_letters;
-        sink.commit().await.map_err(|error| RunError::Output { path: self.sink_name, error })?;
-        dead_letters.commit().await.map_err(|error| RunError::Output { path: self.dead_letters_name, error })?;
+        sink.commit().await.map_err(|error| RunError::Output { path: sink_name, error })?;
+        dead_letters.commit().await.map_err(|error| RunError::Output { path: dead_letters_name, error })?;
+        if stopped.applied.held_again > 0 {
+            tracing::info!(
+                "{} inputs delivered again after the last run died were in the state already: acknowledged without \
+                 running again",
+                stopped.applied.held_again
+            );
+        }
+        stopped.close(true).await?;
+        // The broker has heard: the checkpoint goes (or becomes the mark of
+        // where a signal stopped the input).
         if let Some(store) = durable {
             let stopped = stopped_after.zip(interrupted).map(|(source, input)| Checkpoint {
                 source,
-                sink: 0,
-                dead_letters: 0,
-                complete: false,
                 interrupted: Some(input),
+                ..Checkpoint::default()
             });
             commit(store, stopped).await?;
         }
-        sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
-        self.stopped.close(true).await?;
         Ok(stopped_after)
     }
 }
@@ -309,14 +338,20 @@ async fn finish<S: Sink>(
 }
 
 impl<S: Source> Stopped<S> {
+    /// The inputs done since the source last heard, held or told.
+    fn take_done(&mut self) {
+        let Stopped { source, acks, told, .. } = self;
+        if let Some(acks) = acks.as_mut() {
+            acks.take_done(|done| told.done(source, done));
+        }
+    }
+
     /// Tells the source of the inputs done since it last heard, their state
     /// (if any) committed or, if not `committed`, given up on; then closes
     /// it, so that what it tells a broker is sent.
     async fn close(mut self, committed: bool) -> Result<(), RunError> {
-        let Stopped { source, acks, told, .. } = &mut self;
-        if let Some(acks) = acks.as_mut() {
-            acks.take_done(|done| told.done(source, done));
-        }
+        self.take_done();
+        let Stopped { source, told, .. } = &mut self;
         if committed {
             told.committed(source);
         } else {

@@ -2,6 +2,7 @@
 //! format, and sends them on, with checkpoints between them and the
 //! acknowledgements of those that are done passed back to the source.
 
+use super::applied::Applied;
 use super::checkpoint::Checkpoints;
 use super::dead_letter::{DeadLetter, Kind};
 use super::events::{BlankSkipped, CheckpointTaken, Events, InputRead};
@@ -26,6 +27,9 @@ pub(super) struct SourceTask<S> {
     /// Every input up to this position has entered the pipeline (or was
     /// skipped): where a rerun resumes if the run stops now.
     pub(super) read_through: u64,
+    /// Inputs from a broker whose state is committed, for checkpoints to
+    /// record and for a run after a crash not to apply twice.
+    pub(super) applied: Applied,
 }
 
 /// Where the inputs that are done go: to the source at once or, when the
@@ -57,6 +61,11 @@ impl Told {
         }
     }
 
+    /// The positions of the inputs held.
+    pub(super) fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.held.iter().flatten().map(|done| done.position)
+    }
+
     /// How many inputs are held.
     fn waiting(&self) -> usize {
         self.held.as_ref().map_or(0, Vec::len)
@@ -76,6 +85,7 @@ pub(super) struct Stopped<S> {
     pub(super) source: S,
     pub(super) acks: Option<Acks>,
     pub(super) told: Told,
+    pub(super) applied: Applied,
     /// `Some(position)` if a shutdown stopped it: every input up to and
     /// including `position` was sent on, none after.
     pub(super) after: Option<u64>,
@@ -86,7 +96,17 @@ impl<S: Source> SourceTask<S> {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped<S>, TaskError> {
-        let SourceTask { mut source, format, tx, dead, events, mut acks, mut checkpoints, mut read_through } = self;
+        let SourceTask {
+            mut source,
+            format,
+            tx,
+            dead,
+            events,
+            mut acks,
+            mut checkpoints,
+            mut read_through,
+            mut applied,
+        } = self;
         let mut shutdown = std::pin::pin!(shutdown);
         // Only a source that acknowledges is read with a select on its acks:
         // that needs a `next` that can be cancelled without losing input.
@@ -110,8 +130,12 @@ impl<S: Source> SourceTask<S> {
                 && (c.due() || told.waiting() as u64 >= hold_at_most)
             {
                 let since = Instant::now();
+                let take = async {
+                    acks.drain(|done| told.done(&mut source, done)).await;
+                    c.commit(read_through, applied.record(told.positions())).await
+                };
                 tokio::select! {
-                    taken = c.take(read_through, acks, |done| told.done(&mut source, done)) => taken?,
+                    taken = take => taken?,
                     () = tx.closed() => return Err(TaskError::Closed),
                     () = dead.closed() => return Err(TaskError::Closed),
                 }
@@ -124,7 +148,7 @@ impl<S: Source> SourceTask<S> {
             let due_at = checkpoints.as_ref().filter(|_| told.waiting() > 0).map(|c| c.last + c.interval);
             let input = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(Stopped { source, acks, told, after: Some(read_through) }),
+                () = &mut shutdown => return Ok(Stopped { source, acks, told, applied, after: Some(read_through) }),
                 () = sleep_until(due_at), if due_at.is_some() => continue,
                 done = next_done(&mut acks), if acknowledges => {
                     told.done(&mut source, done);
@@ -141,8 +165,19 @@ impl<S: Source> SourceTask<S> {
                 () = dead.closed() => return Err(TaskError::Closed),
             };
             let Some(Input { position, read }) = input else {
-                return Ok(Stopped { source, acks, told, after: None });
+                return Ok(Stopped { source, acks, told, applied, after: None });
             };
+            // Its state committed, its outputs delivered, by a run that died
+            // before the broker heard: done, without running again.
+            if applied.holds(position) {
+                tracing::debug!(
+                    "{} was delivered again: the state holds it already",
+                    source.locator().describe(position)
+                );
+                enter(&mut acks, &mut checkpoints, position).settle();
+                read_through = position;
+                continue;
+            }
             let message = match read {
                 Read::Message(message) => message,
                 Read::Unreadable { head, reason } => {
@@ -177,7 +212,7 @@ impl<S: Source> SourceTask<S> {
             // A message waiting for room downstream when the signal comes counts as unread.
             let permit = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(Stopped { source, acks, told, after: Some(read_through) }),
+                () = &mut shutdown => return Ok(Stopped { source, acks, told, applied, after: Some(read_through) }),
                 permit = tx.reserve() => permit.map_err(|_| TaskError::Closed)?,
             };
             let origin = enter(&mut acks, &mut checkpoints, position);

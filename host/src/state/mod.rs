@@ -61,7 +61,7 @@ pub struct StateError {
 /// source's position was processed, its state committed, its outputs in the
 /// sinks up to theirs. Positions are the connectors' own (for a file source
 /// the input line, for a file sink its length in bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The source's position: the last input settled.
     #[serde(alias = "line")]
@@ -80,6 +80,13 @@ pub struct Checkpoint {
     /// what those lines did, so the next run must not read them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<InputId>,
+    /// Inputs from a broker whose state this checkpoint holds but whose
+    /// acknowledgements the broker may not have had when the run died:
+    /// delivered again, each is acknowledged without running again (its
+    /// outputs and dead letters were delivered before the checkpoint). As
+    /// ranges of positions, both ends included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<(u64, u64)>,
 }
 
 /// An input file as a later run can recognise it: its path, device, inode

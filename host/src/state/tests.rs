@@ -30,9 +30,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()), "the call sees its own writes");
         s.keep_writes();
         assert_eq!(scope(&store, "count", false).get(b"a").unwrap(), Some(b"1".to_vec()), "visible before commit");
-        store
-            .commit(Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, complete: false, interrupted: None }))
-            .unwrap();
+        store.commit(Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, ..Default::default() })).unwrap();
         s.set(b"b", None).unwrap();
         s.set(b"c", Some(b"3".to_vec())).unwrap();
         s.keep_writes();
@@ -45,7 +43,7 @@ fn reads_see_pending_writes_and_commits_make_them_durable() {
     assert_eq!(s.get(b"c").unwrap(), None);
     assert_eq!(
         store.checkpoint().unwrap(),
-        Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, complete: false, interrupted: None })
+        Some(Checkpoint { source: 7, sink: 10, dead_letters: 0, ..Default::default() })
     );
     store.commit(None).unwrap();
     assert_eq!(store.checkpoint().unwrap(), None, "a finished run clears its checkpoint");
@@ -205,7 +203,7 @@ fn clearing_removes_a_stages_state_or_all_and_an_unfinished_runs_checkpoint() {
         s.set(b"y", Some(b"2".to_vec())).unwrap();
         s.keep_writes();
     }
-    let checkpoint = Checkpoint { source: 3, sink: 0, dead_letters: 0, complete: false, interrupted: None };
+    let checkpoint = Checkpoint { source: 3, sink: 0, dead_letters: 0, ..Default::default() };
     store.commit(Some(checkpoint.clone())).unwrap();
     assert!(clear_state(&path, None).unwrap_err().to_string().contains("is the pipeline running?"));
     drop(store);
@@ -232,7 +230,7 @@ fn a_store_no_stage_writes_to_leaves_no_file() {
     s.set(b"a", None).unwrap();
     s.keep_writes();
     assert!(!store.has_pending(), "deleting what the store does not hold is no write");
-    store.commit(Some(Checkpoint { source: 1, sink: 0, dead_letters: 0, complete: false, interrupted: None })).unwrap();
+    store.commit(Some(Checkpoint { source: 1, sink: 0, dead_letters: 0, ..Default::default() })).unwrap();
     assert!(!path.exists() && !store.has_committed());
     assert_eq!(read_checkpoint(&path).unwrap(), None);
     for error in [read_state(&path, "s", false).unwrap_err(), clear_state(&path, None).unwrap_err()] {
@@ -244,7 +242,7 @@ fn a_store_no_stage_writes_to_leaves_no_file() {
 fn written_state_is_what_the_next_run_reads_and_an_unfinished_runs_checkpoint_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
-    let checkpoint = Checkpoint { source: 5, sink: 0, dead_letters: 0, complete: false, interrupted: None };
+    let checkpoint = Checkpoint { source: 5, sink: 0, dead_letters: 0, ..Default::default() };
     {
         let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
         let mut s = scope(&store, "count", false);

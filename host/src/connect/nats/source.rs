@@ -33,6 +33,7 @@ pub(crate) struct NatsSource {
     stream: String,
     consumer: String,
     max_ack_pending: u64,
+    ack_wait: Duration,
     key: Key,
     /// What this worker holds and has not settled: received, waiting, or
     /// being worked on.
@@ -104,6 +105,7 @@ impl NatsSource {
             stream: config.stream.clone(),
             consumer: config.consumer.clone(),
             max_ack_pending: config.max_ack_pending,
+            ack_wait: config.ack_wait,
             key,
             held,
             acks,
@@ -203,6 +205,10 @@ impl Source for NatsSource {
 
     fn backlog(&self) -> Option<Backlog> {
         Some(self.backlog.clone())
+    }
+
+    fn redelivers_after(&self) -> Option<Duration> {
+        Some(self.ack_wait)
     }
 
     fn id(&self) -> Option<String> {

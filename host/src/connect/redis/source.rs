@@ -194,6 +194,10 @@ impl Source for RedisSource {
         Some(self.max_ack_pending)
     }
 
+    fn redelivers_after(&self) -> Option<Duration> {
+        Some(self.claim_idle)
+    }
+
     fn id(&self) -> Option<String> {
         Some(format!("redis:{}/{}", self.names.stream, self.names.group))
     }
