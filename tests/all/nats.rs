@@ -733,45 +733,6 @@ async fn an_existing_consumer_with_other_settings_is_refused_or_updated() {
     assert_eq!(values, ["zero"]);
 }
 
-/// A network between a worker and the server that the test can cut: once
-/// cut, what the worker sends is lost (the server's replies still come).
-struct Cuttable {
-    port: u16,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Cuttable {
-    async fn to(server_port: u16) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cutting = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await else { continue };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let cut = cutting.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0; 64 * 1024];
-                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                        if !cut.load(std::sync::atomic::Ordering::SeqCst)
-                            && server_write.write_all(&buf[..n]).await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                });
-            }
-        });
-        Cuttable { port, cut }
-    }
-}
-
 /// A worker that dies after committing its state and before the server
 /// hears its acknowledgements: the server delivers those inputs again, and
 /// the next run acknowledges them without applying them to the state (or
@@ -782,7 +743,7 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     let nats = Nats::start().await;
     nats.stream("IN", "in.>").await;
     nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 5)))).await;
-    let network = Cuttable::to(nats.server.port()).await;
+    let network = crate::support::Cuttable::to(nats.server.port()).await;
     let scratch = Scratch::new();
     let pipeline = format!(
         "version = 1\n[source]\nformat = \"lines\"\n\
@@ -811,7 +772,7 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!log().contains("checkpoint"), "the checkpoint came before the cut: {}", log());
-    network.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    network.cut(true);
     while !log().contains("checkpoint") {
         assert!(Instant::now() < give_up, "no checkpoint: {}", log());
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -819,7 +780,7 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     tokio::time::sleep(Duration::from_millis(100)).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    network.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    network.cut(false);
     assert_eq!(nats.consumer_pending("IN", "c").await.0, N as usize, "the server heard no acknowledgement");
 
     let mut again = start_worker(&scratch, "pipeline.toml", "again.log");

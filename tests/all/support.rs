@@ -121,3 +121,48 @@ pub(crate) fn quickstart_outputs(dead: &Path) -> Vec<String> {
     outputs.sort();
     outputs
 }
+
+/// A network between a worker and the server that the test can cut: once
+/// cut, what the worker sends is lost (the server's replies still come).
+pub(crate) struct Cuttable {
+    pub(crate) port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    /// Listens on a free port of 127.0.0.1, forwarding to `server_port`.
+    pub(crate) async fn to(server_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cutting = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await else { continue };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let cut = cutting.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        if !cut.load(std::sync::atomic::Ordering::SeqCst)
+                            && server_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        Cuttable { port, cut }
+    }
+
+    /// Cuts the network (what workers send is lost from now on), or mends it.
+    pub(crate) fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
