@@ -800,3 +800,35 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     }
     assert!(log.contains(&format!("{N} inputs delivered again")), "{log}");
 }
+
+/// The consumer deleted while a worker reads from it: a pull from it is
+/// never answered, so the worker stops, saying why, rather than waiting for
+/// ever; and it exits 1 (failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_consumer_is_deleted_stops_saying_so() {
+    let nats = Nats::start().await;
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.x", (0..10).map(|i| publish(format!("m{i}")))).await;
+    let scratch = Scratch::new();
+    let source = "[source]\nformat = \"lines\"\n[sink]\nformat = \"lines\"";
+    let stage = format!("[[stages]]\nname = \"s\"\nplugin = \"{}\"\n", crate::support::guests::TEST_STAGE);
+    scratch.write("pipeline.toml", worker_pipeline(&nats.server.url(), source, &stage));
+    let mut worker = start_worker(&scratch, "pipeline.toml", "worker.log");
+    nats.wait_for("OUT", 10, &mut worker).await;
+    nats.js.get_stream("IN").await.unwrap().delete_consumer("workers").await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "still running: {}",
+            std::fs::read_to_string(scratch.path("worker.log")).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(scratch.path("worker.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the consumer workers of stream IN is gone from the server"), "{log}");
+}

@@ -87,9 +87,9 @@ impl NatsSource {
         });
         let progress = tokio::spawn(in_progress(held.clone(), acks.clone(), config.ack_wait));
         let backlog = Backlog::new();
-        let asking = tokio::spawn(ask_backlog(consumer.clone(), backlog.clone()));
         let waiting = PULL_BATCH.min(config.max_ack_pending.max(1)) as usize;
         let (to_pipeline, received) = mpsc::channel(waiting);
+        let asking = tokio::spawn(watch(consumer.clone(), backlog.clone(), to_pipeline.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let pulling =
             tokio::spawn(pull(consumer, held.clone(), acks.clone(), to_pipeline, stopped, config.consumer.clone()));
@@ -148,13 +148,47 @@ impl NatsSource {
 }
 
 /// Asks the server, every two seconds, how many messages wait for the
-/// consumer (not yet delivered to any of its workers).
-async fn ask_backlog(mut consumer: jetstream::consumer::PullConsumer, backlog: Backlog) {
+/// consumer (not yet delivered to any of its workers); and stops the worker
+/// once the consumer, or its stream, is gone (deleted while it ran): a pull
+/// from it is never answered, so the worker would wait for ever.
+async fn watch(
+    mut consumer: jetstream::consumer::PullConsumer,
+    backlog: Backlog,
+    to: mpsc::Sender<io::Result<Received>>,
+) {
+    use jetstream::context::ConsumerInfoErrorKind::{NotFound, StreamNotFound};
+    let (stream, name) = {
+        let info = consumer.cached_info();
+        (info.stream_name.clone(), info.name.clone())
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut missing = 0;
     loop {
         tick.tick().await;
-        if let Ok(info) = consumer.info().await {
-            backlog.set(info.num_pending);
+        let gone = match consumer.info().await {
+            Ok(info) => {
+                backlog.set(info.num_pending);
+                None
+            }
+            Err(e) if e.kind() == NotFound => Some((
+                format!("consumer {name} of stream {stream}"),
+                "running the pipeline again creates the consumer anew, which delivers the stream from its first message",
+            )),
+            Err(e) if e.kind() == StreamNotFound => {
+                Some((format!("stream {stream}"), "create the stream again before running the pipeline again"))
+            }
+            // The server away: the pulls say so, and the client connects again.
+            Err(_) => None,
+        };
+        // Twice in a row, to be sure.
+        missing = if gone.is_some() { missing + 1 } else { 0 };
+        if let Some((gone, then)) = gone.filter(|_| missing == 2) {
+            let error = io::Error::other(format!(
+                "the {gone} is gone from the server (deleted while this worker ran): nothing more can be read or \
+                 acknowledged; {then}"
+            ));
+            let _ = to.send(Err(error)).await;
+            return;
         }
     }
 }
