@@ -37,8 +37,9 @@ pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_crea
 pub use limits::{Limit, Limits, LimitsConfig, log_safe};
 pub use native::NativeStage;
 pub use pipeline::{
-    BuildError, CompiledStage, DeadLetterCounts, Error, LiveStats, Pipeline, Plugin, ReloadError, Reloaded, Reloader,
-    RunError, RunReport, StageLoadError, StageReport, StageStats, Stats, Summary, compile, run_blocking,
+    BuildError, CompiledStage, DeadLetterCounts, DeadLetterErrorKind, Error, LiveStats, Pipeline, Plugin, ReloadError,
+    Reloaded, Reloader, RunError, RunReport, StageLoadError, StageReport, StageStats, Stats, Summary, compile,
+    run_blocking,
 };
 pub use pipeline::{DEFAULT_TAP_RATE, MAX_TAP_RATE, TAP_VALUE_BYTES, TapError, TapListener, TappedMessage, Taps};
 pub use stage::{LoadError, Trap};

@@ -4,13 +4,13 @@
 use crate::bindings::Message;
 use crate::connect::Locator;
 use crate::envelope::Origin;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Why a message was dead-lettered: a dead letter's `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Kind {
+pub enum Kind {
     /// The stage returned `invalid`.
     Invalid,
     /// The stage returned `transient`.
@@ -23,6 +23,20 @@ pub(crate) enum Kind {
     Input,
     /// The sink could not write the message in its format.
     Output,
+}
+
+impl Kind {
+    /// As a dead letter's `error` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Invalid => "invalid",
+            Kind::Transient => "transient",
+            Kind::Trap => "trap",
+            Kind::Limit => "limit",
+            Kind::Input => "input",
+            Kind::Output => "output",
+        }
+    }
 }
 
 pub(crate) struct DeadLetter {

@@ -25,6 +25,7 @@ mod tap;
 mod task;
 
 pub use builder::{CompiledStage, compile};
+pub use dead_letter::Kind as DeadLetterErrorKind;
 pub use error::{BuildError, RunError, StageLoadError};
 pub use events::LiveStats;
 pub use reload::{Plugin, ReloadError, Reloaded, Reloader};

@@ -32,7 +32,7 @@ use super::outcome::{Decided, Outcome};
 use anyhow::{Context, Result};
 use diff::{diff, lists_match};
 use serde::Deserialize;
-use sluice::{ConfigError, Format, PipelineConfig, StageConfig, StateBackend};
+use sluice::{ConfigError, DeadLetterErrorKind, Format, PipelineConfig, StageConfig, StateBackend};
 use state::{Seeds, seeds_of, state_problems};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -89,37 +89,12 @@ struct Case {
 struct ExpectedDeadLetter {
     /// The error kind: a misspelt one is the file's mistake, not a case
     /// that fails.
-    error: ErrorKind,
+    error: DeadLetterErrorKind,
     /// A substring of the reason.
     #[serde(default)]
     reason: String,
     /// The stage that failed it (any, if left out).
     stage: Option<Spanned<String>>,
-}
-
-/// A dead letter's `error`, as its record writes it.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum ErrorKind {
-    Invalid,
-    Transient,
-    Trap,
-    Limit,
-    Input,
-    Output,
-}
-
-impl ErrorKind {
-    fn name(self) -> &'static str {
-        match self {
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Transient => "transient",
-            ErrorKind::Trap => "trap",
-            ErrorKind::Limit => "limit",
-            ErrorKind::Input => "input",
-            ErrorKind::Output => "output",
-        }
-    }
 }
 
 /// What a dead letter's `stage` is for what its source and sink refused.
