@@ -748,7 +748,7 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     let pipeline = format!(
         "version = 1\n[source]\nformat = \"lines\"\n\
          [source.nats]\nurl = \"nats://127.0.0.1:{}\"\nstream = \"IN\"\nconsumer = \"c\"\nack_wait = \"1s\"\n\
-         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"1500ms\"\n\
+         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
          [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
          [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
         network.port,
@@ -792,13 +792,32 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     let (code, log) = interrupt(again, &scratch, "again.log");
     assert_eq!(code, Some(130), "{log}");
     assert_eq!(lines(), N, "each input's output written once");
-    let state = Command::new(sluice_binary()).args(["state", "pipeline.toml"]).current_dir(scratch.dir.path()).output();
-    let state = String::from_utf8(state.unwrap().stdout).unwrap();
-    for k in 0..5 {
-        let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{}"}}"#, N / 5);
-        assert!(state.contains(&entry), "{entry} in {state}");
-    }
+    let counts = |each: u64| {
+        let state =
+            Command::new(sluice_binary()).args(["state", "pipeline.toml"]).current_dir(scratch.dir.path()).output();
+        let state = String::from_utf8(state.unwrap().stdout).unwrap();
+        for k in 0..5 {
+            let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{each}"}}"#);
+            assert!(state.contains(&entry), "{entry} in {state}");
+        }
+    };
+    counts(N / 5);
     assert!(log.contains(&format!("{N} inputs delivered again")), "{log}");
+
+    // The stream made anew numbers its messages from 1 again: new inputs
+    // at the recorded positions, which run.
+    nats.js.delete_stream("IN").await.unwrap();
+    nats.stream("IN", "in.>").await;
+    nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 5)))).await;
+    let mut anew = start_worker(&scratch, "pipeline.toml", "anew.log");
+    while lines() < 2 * N {
+        assert!(anew.0.try_wait().unwrap().is_none());
+        assert!(Instant::now() < give_up + Duration::from_secs(30), "{} of {} out", lines(), 2 * N);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, log) = interrupt(anew, &scratch, "anew.log");
+    assert_eq!(code, Some(130), "{log}");
+    counts(2 * N / 5);
 }
 
 /// The consumer deleted while a worker reads from it: a pull from it is

@@ -641,7 +641,7 @@ async fn entries_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_a
     let pipeline = format!(
         "version = 1\n[source]\nformat = \"lines\"\n\
          [source.redis]\nurl = \"redis://127.0.0.1:{}\"\nstream = \"in\"\ngroup = \"g\"\nconsumer = \"w\"\nclaim_idle = \"1s\"\n\
-         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"1500ms\"\n\
+         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
          [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
          [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
         network.port,

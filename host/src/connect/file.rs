@@ -59,7 +59,7 @@ impl Source for FileSource {
                     Read::Unreadable { head, reason }
                 }
             };
-            return Ok(Some(Input { position, read }));
+            return Ok(Some(Input { position, read, redelivered: false }));
         }
     }
 

@@ -83,7 +83,7 @@ impl Source for MemorySource {
         let Some(message) = self.messages.next().await else { return Ok(None) };
         let position = self.next;
         self.next += 1;
-        Ok(Some(Input { position, read: Read::Message(message) }))
+        Ok(Some(Input { position, read: Read::Message(message), redelivered: false }))
     }
 
     fn locator(&self) -> Locator {

@@ -69,6 +69,9 @@ impl Backlog {
 pub(crate) struct Input {
     pub(crate) position: u64,
     pub(crate) read: Read,
+    /// The broker delivered it before (to this worker or another): only
+    /// such an input can be one whose state a run that died committed.
+    pub(crate) redelivered: bool,
 }
 
 pub(crate) enum Read {

@@ -14,7 +14,7 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::state::{Checkpoint, StateStore};
+use crate::state::{AppliedRecord, Checkpoint, StateStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -61,9 +61,9 @@ impl Checkpoints {
     }
 
     /// Takes a checkpoint after the source's `position`, once every input
-    /// read is done ([`crate::envelope::Acks::drain`]): flushes the sinks and commits, with
-    /// the inputs from a broker whose state it holds (`applied`).
-    pub(super) async fn commit(&mut self, position: u64, applied: Vec<(u64, u64)>) -> Result<(), RunError> {
+    /// read is done ([`crate::envelope::Acks::drain`]): flushes the sinks
+    /// and commits, with the record of a broker's inputs it releases.
+    pub(super) async fn commit(&mut self, position: u64, applied: Option<AppliedRecord>) -> Result<(), RunError> {
         let sink = flush(&self.sink, "the sink").await?;
         let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
         let checkpoint = Checkpoint { source: position, sink, dead_letters, applied, ..Checkpoint::default() };
@@ -76,11 +76,12 @@ impl Checkpoints {
 }
 
 /// What a run starts from: the checkpoint to resume from, if an earlier run
-/// died; and the inputs from a broker whose state is committed though the
-/// broker may deliver them again.
+/// died; and the record of inputs from a broker whose state is committed
+/// though the broker may deliver them again.
+#[derive(Default)]
 pub(super) struct Recovered {
     pub(super) resume: Option<Checkpoint>,
-    pub(super) applied: Vec<(u64, u64)>,
+    pub(super) applied: Option<AppliedRecord>,
 }
 
 /// Before a run with durable state: where it starts from. An earlier run
@@ -94,13 +95,15 @@ pub(super) async fn recover(
     let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
         .await
         .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
-    let applied = checkpoint.as_ref().map(|c| c.applied.clone()).unwrap_or_default();
+    let reading = store.clone();
+    let applied = tokio::task::spawn_blocking(move || reading.applied())
+        .await
+        .map_err(|e| RunError::Internal(format!("reading the state file panicked: {e}")))??;
     let resume = match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;
             // What was left of an interrupted run: its mark, as it would have.
-            let mark =
-                c.interrupted.is_some().then(|| Checkpoint { complete: false, applied: Vec::new(), ..c.clone() });
+            let mark = c.interrupted.is_some().then(|| Checkpoint { complete: false, ..c.clone() });
             commit(store, mark).await?;
             not_read_again(config, &c)?;
             None

@@ -47,13 +47,13 @@ pub(super) async fn run(
     let durable = state.clone().filter(|s| s.is_durable());
     let recovered = match &durable {
         Some(store) => checkpoint::recover(store, &config).await?,
-        None => checkpoint::Recovered { resume: None, applied: Vec::new() },
+        None => checkpoint::Recovered::default(),
     };
     // The input a signal may stop: lines of a file or stdin, read in order.
     let input = (given.source.is_none() && !config.source().kind().is_broker())
         .then(|| crate::state::InputId::of(config.input_path().as_deref()));
     let opened = Opened::open(&config, given, recovered.resume, durable.is_some()).await?;
-    let applied = applied_after_crash(&recovered.applied, &opened);
+    let applied = Applied::new(opened.source.id(), opened.source.redelivers_after(), recovered.applied);
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
@@ -71,21 +71,6 @@ pub(super) async fn run(
         ));
     }
     Ok(report)
-}
-
-/// The inputs a run that died had committed, for a broker that may deliver
-/// them again: held until well after it would have.
-fn applied_after_crash(ranges: &[(u64, u64)], opened: &Opened) -> Applied {
-    match opened.source.redelivers_after() {
-        Some(after) if !ranges.is_empty() => {
-            tracing::info!(
-                "the last run died after committing state for inputs the broker may deliver again: those are \
-                 acknowledged without running again"
-            );
-            Applied::resumed(ranges, after.saturating_mul(3).saturating_add(std::time::Duration::from_secs(60)))
-        }
-        _ => Applied::default(),
-    }
 }
 
 /// The tasks of a run, started.
@@ -285,36 +270,33 @@ impl Ended {
         // Both sinks complete and durable before either appears.
         let (sink, sink_unflushed) = finish(sink, &sink_name).await?;
         let (dead_letters, dead_unflushed) = finish(dead_letters, &dead_letters_name).await?;
-        // Their outputs durable: the inputs waiting for that are done.
-        sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
-        stopped.take_done();
         // The state of a finished run is committed before its outputs
         // appear: a crash in between leaves a complete checkpoint, and the
-        // next run only finishes moving the files. With the inputs from a
-        // broker it is about to acknowledge: a crash before the broker
-        // hears leaves them recorded, not to be applied twice.
+        // next run only finishes moving the files. With the record of the
+        // inputs from a broker it is about to acknowledge (those done, held
+        // for this commit, and those whose outputs were just made durable).
         if let Some(store) = state {
+            let applied = match durable {
+                Some(_) => {
+                    stopped.take_done();
+                    let unflushed = sink_unflushed.iter().chain(&dead_unflushed).map(|origin| origin.position);
+                    stopped.applied.record(stopped.told.positions().chain(unflushed).collect::<Vec<_>>())
+                }
+                None => None,
+            };
             let done = Checkpoint {
                 source: stopped_after.unwrap_or(0),
                 complete: true,
                 interrupted: interrupted.clone(),
-                applied: stopped.applied.record(stopped.told.positions()),
+                applied,
                 ..Checkpoint::default()
             };
             commit(store, store.is_durable().then_some(done)).await?;
         }
         sink.commit().await.map_err(|error| RunError::Output { path: sink_name, error })?;
         dead_letters.commit().await.map_err(|error| RunError::Output { path: dead_letters_name, error })?;
-        if stopped.applied.held_again > 0 {
-            tracing::info!(
-                "{} inputs delivered again after the last run died were in the state already: acknowledged without \
-                 running again",
-                stopped.applied.held_again
-            );
-        }
-        stopped.close(true).await?;
-        // The broker has heard: the checkpoint goes (or becomes the mark of
-        // where a signal stopped the input).
+        // The checkpoint goes (or becomes the mark of where a signal stopped
+        // the input); the record stays, in case the broker does not hear.
         if let Some(store) = durable {
             let stopped = stopped_after.zip(interrupted).map(|(source, input)| Checkpoint {
                 source,
@@ -323,6 +305,15 @@ impl Ended {
             });
             commit(store, stopped).await?;
         }
+        let held_again = stopped.applied.held_again();
+        if held_again > 0 {
+            tracing::info!(
+                "{held_again} inputs delivered again after a run died were in the state already: acknowledged \
+                 without running again"
+            );
+        }
+        sink_unflushed.into_iter().chain(dead_unflushed).for_each(Origin::settle);
+        stopped.close(true).await?;
         Ok(stopped_after)
     }
 }

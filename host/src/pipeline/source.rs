@@ -164,12 +164,12 @@ impl<S: Source> SourceTask<S> {
                 () = tx.closed() => return Err(TaskError::Closed),
                 () = dead.closed() => return Err(TaskError::Closed),
             };
-            let Some(Input { position, read }) = input else {
+            let Some(Input { position, read, redelivered }) = input else {
                 return Ok(Stopped { source, acks, told, applied, after: None });
             };
             // Its state committed, its outputs delivered, by a run that died
             // before the broker heard: done, without running again.
-            if applied.holds(position) {
+            if applied.holds(position, redelivered) {
                 tracing::debug!(
                     "{} was delivered again: the state holds it already",
                     source.locator().describe(position)

@@ -62,6 +62,7 @@ pub struct StateError {
 /// sinks up to theirs. Positions are the connectors' own (for a file source
 /// the input line, for a file sink its length in bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Checkpoint {
     /// The source's position: the last input settled.
     #[serde(alias = "line")]
@@ -80,13 +81,35 @@ pub struct Checkpoint {
     /// what those lines did, so the next run must not read them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<InputId>,
-    /// Inputs from a broker whose state this checkpoint holds but whose
-    /// acknowledgements the broker may not have had when the run died:
-    /// delivered again, each is acknowledged without running again (its
-    /// outputs and dead letters were delivered before the checkpoint). As
-    /// ranges of positions, both ends included.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub applied: Vec<(u64, u64)>,
+    /// What of a broker's input this commit's state holds, kept apart from
+    /// the checkpoint (a run's end clears its checkpoint, not this); `None`
+    /// leaves the record as it was.
+    #[serde(skip)]
+    pub applied: Option<AppliedRecord>,
+}
+
+/// Inputs from a broker whose state is committed but whose acknowledgement
+/// the broker may not have had: a run that died between the commit and the
+/// broker hearing would have them delivered again and applied twice. The
+/// next run acknowledges them, delivered again, without running them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AppliedRecord {
+    /// The source they came from (a broker's stream and consumer): the
+    /// record of another is ignored.
+    pub source: String,
+    /// Their positions, in groups each kept until a time.
+    pub groups: Vec<AppliedGroup>,
+}
+
+/// Positions, kept until a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AppliedGroup {
+    /// When the group may be forgotten, in ms since the Unix epoch.
+    pub until_ms: u64,
+    /// Ranges of positions, both ends included, sorted.
+    pub positions: Vec<(u64, u64)>,
 }
 
 /// An input file as a later run can recognise it: its path, device, inode
@@ -133,6 +156,10 @@ trait Backend: Send + Sync {
     fn commit(&self, writes: Writes, checkpoint: Option<Checkpoint>) -> Result<(), StateError>;
     /// The last checkpoint of an unfinished run, if any.
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError>;
+    /// The record of a broker's inputs committed last, if any.
+    fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
+        Ok(None)
+    }
 }
 
 /// The state of every stage of a pipeline: the pending overlay over the backend.
@@ -242,6 +269,11 @@ impl StateStore {
     /// The last checkpoint of an unfinished run, if any.
     pub(crate) fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
         self.backend.checkpoint()
+    }
+
+    /// The record of a broker's inputs committed last, if any.
+    pub(crate) fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
+        self.backend.applied()
     }
 }
 

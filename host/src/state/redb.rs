@@ -1,7 +1,7 @@
 //! The store file: a redb database with the stages' entries in one table and
 //! the checkpoint in another, committed together.
 
-use super::{Backend, Checkpoint, Cleared, Entries, StateError, Writes};
+use super::{AppliedRecord, Backend, Checkpoint, Cleared, Entries, StateError, Writes};
 use crate::fs::{dir_of, sync_dir_of};
 use ::redb::{ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CHECKPOINT: &str = "checkpoint";
+const APPLIED: &str = "applied";
 
 /// The store file at `path`. Opened on first use, and created only when
 /// something is committed: a pipeline whose stages could use state (Python
@@ -104,6 +105,10 @@ impl Redb {
                 meta.remove(CHECKPOINT).map_err(|e| self.error(e))?;
                 cleared.checkpoint = Some(found);
             }
+            // What the state held of a broker's inputs: not once it is gone.
+            if checkpoint {
+                meta.remove(APPLIED).map_err(|e| self.error(e))?;
+            }
         }
         txn.commit().map_err(|e| self.error(e))?;
         Ok(cleared)
@@ -180,6 +185,10 @@ impl Backend for Redb {
                 .map_err(|e| self.error(e))?;
             }
             let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            if let Some(applied) = checkpoint.as_ref().and_then(|c| c.applied.as_ref()) {
+                let json = serde_json::to_vec(applied).expect("a record serialises");
+                meta.insert(APPLIED, json.as_slice()).map_err(|e| self.error(e))?;
+            }
             match checkpoint {
                 Some(c) => {
                     let json = serde_json::to_vec(&c).expect("a checkpoint serialises");
@@ -212,6 +221,16 @@ impl Backend for Redb {
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
         let record = self.read(META, |meta| match meta.get(CHECKPOINT).map_err(|e| self.error(e))? {
             Some(record) => self.decode(record.value()).map(Some),
+            None => Ok(None),
+        })?;
+        Ok(record.flatten())
+    }
+
+    fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
+        let record = self.read(META, |meta| match meta.get(APPLIED).map_err(|e| self.error(e))? {
+            Some(record) => serde_json::from_slice(record.value())
+                .map(Some)
+                .map_err(|e| self.error(format!("bad record of applied inputs: {e}"))),
             None => Ok(None),
         })?;
         Ok(record.flatten())

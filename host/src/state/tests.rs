@@ -274,3 +274,40 @@ fn written_state_is_what_the_next_run_reads_and_an_unfinished_runs_checkpoint_is
     let read = read_state(&path, "keyed", true).unwrap();
     assert_eq!(read, vec![entry(Some(b""), b"x", b"8"), entry(Some(b"user-1"), b"x", b"7")], "read back as written");
 }
+
+#[test]
+fn the_record_of_a_brokers_inputs_outlives_the_checkpoint_until_replaced_or_the_state_is_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let record = |positions: Vec<(u64, u64)>| AppliedRecord {
+        source: "nats:IN/c".into(),
+        groups: vec![AppliedGroup { until_ms: u64::MAX, positions }],
+    };
+    {
+        let store = Arc::new(StateStore::open(&path, DEFAULT_MAX_PENDING));
+        let mut s = scope(&store, "count", false);
+        s.set(b"a", Some(b"1".to_vec())).unwrap();
+        s.keep_writes();
+        store
+            .commit(Some(Checkpoint { source: 3, applied: Some(record(vec![(1, 3)])), ..Default::default() }))
+            .unwrap();
+        assert_eq!(store.checkpoint().unwrap().map(|c| c.applied), Some(None), "not in the checkpoint's own record");
+        // A checkpoint without a record leaves it as it was.
+        store.commit(Some(Checkpoint { source: 4, ..Default::default() })).unwrap();
+        assert_eq!(store.applied().unwrap(), Some(record(vec![(1, 3)])));
+        store
+            .commit(Some(Checkpoint { source: 5, applied: Some(record(vec![(4, 5)])), ..Default::default() }))
+            .unwrap();
+        // The run's end clears its checkpoint, not the record.
+        store.commit(None).unwrap();
+    }
+    let store = StateStore::open(&path, DEFAULT_MAX_PENDING);
+    assert_eq!(store.checkpoint().unwrap(), None);
+    assert_eq!(store.applied().unwrap(), Some(record(vec![(4, 5)])));
+    drop(store);
+    // A stage's state cleared keeps it; all the state cleared does not.
+    clear_state(&path, Some("other")).unwrap();
+    assert!(StateStore::open(&path, DEFAULT_MAX_PENDING).applied().unwrap().is_some());
+    clear_state(&path, None).unwrap();
+    assert_eq!(StateStore::open(&path, DEFAULT_MAX_PENDING).applied().unwrap(), None);
+}

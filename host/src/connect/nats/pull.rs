@@ -21,9 +21,15 @@ pub(super) const PULL_BATCH: u64 = 256;
 /// ended in an error (the server away), doubled up to 5 s.
 const PULL_PAUSE: Duration = Duration::from_millis(500);
 
-/// A message as it arrived: its stream sequence, when the stream stored it
-/// (ms since the epoch), and the message.
-pub(super) type Received = (u64, i64, async_nats::Message);
+/// A message as it arrived.
+pub(super) struct Received {
+    pub(super) sequence: u64,
+    /// When the stream stored it, in ms since the epoch.
+    pub(super) published: i64,
+    /// The server delivered it before.
+    pub(super) redelivered: bool,
+    pub(super) message: async_nats::Message,
+}
 pub(super) type Acks = mpsc::UnboundedSender<(async_nats::Subject, &'static [u8])>;
 pub(super) type Held = Arc<Mutex<Holding>>;
 
@@ -142,8 +148,10 @@ pub(super) async fn pull(
 
 /// A message pulled: held, and handed on if it is new to this worker.
 pub(super) fn arrived(held: &Held, acks: &Acks, record: jetstream::Message, name: &str) -> Option<Received> {
-    let (sequence, published) = match record.info() {
-        Ok(info) => (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64),
+    let (sequence, published, redelivered) = match record.info() {
+        Ok(info) => {
+            (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64, info.delivered > 1)
+        }
         Err(e) => {
             tracing::warn!("a message of consumer {name} without JetStream metadata, skipped: {e}");
             return None;
@@ -155,7 +163,7 @@ pub(super) fn arrived(held: &Held, acks: &Acks, record: jetstream::Message, name
     {
         return None;
     }
-    Some((sequence, published, message))
+    Some(Received { sequence, published, redelivered, message })
 }
 
 /// Tells the server, every third of `ack_wait`, that the messages held are

@@ -196,9 +196,9 @@ async fn watch(
 impl Source for NatsSource {
     async fn next(&mut self) -> io::Result<Option<Input>> {
         match self.received.recv().await {
-            Some(Ok((sequence, published, message))) => {
+            Some(Ok(Received { sequence, published, redelivered, message })) => {
                 let message = self.message(message, published);
-                Ok(Some(Input { position: sequence, read: Read::Message(message) }))
+                Ok(Some(Input { position: sequence, read: Read::Message(message), redelivered }))
             }
             Some(Err(e)) => Err(e),
             None => Err(io::Error::other(format!("reading consumer {}: the pulling task ended", self.consumer))),

@@ -189,7 +189,10 @@ impl Reader {
                     ),
                 },
             };
-            if self.out.send(Ok(Input { position, read })).await.is_err() {
+            // An entry with a stand-in position is never taken for one a
+            // run that died committed: its stand-in differs in each process.
+            let redelivered = again && !beyond;
+            if self.out.send(Ok(Input { position, read, redelivered })).await.is_err() {
                 return None;
             }
         }
