@@ -32,6 +32,9 @@ pub(crate) struct NatsSource {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     stream: String,
     consumer: String,
+    /// A name for what it reads, which a stream made anew under the same
+    /// name does not share ([`Source::id`]).
+    id: String,
     max_ack_pending: u64,
     ack_wait: Duration,
     key: Key,
@@ -64,6 +67,10 @@ impl NatsSource {
                 config.stream, config.url
             ))
         })?;
+        // With when the stream was made: one deleted and made again numbers
+        // its messages from 1 again, and those are other messages.
+        let created = stream.cached_info().created.unix_timestamp_nanos() / 1_000_000;
+        let id = format!("nats:{}@{created}/{}", config.stream, config.consumer);
         let consumer_config = pull::Config {
             durable_name: Some(config.consumer.clone()),
             filter_subject: config.subject.clone().unwrap_or_default(),
@@ -104,6 +111,7 @@ impl NatsSource {
             stop: Some(stop),
             stream: config.stream.clone(),
             consumer: config.consumer.clone(),
+            id,
             max_ack_pending: config.max_ack_pending,
             ack_wait: config.ack_wait,
             key,
@@ -246,7 +254,7 @@ impl Source for NatsSource {
     }
 
     fn id(&self) -> Option<String> {
-        Some(format!("nats:{}/{}", self.stream, self.consumer))
+        Some(self.id.clone())
     }
 
     async fn close(mut self) -> io::Result<()> {
