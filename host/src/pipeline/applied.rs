@@ -23,8 +23,9 @@ const KEPT_CHECKPOINTS: usize = 2;
 /// (counted from the dead worker's last word), but the input may then wait
 /// behind others already pulled, and behind a restart.
 const KEEP_PAST_REDELIVERY: u32 = 10;
-/// And at least this long.
-const KEEP_AT_LEAST: Duration = Duration::from_secs(300);
+/// And at least this long: a worker restarted by a supervisor that backs
+/// off (up to minutes) is still covered.
+const KEEP_AT_LEAST: Duration = Duration::from_secs(3600);
 
 pub(super) struct Applied {
     /// The source's id; `None` for one that does not deliver again (a
@@ -65,14 +66,21 @@ impl Applied {
     }
 
     /// Whether the input at `position`, which the broker says it
-    /// `redelivered`, is one whose state an earlier run committed: it must
-    /// not run again.
+    /// `redelivered`, is one whose state is committed (by an earlier run,
+    /// or by this one if the broker lost its acknowledgement): it must not
+    /// run again.
     pub(super) fn holds(&mut self, position: u64, redelivered: bool) -> bool {
-        if !redelivered || self.inherited.is_empty() {
+        if !redelivered || self.source.is_none() {
             return false;
         }
         self.expire(now_ms());
-        let holds = self.inherited.iter().any(|group| contains(&group.positions, position));
+        let holds = self.inherited.iter().chain(&self.released).any(|group| contains(&group.positions, position));
+        if holds && self.held_again == 0 {
+            tracing::info!(
+                "an input delivered again is one whose state is committed (a run died, or its acknowledgement was \
+                 lost, before the broker heard): acknowledged without running again, as the next such ones are"
+            );
+        }
         self.held_again += u64::from(holds);
         holds
     }
@@ -178,6 +186,8 @@ mod tests {
         // Carried into this run's records until it expires.
         assert_eq!(positions(&applied.record_at([8], now).unwrap()), [vec![(5, 7), (9, 9)], vec![(8, 8)]]);
         assert_eq!(positions(&applied.record_at([], now + 60_001).unwrap()), [vec![(8, 8)]]);
+        // This run's own, if the broker lost their acknowledgements.
+        assert!(applied.holds(8, true) && !applied.holds(8, false));
 
         let mut other = Applied::new(Some("nats:IN/other".into()), Some(MINUTE), Some(record));
         assert!(!other.holds(6, true), "another source's record is ignored");

@@ -228,9 +228,12 @@ impl Backend for Redb {
 
     fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
         let record = self.read(META, |meta| match meta.get(APPLIED).map_err(|e| self.error(e))? {
-            Some(record) => serde_json::from_slice(record.value())
-                .map(Some)
-                .map_err(|e| self.error(format!("bad record of applied inputs: {e}"))),
+            // One that cannot be read only risks inputs applied twice.
+            Some(record) => Ok(serde_json::from_slice(record.value())
+                .inspect_err(|e| {
+                    tracing::warn!("{}: ignoring a bad record of applied inputs: {e}", self.path.display())
+                })
+                .ok()),
             None => Ok(None),
         })?;
         Ok(record.flatten())

@@ -188,9 +188,9 @@ async fn watch(
             // The server away: the pulls say so, and the client connects again.
             Err(_) => None,
         };
-        // Twice in a row, to be sure.
+        // Three times in a row (4 s), to be sure: not a server starting up.
         missing = if gone.is_some() { missing + 1 } else { 0 };
-        if let Some((gone, then)) = gone.filter(|_| missing == 2) {
+        if let Some((gone, then)) = gone.filter(|_| missing == 3) {
             let error = io::Error::other(format!(
                 "the {gone} is gone from the server (deleted while this worker ran): nothing more can be read or \
                  acknowledged; {then}"
