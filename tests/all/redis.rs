@@ -626,11 +626,18 @@ fn a_dead_letter_keeps_binary_key_and_header_values_as_bytes() {
 }
 
 /// A worker that dies after committing its state and before Redis hears its
-/// `XACK`: the next run under the same consumer name takes the entries back
-/// and acknowledges them without applying them to the state (or writing
-/// their outputs) a second time.
+/// `XACK`: the next run takes the entries back (under the same consumer name,
+/// from its pending list at once; under the default name, one per process,
+/// by claiming them after `claim_idle`) and acknowledges them without
+/// applying them to the state (or writing their outputs) a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_applied_twice() {
+    for consumer in ["consumer = \"w\"\n", ""] {
+        not_applied_twice_after_a_crash(consumer).await;
+    }
+}
+
+async fn not_applied_twice_after_a_crash(consumer: &str) {
     const N: usize = 100;
     let server = RedisServer::start();
     let mut con = connect(&server);
@@ -640,7 +647,7 @@ async fn entries_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_a
     let scratch = Scratch::new();
     let pipeline = format!(
         "version = 1\n[source]\nformat = \"lines\"\n\
-         [source.redis]\nurl = \"redis://127.0.0.1:{}\"\nstream = \"in\"\ngroup = \"g\"\nconsumer = \"w\"\nclaim_idle = \"1s\"\n\
+         [source.redis]\nurl = \"redis://127.0.0.1:{}\"\nstream = \"in\"\ngroup = \"g\"\n{consumer}claim_idle = \"1s\"\n\
          [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
          [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
          [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
