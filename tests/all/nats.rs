@@ -739,50 +739,22 @@ async fn an_existing_consumer_with_other_settings_is_refused_or_updated() {
 /// writing their outputs) a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_applied_twice() {
-    const N: u64 = 100;
+    use crate::support::{Cuttable, assert_counts, counting_pipeline, die_after_an_unheard_checkpoint, lines_out};
+    const N: usize = 100;
     let nats = Nats::start().await;
     nats.stream("IN", "in.>").await;
     nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 5)))).await;
-    let network = crate::support::Cuttable::to(nats.server.port()).await;
+    let network = Cuttable::to(nats.server.port()).await;
     let scratch = Scratch::new();
-    let pipeline = format!(
-        "version = 1\n[source]\nformat = \"lines\"\n\
-         [source.nats]\nurl = \"nats://127.0.0.1:{}\"\nstream = \"IN\"\nconsumer = \"c\"\nack_wait = \"1s\"\n\
-         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
-         [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
-         [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
-        network.port,
-        crate::support::guests::TEST_STAGE
+    let source = format!(
+        "[source.nats]\nurl = \"nats://127.0.0.1:{}\"\nstream = \"IN\"\nconsumer = \"c\"\nack_wait = \"1s\"\n",
+        network.port
     );
-    scratch.write("pipeline.toml", pipeline);
-    let lines = || std::fs::read_to_string(scratch.path("out.txt")).unwrap_or_default().lines().count() as u64;
-    let log = || std::fs::read_to_string(scratch.path("first.log")).unwrap();
-    let mut first = Command::new(sluice_binary())
-        .args(["run", "pipeline.toml", "--log", "info,sluice::pipeline::checkpoint=debug"])
-        .current_dir(scratch.dir.path())
-        .stderr(std::fs::File::create(scratch.path("first.log")).unwrap())
-        .spawn()
-        .unwrap();
-    // Every input run, its acknowledgement held for the checkpoint: the
-    // network is cut, then the checkpoint commits, then the worker dies.
-    let give_up = Instant::now() + Duration::from_secs(60);
-    while lines() < N {
-        assert!(first.try_wait().unwrap().is_none(), "{}", log());
-        assert!(Instant::now() < give_up, "{} of {N} out", lines());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!log().contains("checkpoint"), "the checkpoint came before the cut: {}", log());
-    network.cut(true);
-    while !log().contains("checkpoint") {
-        assert!(Instant::now() < give_up, "no checkpoint: {}", log());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
-    network.cut(false);
-    assert_eq!(nats.consumer_pending("IN", "c").await.0, N as usize, "the server heard no acknowledgement");
+    scratch.write("pipeline.toml", counting_pipeline(&source));
+    die_after_an_unheard_checkpoint(&scratch, &network, N).await;
+    assert_eq!(nats.consumer_pending("IN", "c").await.0, N, "the server heard no acknowledgement");
 
+    let give_up = Instant::now() + Duration::from_secs(60);
     let mut again = start_worker(&scratch, "pipeline.toml", "again.log");
     while nats.consumer_pending("IN", "c").await != (0, 0) {
         assert!(again.0.try_wait().unwrap().is_none());
@@ -791,17 +763,8 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     }
     let (code, log) = interrupt(again, &scratch, "again.log");
     assert_eq!(code, Some(130), "{log}");
-    assert_eq!(lines(), N, "each input's output written once");
-    let counts = |each: u64| {
-        let state =
-            Command::new(sluice_binary()).args(["state", "pipeline.toml"]).current_dir(scratch.dir.path()).output();
-        let state = String::from_utf8(state.unwrap().stdout).unwrap();
-        for k in 0..5 {
-            let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{each}"}}"#);
-            assert!(state.contains(&entry), "{entry} in {state}");
-        }
-    };
-    counts(N / 5);
+    assert_eq!(lines_out(&scratch), N, "each input's output written once");
+    assert_counts(&scratch, N / 5);
     assert!(log.contains(&format!("{N} inputs delivered again")), "{log}");
 
     // The stream made anew numbers its messages from 1 again: new inputs
@@ -810,14 +773,14 @@ async fn inputs_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_ap
     nats.stream("IN", "in.>").await;
     nats.publish("in.x", (0..N).map(|i| publish(format!("incr:k{}", i % 5)))).await;
     let mut anew = start_worker(&scratch, "pipeline.toml", "anew.log");
-    while lines() < 2 * N {
+    while lines_out(&scratch) < 2 * N {
         assert!(anew.0.try_wait().unwrap().is_none());
-        assert!(Instant::now() < give_up + Duration::from_secs(30), "{} of {} out", lines(), 2 * N);
+        assert!(Instant::now() < give_up + Duration::from_secs(30), "{} of {} out", lines_out(&scratch), 2 * N);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (code, log) = interrupt(anew, &scratch, "anew.log");
     assert_eq!(code, Some(130), "{log}");
-    counts(2 * N / 5);
+    assert_counts(&scratch, 2 * N / 5);
 }
 
 /// The consumer deleted while a worker reads from it: a pull from it is

@@ -638,51 +638,23 @@ async fn entries_committed_but_not_yet_acknowledged_when_a_worker_dies_are_not_a
 }
 
 async fn not_applied_twice_after_a_crash(consumer: &str) {
+    use crate::support::{Cuttable, assert_counts, counting_pipeline, die_after_an_unheard_checkpoint, lines_out};
     const N: usize = 100;
     let server = RedisServer::start();
     let mut con = connect(&server);
     let entries: Vec<_> = (0..N).map(|i| vec![("value", format!("incr:k{}", i % 5))]).collect();
     add(&mut con, "in", &entries);
-    let network = crate::support::Cuttable::to(server.port()).await;
+    let network = Cuttable::to(server.port()).await;
     let scratch = Scratch::new();
-    let pipeline = format!(
-        "version = 1\n[source]\nformat = \"lines\"\n\
-         [source.redis]\nurl = \"redis://127.0.0.1:{}\"\nstream = \"in\"\ngroup = \"g\"\n{consumer}claim_idle = \"1s\"\n\
-         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
-         [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
-         [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
-        network.port,
-        guests::TEST_STAGE
+    let source = format!(
+        "[source.redis]\nurl = \"redis://127.0.0.1:{}\"\nstream = \"in\"\ngroup = \"g\"\n{consumer}claim_idle = \"1s\"\n",
+        network.port
     );
-    scratch.write("pipeline.toml", pipeline);
-    let lines = || std::fs::read_to_string(scratch.path("out.txt")).unwrap_or_default().lines().count();
-    let log = || std::fs::read_to_string(scratch.path("first.log")).unwrap();
-    let mut first = Command::new(sluice_binary())
-        .args(["run", "pipeline.toml", "--log", "info,sluice::pipeline::checkpoint=debug"])
-        .current_dir(scratch.dir.path())
-        .stderr(std::fs::File::create(scratch.path("first.log")).unwrap())
-        .spawn()
-        .unwrap();
-    // Every entry run, its acknowledgement held for the checkpoint: the
-    // network is cut, then the checkpoint commits, then the worker dies.
-    let give_up = Instant::now() + Duration::from_secs(60);
-    while lines() < N {
-        assert!(first.try_wait().unwrap().is_none(), "{}", log());
-        assert!(Instant::now() < give_up, "{} of {N} out", lines());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!log().contains("checkpoint"), "the checkpoint came before the cut: {}", log());
-    network.cut(true);
-    while !log().contains("checkpoint") {
-        assert!(Instant::now() < give_up, "no checkpoint: {}", log());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
-    network.cut(false);
+    scratch.write("pipeline.toml", counting_pipeline(&source));
+    die_after_an_unheard_checkpoint(&scratch, &network, N).await;
     assert_eq!(pending(&mut con, "in", "g").0, N as u64, "Redis heard no acknowledgement");
 
+    let give_up = Instant::now() + Duration::from_secs(60);
     let again = Worker::start(&scratch, "again.log");
     while pending(&mut con, "in", "g").0 > 0 {
         assert!(Instant::now() < give_up, "not all acknowledged: {}", again.log());
@@ -690,12 +662,7 @@ async fn not_applied_twice_after_a_crash(consumer: &str) {
     }
     let (status, log) = again.interrupt();
     assert_eq!(status.code(), Some(130), "{log}");
-    assert_eq!(lines(), N, "each entry's output written once");
-    let state = Command::new(sluice_binary()).args(["state", "pipeline.toml"]).current_dir(scratch.dir.path()).output();
-    let state = String::from_utf8(state.unwrap().stdout).unwrap();
-    for k in 0..5 {
-        let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{}"}}"#, N / 5);
-        assert!(state.contains(&entry), "{entry} in {state}");
-    }
+    assert_eq!(lines_out(&scratch), N, "each entry's output written once");
+    assert_counts(&scratch, N / 5);
     assert!(log.contains(&format!("{N} inputs delivered again")), "{log}");
 }

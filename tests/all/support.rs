@@ -166,3 +166,68 @@ impl Cuttable {
         self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A pipeline that counts its `incr:k<n>` inputs in durable state, from the
+/// broker `source` table to `out.txt`, checkpointing only by time (every
+/// 5 s): the worker the crash tests kill between a checkpoint and the
+/// broker hearing of it.
+pub(crate) fn counting_pipeline(source: &str) -> String {
+    format!(
+        "version = 1\n[source]\nformat = \"lines\"\n{source}\
+         [state]\npath = \"state.redb\"\ncheckpoint_every = 1000000\ncheckpoint_interval = \"5s\"\n\
+         [sink]\npath = \"out.txt\"\nformat = \"lines\"\n[dead_letter]\npath = \"dead.jsonl\"\n\
+         [[stages]]\nname = \"count\"\nplugin = \"{}\"\n",
+        guests::TEST_STAGE
+    )
+}
+
+/// The lines in `out.txt`.
+pub(crate) fn lines_out(scratch: &Scratch) -> usize {
+    std::fs::read_to_string(scratch.path("out.txt")).unwrap_or_default().lines().count()
+}
+
+/// Runs `pipeline.toml` (a [`counting_pipeline`] reading through `network`)
+/// until its `n` inputs are out, their acknowledgements held for the
+/// checkpoint; then cuts the network, waits for the checkpoint to commit,
+/// kills the worker and mends the network: a worker dead after its
+/// checkpoint and before the broker heard.
+pub(crate) async fn die_after_an_unheard_checkpoint(scratch: &Scratch, network: &Cuttable, n: usize) {
+    use std::time::{Duration, Instant};
+    let log = || std::fs::read_to_string(scratch.path("first.log")).unwrap();
+    let mut first = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["run", "pipeline.toml", "--log", "info,sluice::pipeline::checkpoint=debug"])
+        .current_dir(scratch.dir.path())
+        .stderr(std::fs::File::create(scratch.path("first.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while lines_out(scratch) < n {
+        assert!(first.try_wait().unwrap().is_none(), "{}", log());
+        assert!(Instant::now() < give_up, "{} of {n} out", lines_out(scratch));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!log().contains("checkpoint"), "the checkpoint came before the cut: {}", log());
+    network.cut(true);
+    while !log().contains("checkpoint") {
+        assert!(Instant::now() < give_up, "no checkpoint: {}", log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    network.cut(false);
+}
+
+/// Asserts that the state (`sluice state pipeline.toml`) counts `each` for
+/// every key `k0` to `k4`.
+pub(crate) fn assert_counts(scratch: &Scratch, each: usize) {
+    let state = std::process::Command::new(crate::resume::sluice_binary())
+        .args(["state", "pipeline.toml"])
+        .current_dir(scratch.dir.path())
+        .output();
+    let state = String::from_utf8(state.unwrap().stdout).unwrap();
+    for k in 0..5 {
+        let entry = format!(r#"{{"key":"k{k}","stage":"count","value":"{each}"}}"#);
+        assert!(state.contains(&entry), "{entry} in {state}");
+    }
+}

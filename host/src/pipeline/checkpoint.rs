@@ -14,7 +14,7 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::state::{AppliedRecord, Checkpoint, StateStore};
+use crate::state::{AppliedRecord, Checkpoint, StateError, StateStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -92,13 +92,10 @@ pub(super) async fn recover(
     config: &crate::config::PipelineConfig,
 ) -> Result<Recovered, RunError> {
     let reading = store.clone();
-    let checkpoint = tokio::task::spawn_blocking(move || reading.checkpoint())
-        .await
-        .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
-    let reading = store.clone();
-    let applied = tokio::task::spawn_blocking(move || reading.applied())
-        .await
-        .map_err(|e| RunError::Internal(format!("reading the state file panicked: {e}")))??;
+    let (checkpoint, applied) =
+        tokio::task::spawn_blocking(move || Ok::<_, StateError>((reading.checkpoint()?, reading.applied()?)))
+            .await
+            .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
     let resume = match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;

@@ -280,7 +280,7 @@ impl Ended {
                 Some(_) => {
                     stopped.take_done();
                     let unflushed = sink_unflushed.iter().chain(&dead_unflushed).map(|origin| origin.position);
-                    stopped.applied.record(stopped.told.positions().chain(unflushed).collect::<Vec<_>>())
+                    stopped.applied.record(stopped.told.positions().chain(unflushed))
                 }
                 None => None,
             };
