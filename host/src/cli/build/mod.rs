@@ -98,6 +98,20 @@ fn project_name(dir: &Path) -> Result<String> {
     Ok(full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "stage".into()))
 }
 
+/// An exclusive lock on the toolchain at `dir` in sluice's cache, to hold
+/// while it is checked and installed: two `sluice build`s at once (two
+/// terminals, a test suite) must not install into one directory together.
+/// The second waits, then finds it installed.
+pub(super) fn lock_toolchain(dir: &Path) -> Result<std::fs::File> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = dir.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let lock_path = parent.join(format!(".{name}.lock"));
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    Ok(lock)
+}
+
 /// Where toolchains that need no root go: `$SLUICE_TOOLCHAINS`, else
 /// `$XDG_CACHE_HOME/sluice/toolchains`, else `~/.cache/sluice/toolchains`.
 pub(crate) fn toolchains() -> Result<PathBuf> {

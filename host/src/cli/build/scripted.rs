@@ -5,7 +5,7 @@
 //! installs Zig (zig.rs).
 
 use super::super::outcome::Unavailable;
-use super::{JS_APT, PYTHON_APT, run, toolchains, version_of};
+use super::{JS_APT, PYTHON_APT, lock_toolchain, run, toolchains, version_of};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,9 +66,11 @@ pub(super) fn pip_install(venv: &Path, package: &str, version: &str, stage: &str
 
 pub(super) fn build_python(dir: &Path, out: &Path) -> Result<()> {
     let (venv, componentize) = componentize_py()?;
+    let installing = lock_toolchain(&venv)?;
     if version_of(&componentize, &["--version"]).as_deref() != Some(&format!("componentize-py {COMPONENTIZE_PY}")) {
         pip_install(&venv, "componentize-py", COMPONENTIZE_PY, "a Python stage")?;
     }
+    drop(installing);
     // componentize-py writes __pycache__ beside the modules it imports:
     // build from a scratch copy, not from the user's directory.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
@@ -108,6 +110,7 @@ pub(crate) fn componentize_js_version(prefix: &Path) -> Option<String> {
 
 pub(super) fn build_js(dir: &Path, out: &Path) -> Result<()> {
     let (prefix, componentize) = componentize_js()?;
+    let installing = lock_toolchain(&prefix)?;
     if componentize_js_version(&prefix).as_deref() != Some(COMPONENTIZE_JS) || !componentize.exists() {
         if version_of("node", &["--version"]).is_none() || version_of("npm", &["--version"]).is_none() {
             return Err(Unavailable(format!(
@@ -120,6 +123,7 @@ pub(super) fn build_js(dir: &Path, out: &Path) -> Result<()> {
         std::fs::write(prefix.join("package.json"), JS_TOOLCHAIN_PACKAGE)?;
         run(Command::new("npm").current_dir(&prefix).args(["install", "--no-audit", "--no-fund"]), "npm install")?;
     }
+    drop(installing);
     let mut cmd = Command::new(&componentize);
     cmd.current_dir(dir)
         .arg("app.js")

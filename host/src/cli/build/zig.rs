@@ -7,7 +7,7 @@
 
 use super::c::{c_bindings, componentize};
 use super::scripted::pip_install;
-use super::{run, toolchains, version_of};
+use super::{lock_toolchain, run, toolchains, version_of};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,9 +39,11 @@ fn zig(python: &Path, venv: &Path) -> Command {
 
 pub(super) fn build_zig(dir: &Path, out: &Path) -> Result<()> {
     let (venv, python) = zig_venv()?;
+    let installing = lock_toolchain(&venv)?;
     if zig_version(&python).as_deref() != Some(ZIGLANG) {
         pip_install(&venv, "ziglang", ZIGLANG, "a Zig stage")?;
     }
+    drop(installing);
     let gen_dir = dir.join("target/gen");
     c_bindings(&dir.join("wit"), &gen_dir)?;
 
