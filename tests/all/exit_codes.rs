@@ -243,6 +243,81 @@ fn sigint_drains_exits_130_and_the_report_says_where_it_stopped() {
     assert_eq!((report["stopped_after"].as_u64(), report["written"].as_u64()), (Some(1), Some(1)), "{report}");
 }
 
+/// `sluice run` over `input` (whose whole text is read at once) with its
+/// outputs on stdout: started once the first output is out and the source
+/// has had time to reach the end of its input.
+fn running_past_the_end_of_input(scratch: &Scratch, input: &str) -> (std::process::Child, String) {
+    scratch.write("input", input);
+    let mut child = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "-o", "-", "--report-json", "report.json", "--progress", "0"])
+        .current_dir(scratch.dir.path())
+        .env("SLUICE_LOG", "info")
+        .env_remove("SLUICE_LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut rest = String::new();
+    std::thread::spawn(move || std::io::Read::read_to_string(&mut stdout, &mut rest).map(|_| rest));
+    (child, first)
+}
+
+fn interrupt(child: &std::process::Child) {
+    let signalled = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(signalled.success());
+}
+
+#[test]
+fn sigint_after_the_whole_input_was_read_still_bounds_the_drain_by_shutdown_timeout() {
+    // The second message takes a minute; the drain may take one second.
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", "shutdown_timeout = \"1s\"\n".to_string() + &header("lines") + &test_stage(""));
+    let (child, first) = running_past_the_end_of_input(&scratch, "a\nsleep:60000\n");
+    assert_eq!(first, "a\n");
+    let since = std::time::Instant::now();
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(since.elapsed() < std::time::Duration::from_secs(30), "the run went on: {log}");
+    assert!(log.contains("stopped after the whole input was read"), "{log}");
+    assert!(log.contains("did not finish within shutdown_timeout (1s)"), "{log}");
+    let report = report(&scratch);
+    assert_eq!((report["outcome"].as_str(), report["exit_code"].as_u64()), (Some("failed"), Some(1)), "{report}");
+}
+
+#[test]
+fn after_the_whole_input_was_read_sigint_lets_the_run_finish_and_a_second_one_aborts_it() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    // Finished within shutdown_timeout: the run is whole, as if no signal had come.
+    let (child, _) = running_past_the_end_of_input(&scratch, "a\nsleep:1500:b\n");
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(!log.contains("To resume"), "nothing is left to resume: {log}");
+    let finished = report(&scratch);
+    assert_eq!((finished["outcome"].as_str(), finished["written"].as_u64()), (Some("success"), Some(2)), "{finished}");
+
+    // A second signal aborts at once, as it does while input is being read.
+    let (child, _) = running_past_the_end_of_input(&scratch, "a\nsleep:60000\n");
+    let since = std::time::Instant::now();
+    interrupt(&child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{log}");
+    assert!(since.elapsed() < std::time::Duration::from_secs(30), "the run went on: {log}");
+    let report = report(&scratch);
+    assert_eq!(report["outcome"].as_str(), Some("aborted"), "{report}");
+}
+
 #[test]
 fn check_and_compile_of_a_one_stage_pipeline_say_stage() {
     let scratch = Scratch::new();

@@ -308,6 +308,9 @@ fn a_plain_rerun_after_an_interrupt_is_refused_rather_than_counting_lines_twice_
     let line = log.split("--skip-lines ").nth(1).and_then(|s| s.split(' ').next()).unwrap();
     assert!(stderr.contains(&format!("was interrupted after input line {line}")), "{stderr}");
     assert!(stderr.contains(&format!("--skip-lines {line} --append")), "{stderr}");
+    assert!(stderr.contains("`sluice state pipeline.toml --clear`"), "{stderr}");
+    // Refused before reading: no counts, as for any run that never started.
+    assert!(!stderr.contains(" read, "), "{stderr}");
     assert_eq!(state(), state_before, "the state is untouched");
 
     // Another file under the same name is new input: it runs.

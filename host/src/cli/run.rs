@@ -86,8 +86,10 @@ impl RunCommand {
             }
             Err(e) => {
                 // How far a failed run got (its outputs are not written);
-                // nothing to say if it failed before its pipeline was built.
-                let report = live.map(|(stats, started)| stats.snapshot().report(started.elapsed()));
+                // nothing to say if it failed before its pipeline was built,
+                // or was refused before it read anything (a config error).
+                let started = live.filter(|_| outcome != Outcome::ConfigError);
+                let report = started.map(|(stats, started)| stats.snapshot().report(started.elapsed()));
                 if let Some(report) = &report {
                     print_report(report);
                 }
@@ -219,7 +221,8 @@ impl RunCommand {
             (None, None) => {}
         }
         if report.dead_lettered > 0 {
-            tell(Level::INFO, &format!("{} dead letters written to {dead_letters}", report.dead_lettered));
+            let letters = if report.dead_lettered == 1 { "dead letter" } else { "dead letters" };
+            tell(Level::INFO, &format!("{} {letters} written to {dead_letters}", report.dead_lettered));
         }
     }
 

@@ -127,7 +127,9 @@ fn not_read_again(config: &crate::config::PipelineConfig, stopped: &Checkpoint) 
     }
     let now = crate::state::InputId::of(config.input_path().as_deref());
     match &was.path {
-        Some(path) if *was == now => Err(RunError::ReadAgain { input: path.clone(), line }),
+        Some(path) if *was == now => {
+            Err(RunError::ReadAgain { input: path.clone(), pipeline: config.file().map(Into::into), line })
+        }
         None if now.path.is_none() => {
             tracing::warn!(
                 "the last run, reading standard input, was interrupted after line {line}, and the state holds what \

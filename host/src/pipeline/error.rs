@@ -1,6 +1,6 @@
 use crate::config::ConfigErrors;
 use crate::stage::LoadError;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A stage that could not be loaded, with where it is declared.
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +111,12 @@ pub enum RunError {
     },
     /// After a shutdown signal, messages did not finish within `shutdown_timeout`.
     #[error(
-        "stopped reading after {stopped_after}, but the messages already read did not finish within \
-         shutdown_timeout ({timeout}); {}. Rerun, or raise shutdown_timeout",
+        "{}, but the messages already read did not finish within shutdown_timeout ({timeout}); {}. Rerun, or \
+         raise shutdown_timeout",
+        match stopped_after {
+            Some(input) => format!("stopped reading after {input}"),
+            None => "stopped after the whole input was read".to_string(),
+        },
         if *broker {
             "what was delivered and acknowledged stays, and what was not is delivered again"
         } else {
@@ -120,8 +124,9 @@ pub enum RunError {
         }
     )]
     DrainTimeout {
-        /// The last input read, in words: "input line 7".
-        stopped_after: String,
+        /// The last input read, in words ("input line 7"), if the signal
+        /// stopped the source before the end of its input.
+        stopped_after: Option<String>,
         /// The configured timeout, for the message.
         timeout: String,
         /// Whether the source is a broker, whose outputs were published as
@@ -133,13 +138,16 @@ pub enum RunError {
     #[error(
         "the last run over {} was interrupted after input line {line}, and the state holds what lines 1 to {line} \
          did: reading them again would apply them twice. To resume where it stopped, run the same command with \
-         --skip-lines {line} --append (as it said); to start over, clear the state first (`sluice state PIPELINE \
+         --skip-lines {line} --append (as it said); to start over, clear the state first (`sluice state {} \
          --clear`)",
-        input.display()
+        input.display(),
+        pipeline.as_deref().map_or("PIPELINE".into(), Path::to_string_lossy)
     )]
     ReadAgain {
         /// The input file.
         input: PathBuf,
+        /// The pipeline file, for the command that clears the state.
+        pipeline: Option<PathBuf>,
         /// The last line the interrupted run read.
         line: u64,
     },

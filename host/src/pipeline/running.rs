@@ -25,6 +25,8 @@ use crate::config::PipelineConfig;
 use crate::connect::{Locator, Sink, Source};
 use crate::envelope::{Acks, Envelope, Origin};
 use crate::state::{Checkpoint, StateStore};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +84,10 @@ struct Running {
     locator: Locator,
     sink_name: PathBuf,
     dead_letters_name: PathBuf,
+    /// The shutdown signal, also heard once the source has read its whole
+    /// input: the messages still in the stages then drain under
+    /// `shutdown_timeout` as they would have.
+    stop: Shared<BoxFuture<'static, ()>>,
 }
 
 /// The tasks of a run that ended well.
@@ -111,15 +117,16 @@ impl Running {
         if let Some(backlog) = source.backlog() {
             events.watch_backlog(backlog);
         }
+        let stop = shutdown.boxed().shared();
         let shutdown = {
-            let halt = halt.clone();
+            let (stop, halt) = (stop.clone(), halt.clone());
             async move {
                 match halt {
                     Some(halt) => tokio::select! {
-                        () = shutdown => {}
+                        () = stop => {}
                         () = halt.stopped() => {}
                     },
-                    None => shutdown.await,
+                    None => stop.await,
                 }
             }
         };
@@ -179,14 +186,15 @@ impl Running {
         let dead_letters = tokio::spawn(
             sink_task(dead_letters, &dead_letters_name, dead_flushes).dead_letters(dead_rx, locator.clone()),
         );
-        Running { source, stages: stage_tasks, sink, dead_letters, locator, sink_name, dead_letters_name }
+        Running { source, stages: stage_tasks, sink, dead_letters, locator, sink_name, dead_letters_name, stop }
     }
 
     /// Waits for every task. The first real failure in pipeline order is
     /// the cause (the others then only saw their neighbour close). After a
-    /// shutdown signal, what was read gets `shutdown_timeout` to drain.
+    /// shutdown signal, what was read gets `shutdown_timeout` to drain, also
+    /// when the signal comes after the source has read its whole input.
     async fn wait(self, config: &PipelineConfig) -> Result<Ended, RunError> {
-        let Running { source, stages, sink, dead_letters, locator, sink_name, dead_letters_name } = self;
+        let Running { source, stages, sink, dead_letters, locator, sink_name, dead_letters_name, stop } = self;
         let mut failure: Option<RunError> = None;
         let note = |failure: &mut Option<RunError>, r: Result<(), TaskError>| {
             if let Err(TaskError::Failed(e)) = r {
@@ -212,23 +220,36 @@ impl Running {
             }
             (joined, join(sink).await, join(dead_letters).await)
         };
-        let (stages, sink, dead_letters) = match stopped.as_ref().and_then(|s| s.after) {
-            None => rest.await,
-            Some(position) => match tokio::time::timeout(config.shutdown_timeout(), rest).await {
-                Ok(done) => done,
-                Err(_) => {
-                    aborts.iter().for_each(|a| a.abort());
-                    // What was given up on goes back to a broker now, not after its ack wait.
-                    if let Some(stopped) = stopped.take()
-                        && let Err(e) = stopped.close(false).await
-                    {
-                        tracing::warn!("{e}");
-                    }
-                    let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
-                    let broker = config.source().kind().is_broker();
-                    return Err(RunError::DrainTimeout { stopped_after: locator.describe(position), timeout, broker });
+        let mut rest = std::pin::pin!(rest);
+        let stopped_after = stopped.as_ref().and_then(|s| s.after);
+        let drained = match stopped_after {
+            Some(_) => tokio::time::timeout(config.shutdown_timeout(), &mut rest).await,
+            // The whole input was read (or the source failed, which closes
+            // the stages' input): a signal now still bounds the drain.
+            None => tokio::select! {
+                biased;
+                done = &mut rest => Ok(done),
+                () = stop, if stopped.is_some() => {
+                    tracing::info!("the whole input was read; the messages still running are finishing");
+                    tokio::time::timeout(config.shutdown_timeout(), &mut rest).await
                 }
             },
+        };
+        let (stages, sink, dead_letters) = match drained {
+            Ok(done) => done,
+            Err(_) => {
+                aborts.iter().for_each(|a| a.abort());
+                // What was given up on goes back to a broker now, not after its ack wait.
+                if let Some(stopped) = stopped.take()
+                    && let Err(e) = stopped.close(false).await
+                {
+                    tracing::warn!("{e}");
+                }
+                let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
+                let broker = config.source().kind().is_broker();
+                let stopped_after = stopped_after.map(|position| locator.describe(position));
+                return Err(RunError::DrainTimeout { stopped_after, timeout, broker });
+            }
         };
         for r in stages {
             note(&mut failure, r);
