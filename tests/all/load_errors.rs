@@ -14,7 +14,7 @@ async fn a_file_that_is_not_wasm() {
     let err = load_error(&scratch, &scratch.write("notes.wasm", "hello world, not wasm")).await;
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:3:8: stage `s`: <dir>/notes.wasm is not a WebAssembly component: it does not \
+        "<dir>/pipeline.toml:4:10: stage `s`: <dir>/notes.wasm is not a WebAssembly component: it does not \
          start with the wasm magic bytes `\\0asm` (it starts with \"hello wo\")"
     );
     let err = load_error(&scratch, &scratch.write("empty.wasm", "")).await;
@@ -27,7 +27,7 @@ async fn a_core_module_instead_of_a_component() {
     let err = load_error(&scratch, &scratch.write("core.wasm", b"\0asm\x01\0\0\0")).await;
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:3:8: stage `s`: <dir>/core.wasm is a core WebAssembly module, not a component: \
+        "<dir>/pipeline.toml:4:10: stage `s`: <dir>/core.wasm is a core WebAssembly module, not a component: \
          build the stage for the wasm32-wasip2 target, or wrap the module with `wasm-tools component new`"
     );
 }
@@ -37,7 +37,7 @@ async fn a_truncated_component() {
     let scratch = Scratch::new();
     let whole = std::fs::read(guests::JSON_FILTER).unwrap();
     let err = load_error(&scratch, &scratch.write("cut.wasm", &whole[..whole.len() / 2])).await;
-    assert!(err.starts_with("<dir>/pipeline.toml:3:8: stage `s`: <dir>/cut.wasm is not a valid component: "), "{err}");
+    assert!(err.starts_with("<dir>/pipeline.toml:4:10: stage `s`: <dir>/cut.wasm is not a valid component: "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -46,7 +46,7 @@ async fn a_component_of_the_wrong_world() {
     let err = load_error(&scratch, guests::WRONG_WORLD.as_ref()).await;
     assert_eq!(
         scratch.anonymise(&err).replace(guests::WRONG_WORLD, "wrong_world.wasm"),
-        "<dir>/pipeline.toml:3:8: stage `s`: wrong_world.wasm is a component, but not a sluice stage: it does not \
+        "<dir>/pipeline.toml:4:10: stage `s`: wrong_world.wasm is a component, but not a sluice stage: it does not \
          export `sluice:pipeline/stage@0.1.0` (it exports `add`). Build it against the `plugin` world in sluice's \
          wit/ directory"
     );

@@ -78,11 +78,11 @@ async fn every_message_is_accounted_for_across_stages() {
 async fn a_stage_that_refuses_its_config_stops_the_build() {
     let scratch = Scratch::new();
     let err = scratch.build(&test_stage("fail_init = true")).await.err().unwrap();
-    assert_eq!(err, "<dir>/pipeline.toml:11:8: stage `t`: the stage refused its config: fail_init was set");
+    assert_eq!(err, "<dir>/pipeline.toml:13:10: stage `t`: the stage refused its config: fail_init was set");
     let err = scratch.build(&test_stage(r#"prefx = "x""#)).await.err().unwrap();
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:11:8: stage `t`: the stage refused its config: invalid config: \
+        "<dir>/pipeline.toml:13:10: stage `t`: the stage refused its config: invalid config: \
          unknown field `prefx`, expected one of `prefix`, `fail_init`, `init_sleep_ms` at line 1 column 8"
     );
 }

@@ -67,6 +67,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub(crate) use validate::StagePart;
 
 pub use brokers::{NatsSink, NatsSource, RedisSink, RedisSource};
 pub use error::{ConfigError, ConfigErrors};

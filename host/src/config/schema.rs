@@ -54,7 +54,7 @@ pub(super) struct StageTable {
     pub(super) plugin: Spanned<PathBuf>,
     /// The settings handed to the stage's `init`, as JSON.
     #[serde(default)]
-    pub(super) config: toml::Table,
+    pub(super) config: Option<Spanned<toml::Table>>,
     #[serde(default)]
     pub(super) limits: LimitsConfig,
     #[serde(default = "no_grants")]
@@ -95,7 +95,7 @@ impl StageTable {
         StageTable {
             name: unplaced(name),
             plugin: unplaced(plugin),
-            config: toml::Table::new(),
+            config: None,
             limits: LimitsConfig::default(),
             grants: no_grants(),
             concurrency: one(),

@@ -28,7 +28,7 @@ const DEFAULT_BATCH: usize = 64;
 
 impl From<StageTable> for StageConfig {
     fn from(table: StageTable) -> Self {
-        let settings = table_to_json(&table.config);
+        let settings = table_to_json(table.config.as_ref().map_or(&toml::Table::new(), toml::Spanned::get_ref));
         StageConfig { table, settings, native: None }
     }
 }

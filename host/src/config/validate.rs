@@ -294,12 +294,26 @@ impl PipelineConfig {
         }
     }
 
-    /// Where stage `index` is declared, for error messages: `file:line:col`.
-    pub(crate) fn stage_location(&self, index: usize) -> String {
-        let stage = &self.stages[index];
-        ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(stage.table.name.span()), "")
+    /// Where stage `index` sets `part`, for error messages: `file:line:col`
+    /// (its name where the file does not set that part).
+    pub(crate) fn stage_location(&self, index: usize, part: StagePart) -> String {
+        let table = &self.stages[index].table;
+        let span = match part {
+            StagePart::Name => table.name.span(),
+            StagePart::Plugin => table.plugin.span(),
+            StagePart::Config => table.config.as_ref().map_or_else(|| table.name.span(), |c| c.span()),
+        };
+        ConfigError::new(self.file.as_deref(), self.text.as_deref(), Some(span), "")
             .to_string()
             .trim_end_matches(": ")
             .to_string()
     }
+}
+
+/// The setting of a stage an error is about, for its location.
+#[derive(Clone, Copy)]
+pub(crate) enum StagePart {
+    Name,
+    Plugin,
+    Config,
 }

@@ -1,4 +1,4 @@
-use crate::config::ConfigErrors;
+use crate::config::{ConfigErrors, StagePart};
 use crate::stage::LoadError;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ impl StageLoadError {
     pub(crate) fn new(config: &crate::config::PipelineConfig, index: usize, error: LoadError) -> Self {
         StageLoadError {
             stage: config.stages()[index].name().to_string(),
-            location: config.stage_location(index),
+            location: config.stage_location(index, part_at_fault(&error)),
             error,
             hint: None,
         }
@@ -39,6 +39,22 @@ impl StageLoadError {
             e.hint = Some(restart_hint(&e.stage, config.file()));
         }
         e
+    }
+}
+
+/// The setting a load error is about: the plugin file, or the config the
+/// stage refused; else the stage as a whole.
+fn part_at_fault(error: &LoadError) -> StagePart {
+    match error {
+        LoadError::Read { .. }
+        | LoadError::NotAFile { .. }
+        | LoadError::NotWasm { .. }
+        | LoadError::CoreModule { .. }
+        | LoadError::Invalid { .. }
+        | LoadError::WrongWorld { .. }
+        | LoadError::UnknownImport { .. } => StagePart::Plugin,
+        LoadError::InitRefused(_) => StagePart::Config,
+        _ => StagePart::Name,
     }
 }
 
