@@ -319,6 +319,69 @@ fn after_the_whole_input_was_read_sigint_lets_the_run_finish_and_a_second_one_ab
 }
 
 #[test]
+fn no_file_the_run_reads_is_written_over_by_its_outputs_or_its_report() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    scratch.write("input", "a\nb\n");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--dead-letter", "input"], "the dead-letter file would overwrite the source"),
+        (&["-o", "pipeline.toml"], "the sink would overwrite the pipeline file"),
+        (&["--report-json", "input"], "--report-json input: the source is that file"),
+        (&["-o", "o2", "--report-json", "o2"], "--report-json o2: the sink is that file"),
+        (&["--dead-letter", "-"], "dead letters go to a file, not `-`"),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(sluice_binary())
+            .args(["run", "pipeline.toml", "--progress", "0"])
+            .args(args)
+            .current_dir(scratch.dir.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {log}");
+        assert!(log.contains(says), "{args:?}: {log}");
+        assert_eq!(std::fs::read_to_string(scratch.path("input")).unwrap(), "a\nb\n", "{args:?}");
+        assert!(std::fs::read_to_string(scratch.path("pipeline.toml")).unwrap().starts_with("version = 1"));
+    }
+}
+
+#[test]
+fn the_report_follows_a_symlink_and_writes_a_pipe_in_place() {
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", header("lines") + &test_stage(""));
+    scratch.write("input", "a\n");
+    std::fs::create_dir(scratch.path("reports")).unwrap();
+    std::os::unix::fs::symlink("reports/latest.json", scratch.path("report.json")).unwrap();
+    let out = run(&scratch, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(scratch.path("report.json")).unwrap().is_symlink(), "the link stays");
+    assert_eq!(report(&scratch)["outcome"].as_str(), Some("success"));
+
+    // A named pipe is written as it is, not replaced by a file.
+    let fifo = scratch.path("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reading = fifo.clone();
+    std::thread::spawn(move || tx.send(std::fs::read_to_string(reading)));
+    let out = Command::new(sluice_binary())
+        .args(["run", "pipeline.toml", "--progress", "0", "--report-json", "fifo", "-o", "o3"])
+        .current_dir(scratch.dir.path())
+        .output()
+        .unwrap();
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+    if got.is_err() {
+        // Unblock the reader of a pipe that was never opened.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = got.expect("the report came through the pipe").unwrap();
+    let written: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(written["outcome"].as_str(), Some("success"), "{text}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe stays a pipe");
+}
+
+#[test]
 fn check_and_compile_of_a_one_stage_pipeline_say_stage() {
     let scratch = Scratch::new();
     scratch.write("pipeline.toml", header("lines") + &test_stage(""));

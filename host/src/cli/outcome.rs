@@ -79,7 +79,7 @@ impl serde::Serialize for Outcome {
 }
 
 fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
-    if cause.is::<sluice::ConfigErrors>() || cause.is::<BadArgument>() {
+    if cause.is::<sluice::ConfigErrors>() || cause.is::<BadArgument>() || cause.is::<super::run::ReportClash>() {
         return Some(Outcome::ConfigError);
     }
     if let Some(e) = cause.downcast_ref::<sluice::Error>() {

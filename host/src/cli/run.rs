@@ -84,6 +84,8 @@ impl RunCommand {
                 let error = (outcome == Outcome::StoppedEarly).then(|| anyhow::Error::from(StoppedEarly));
                 (Some(report), error)
             }
+            // Its report file would replace one the run reads or writes.
+            Err(e) if e.is::<ReportClash>() => return Err(e),
             Err(e) => {
                 // How far a failed run got (its outputs are not written);
                 // nothing to say if it failed before its pipeline was built,
@@ -98,11 +100,11 @@ impl RunCommand {
         };
         if let Some(file) = report_file {
             let written = file.write(report.as_ref(), outcome, error.as_ref());
-            match (written, &error) {
-                (Err(e), None) => return Err(e),
-                // The run's own error is the one to report.
-                (Err(e), Some(_)) => tracing::warn!("{e:#}"),
-                (Ok(()), _) => {}
+            // The run's outputs are committed by now: its outcome stands
+            // (an exit status of 1 would say nothing was written, and a
+            // script would run an --append again).
+            if let Err(e) = written {
+                tracing::error!("{e:#}; the run itself ended as its exit status says");
             }
         }
         match error {
@@ -134,6 +136,9 @@ impl RunCommand {
             }
         }
         config.set_append(self.append);
+        if let Some(report) = &self.report_json {
+            report_clash(report, &from_cwd(report)?, &config)?;
+        }
         // What `sluice check` finds wrong with the files fails the run the
         // same way (78, the same words, with the stages' problems), before
         // anything is read.
@@ -293,9 +298,37 @@ fn warn_if_replaced(config: &PipelineConfig) {
 
 /// The `--report-json` file, opened before the run as a temporary file beside
 /// it, and moved into place whole once the report is written.
-struct ReportFile {
-    temp: tempfile::NamedTempFile,
-    path: PathBuf,
+/// `--report-json` names a file the run reads or writes.
+#[derive(Debug, thiserror::Error)]
+#[error("--report-json {}: {what} is that file: give the report another path", report.display())]
+pub(crate) struct ReportClash {
+    report: PathBuf,
+    what: &'static str,
+}
+
+/// Whether `--report-json` (`given`, at `report`) is a file the run reads or writes.
+fn report_clash(given: &Path, report: &Path, config: &PipelineConfig) -> Result<(), ReportClash> {
+    let same = |other: &Path| match (std::fs::canonicalize(report), std::fs::canonicalize(other)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => report == other,
+    };
+    let files = [
+        ("the pipeline file", config.file().map(Path::to_path_buf)),
+        ("the source", config.input_path()),
+        ("the sink", config.output_path()),
+        ("the dead-letter file", config.dead_letter_path()),
+    ];
+    match files.into_iter().find(|(_, path)| path.as_deref().is_some_and(same)) {
+        Some((what, _)) => Err(ReportClash { report: given.to_path_buf(), what }),
+        None => Ok(()),
+    }
+}
+
+/// Where the report goes: a file written beside its path and renamed onto
+/// it whole, or a device or pipe (`/dev/stdout`) written as it is.
+enum ReportFile {
+    Renamed { temp: tempfile::NamedTempFile, path: PathBuf },
+    Stream { path: PathBuf },
 }
 
 impl ReportFile {
@@ -303,6 +336,16 @@ impl ReportFile {
         if let Some(reason) = sluice::cannot_create(path) {
             return Err(BadArgument(format!("--report-json {}: {reason}", path.display())).into());
         }
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Ok(ReportFile::Stream { path: path.to_path_buf() });
+        }
+        // A symbolic link: the file it points to is written, not replaced by one.
+        let path = match std::fs::read_link(path) {
+            Ok(target) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.parent().map_or(target.clone(), |dir| dir.join(&target))),
+            Err(_) => path.to_path_buf(),
+        };
+        let path = path.as_path();
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let temp = tempfile::Builder::new()
             .prefix(".sluice-report.")
@@ -312,13 +355,13 @@ impl ReportFile {
             .map_err(|e| {
                 BadArgument(format!("--report-json {}: cannot create a file in {}: {e}", path.display(), dir.display()))
             })?;
-        Ok(ReportFile { temp, path: path.to_path_buf() })
+        Ok(ReportFile::Renamed { temp, path: path.to_path_buf() })
     }
 
     /// Writes the report of a run that ended with `outcome` (and `error`).
     /// A run that failed before its pipeline was built has no counts: the
     /// file then holds only `outcome`, `exit_code` and `error`.
-    fn write(mut self, report: Option<&RunReport>, outcome: Outcome, error: Option<&anyhow::Error>) -> Result<()> {
+    fn write(self, report: Option<&RunReport>, outcome: Outcome, error: Option<&anyhow::Error>) -> Result<()> {
         /// The library's report, with how the run ended beside its fields:
         /// a successful run's report is the library's, plus these three.
         #[derive(serde::Serialize)]
@@ -331,10 +374,20 @@ impl ReportFile {
         }
         let written =
             Written { report, outcome, exit_code: outcome.exit_code(), error: error.map(|e| format!("{e:#}")) };
-        let context = || format!("writing the report to {}", self.path.display());
-        serde_json::to_writer_pretty(&mut self.temp, &written).with_context(context)?;
-        std::io::Write::write_all(&mut self.temp, b"\n").with_context(context)?;
-        self.temp.persist(&self.path).map_err(|e| e.error).with_context(context)?;
+        let mut text = serde_json::to_vec_pretty(&written)?;
+        text.push(b'\n');
+        match self {
+            ReportFile::Renamed { mut temp, path } => {
+                let context = || format!("writing the report to {}", path.display());
+                std::io::Write::write_all(&mut temp, &text).with_context(context)?;
+                temp.persist(&path).map_err(|e| e.error).with_context(context)?;
+            }
+            ReportFile::Stream { path } => {
+                let context = || format!("writing the report to {}", path.display());
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path).with_context(context)?;
+                std::io::Write::write_all(&mut file, &text).with_context(context)?;
+            }
+        }
         Ok(())
     }
 }

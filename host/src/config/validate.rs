@@ -119,6 +119,14 @@ impl PipelineConfig {
 
     /// Two outputs renamed onto one path would silently lose one of them.
     fn validate_files(&self, err: &mut impl FnMut(Range<usize>, String)) {
+        if self.dead_letter.as_ref().and_then(|d| d.path()) == Some(Path::new("-")) {
+            err(
+                0..0,
+                "dead letters go to a file, not `-` (standard output carries the outputs): give a path, or \
+                 /dev/stderr"
+                    .into(),
+            );
+        }
         let Some(dead) = self.dead_letter_path() else { return };
         let output = self.output_path();
         // A device or pipe (`/dev/null`) is written as it goes, never renamed onto.
@@ -134,10 +142,23 @@ impl PipelineConfig {
                 format!("the sink and the dead-letter file are both {}: give them different paths", dead.display()),
             );
         }
-        if let (Some(input), Some(output)) = (self.input_path(), &output)
-            && same(&input, output)
-        {
-            err(0..0, format!("the sink would overwrite the source {}: give it another path", input.display()));
+        // Nothing the run reads may be written over: its input, this file,
+        // its stages' plugins.
+        let mut read = Vec::new();
+        if let Some(input) = self.input_path() {
+            read.push(("the source", input));
+        }
+        if let Some(file) = &self.file {
+            read.push(("the pipeline file", file.clone()));
+        }
+        for stage in self.stages.iter().filter(|s| s.native_stage().is_none()) {
+            read.push(("a stage's plugin", self.resolve(stage.plugin())));
+        }
+        for (what, path) in [("the sink", output.as_deref()), ("the dead-letter file", Some(dead.as_path()))] {
+            let Some(path) = path else { continue };
+            if let Some((source, _)) = read.iter().find(|(_, read)| same(read, path)) {
+                err(0..0, format!("{what} would overwrite {source} {}: give it another path", path.display()));
+            }
         }
         for (what, path) in [("sink", output.as_deref()), ("dead-letter file", Some(dead.as_path()))] {
             if let Some(path) = path.filter(|p| p.is_dir()) {
