@@ -204,6 +204,20 @@ fn a_killed_run_resumes_from_its_last_checkpoint_losing_and_repeating_nothing() 
     assert!(!scratch.path("out").exists(), "a killed run publishes no output");
     assert!(scratch.path(".out.partial").exists(), "its checkpointed output is kept to resume");
 
+    // Another input is not resumed at the killed run's position, which
+    // would skip its first lines as read: refused, saying how to go on.
+    scratch.write("other", "incr:k0\n");
+    let other = std::process::Command::new(sluice_binary())
+        .args(["run", file.to_str().unwrap(), "-i", "other"])
+        .current_dir(scratch.dir.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(78), "{log}");
+    assert!(log.contains("did not finish: its last checkpoint is after input line"), "{log}");
+    assert!(log.contains("To finish that run, run it again over "), "{log}");
+    assert!(scratch.path(".out.partial").exists(), "the refused run leaves the checkpoint's output");
+
     let second = run().wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{log}");

@@ -125,7 +125,7 @@ fn of_run(error: &RunError) -> Outcome {
         // than stopping it: the same cause, and a rerun resumes as well.
         RunError::Restart { .. } => Outcome::StoppedEarly,
         // Running it again as it is would be refused again.
-        RunError::ReadAgain { .. } => Outcome::ConfigError,
+        RunError::ReadAgain { .. } | RunError::OtherInput { .. } => Outcome::ConfigError,
         _ => Outcome::Failed,
     }
 }

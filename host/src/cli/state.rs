@@ -60,11 +60,17 @@ impl StateCommand {
                 c.source,
                 c.source
             ),
-            Some(c) if !c.complete => stderr!(
-                "{}: an unfinished run checkpointed after input line {}; `sluice run` resumes from there",
-                path.display(),
-                c.source
-            ),
+            Some(c) if !c.complete => {
+                let over = match c.input.as_ref().and_then(|i| i.path.as_ref()) {
+                    Some(input) => format!(" over {}", input.display()),
+                    None => String::new(),
+                };
+                stderr!(
+                    "{}: an unfinished run{over} checkpointed after input line {}; `sluice run` resumes from there",
+                    path.display(),
+                    c.source
+                )
+            }
             _ => {}
         }
         Ok(())

@@ -14,7 +14,7 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::state::{AppliedRecord, Checkpoint, StateError, StateStore};
+use crate::state::{AppliedRecord, Checkpoint, InputId, StateError, StateStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +30,8 @@ pub(super) struct Checkpoints {
     pub(super) dead: mpsc::Sender<Flush>,
     pub(super) every: u64,
     pub(super) interval: Duration,
+    /// The input read (a file or standard input), recorded in each checkpoint.
+    pub(super) input: Option<InputId>,
     /// Input lines since the last checkpoint.
     pub(super) since: u64,
     pub(super) last: Instant,
@@ -66,7 +68,8 @@ impl Checkpoints {
     pub(super) async fn commit(&mut self, position: u64, applied: Option<AppliedRecord>) -> Result<(), RunError> {
         let sink = flush(&self.sink, "the sink").await?;
         let dead_letters = flush(&self.dead, "the dead-letter sink").await?;
-        let checkpoint = Checkpoint { source: position, sink, dead_letters, applied, ..Checkpoint::default() };
+        let input = self.input.clone();
+        let checkpoint = Checkpoint { source: position, sink, dead_letters, applied, input, ..Checkpoint::default() };
         commit(&self.store, Some(checkpoint)).await?;
         tracing::debug!(position, sink, dead_letters, "checkpoint");
         self.since = 0;
@@ -110,9 +113,41 @@ pub(super) async fn recover(
             not_read_again(config, &c)?;
             None
         }
-        other => other,
+        Some(c) => {
+            resumed_over_its_input(config, &c)?;
+            Some(c)
+        }
+        None => None,
     };
     Ok(Recovered { resume, applied })
+}
+
+/// Before resuming an unfinished run from its checkpoint `c`: the input
+/// must be the one it was reading, or its first lines would be skipped as
+/// if read. Standard input cannot be recognised: resuming over it is warned
+/// about.
+fn resumed_over_its_input(config: &crate::config::PipelineConfig, c: &Checkpoint) -> Result<(), RunError> {
+    let Some(InputId { path: Some(was), .. }) = &c.input else { return Ok(()) };
+    let now = InputId::of(config.input_path().as_deref());
+    match &now.path {
+        Some(path) if Some(&now) != c.input.as_ref() => Err(RunError::OtherInput {
+            was: was.clone(),
+            now: path.clone(),
+            pipeline: config.file().map(Into::into),
+            line: c.source,
+        }),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "resuming the unfinished run over {} after its line {}: this run reads standard input, whose first \
+                 {} lines are skipped as read. If it is not that file, stop now (Ctrl-C)",
+                was.display(),
+                c.source,
+                c.source
+            );
+            Ok(())
+        }
+    }
 }
 
 /// After a run over `stopped.interrupted` that a signal stopped: refuses to
@@ -125,7 +160,7 @@ fn not_read_again(config: &crate::config::PipelineConfig, stopped: &Checkpoint) 
     if config.source().skip_lines >= line {
         return Ok(());
     }
-    let now = crate::state::InputId::of(config.input_path().as_deref());
+    let now = InputId::of(config.input_path().as_deref());
     match &was.path {
         Some(path) if *was == now => {
             Err(RunError::ReadAgain { input: path.clone(), pipeline: config.file().map(Into::into), line })

@@ -167,6 +167,27 @@ pub enum RunError {
         /// The last line the interrupted run read.
         line: u64,
     },
+    /// An unfinished run's checkpoint would be resumed over another input
+    /// than the one it was reading.
+    #[error(
+        "the last run, over {}, did not finish: its last checkpoint is after input line {line}, and resuming from it \
+         here would skip the first {line} lines of {}. To finish that run, run it again over {} (it resumes after \
+         line {line}); to start over, clear the state first (`sluice state {} --clear`)",
+        was.display(),
+        now.display(),
+        was.display(),
+        pipeline.as_deref().map_or("PIPELINE".into(), Path::to_string_lossy)
+    )]
+    OtherInput {
+        /// The input the unfinished run was reading.
+        was: PathBuf,
+        /// The input of this run.
+        now: PathBuf,
+        /// The pipeline file, for the command that clears the state.
+        pipeline: Option<PathBuf>,
+        /// The last line of its checkpoint.
+        line: u64,
+    },
     /// An output could not be flushed and synced for a checkpoint.
     #[error("cannot sync {what} for a checkpoint: {error}")]
     Checkpoint {

@@ -24,7 +24,7 @@ use super::{BuiltStage, Pipeline};
 use crate::config::PipelineConfig;
 use crate::connect::{Locator, Sink, Source};
 use crate::envelope::{Acks, Envelope, Origin};
-use crate::state::{Checkpoint, StateStore};
+use crate::state::{Checkpoint, InputId, StateStore};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use std::future::Future;
@@ -59,8 +59,9 @@ pub(super) async fn run(
     // Without checkpoints, a stage that can no longer start stops the run as
     // an interrupt does (with them, the run fails and resumes from its last).
     let halt = durable.is_none().then(|| Arc::new(Halt::new()));
+    let checkpointing = durable.clone().map(|store| (store, input.clone()));
     let running =
-        Running::start(&config, stages, (opened, applied), (&events, &taps), durable.clone(), halt.clone(), shutdown);
+        Running::start(&config, stages, (opened, applied), (&events, &taps), checkpointing, halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
     let stopped_after = ended.commit(state.as_ref(), durable.as_ref(), input).await?;
 
@@ -101,14 +102,15 @@ struct Ended {
 
 impl Running {
     /// Joins the connectors and the stages with channels, and starts a task
-    /// for each. `durable`: the store checkpoints go to; `halt`: where a
-    /// stuck stage stops the source (runs without checkpoints).
+    /// for each. `checkpointing`: the store checkpoints go to, and the input
+    /// they record; `halt`: where a stuck stage stops the source (runs
+    /// without checkpoints).
     fn start(
         config: &PipelineConfig,
         stages: Vec<BuiltStage>,
         (opened, applied): (Opened, Applied),
         (events, taps): (&Events, &super::Taps),
-        durable: Option<Arc<StateStore>>,
+        checkpointing: Option<(Arc<StateStore>, Option<InputId>)>,
         halt: Option<Arc<Halt>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
@@ -132,8 +134,9 @@ impl Running {
         };
         let (sink_flush, sink_flushes) = channel::<Flush>(1);
         let (dead_flush, dead_flushes) = channel::<Flush>(1);
-        let checkpoints = durable.map(|store| Checkpoints {
+        let checkpoints = checkpointing.map(|(store, input)| Checkpoints {
             store,
+            input,
             sink: sink_flush,
             dead: dead_flush,
             every: config.state().checkpoint_every.max(1),

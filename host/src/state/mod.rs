@@ -81,6 +81,11 @@ pub struct Checkpoint {
     /// what those lines did, so the next run must not read them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<InputId>,
+    /// The input an unfinished run was reading (a file, or standard input),
+    /// so that a run over another is not resumed at its position. `None`
+    /// from a broker, and in checkpoints of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputId>,
     /// What of a broker's input this commit's state holds, kept apart from
     /// the checkpoint (a run's end clears its checkpoint, not this); `None`
     /// leaves the record as it was.
