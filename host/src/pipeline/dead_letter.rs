@@ -153,14 +153,20 @@ impl DeadLetter {
     }
 
     fn record(&self, source: &Locator, reason: &str, m: &Message) -> Vec<u8> {
-        let json = std::str::from_utf8(&m.value).ok().and_then(|s| match serde_json::from_str::<&RawValue>(s) {
-            Ok(raw) if !s.contains(['\n', '\r']) => Some(Json::Raw(raw)),
-            Ok(_) => {
-                let mut one = s.as_bytes().to_vec();
-                crate::connect::one_line_json(&mut one);
-                String::from_utf8(one).ok().and_then(|one| RawValue::from_string(one).ok()).map(Json::OneLine)
+        // JSON nested deeper than common readers take (jq, Python's json,
+        // serde_json) is kept as text: as JSON it would stop them reading
+        // the rest of the file.
+        let readable = |s: &&str| !nested_deeper_than(s.as_bytes(), MAX_NESTING);
+        let json = std::str::from_utf8(&m.value).ok().filter(readable).and_then(|s| {
+            match serde_json::from_str::<&RawValue>(s) {
+                Ok(raw) if !s.contains(['\n', '\r']) => Some(Json::Raw(raw)),
+                Ok(_) => {
+                    let mut one = s.as_bytes().to_vec();
+                    crate::connect::one_line_json(&mut one);
+                    String::from_utf8(one).ok().and_then(|one| RawValue::from_string(one).ok()).map(Json::OneLine)
+                }
+                Err(_) => None,
             }
-            Err(_) => None,
         });
         let is_json = json.is_some();
         let text = if is_json { None } else { std::str::from_utf8(&m.value).ok() };
@@ -182,12 +188,59 @@ impl DeadLetter {
     }
 }
 
+/// How deeply a message's value may nest to be written into its record as
+/// JSON: with the record's own two levels, within serde_json's limit (128),
+/// below jq's and Python's.
+const MAX_NESTING: usize = 100;
+
+/// Whether the arrays and objects of the JSON text `bytes` nest more than
+/// `max` deep (brackets inside strings do not count).
+fn nested_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn file(name: &str) -> Locator {
         Locator { kind: "file", name: name.into(), position: "line", form: Default::default() }
+    }
+
+    #[test]
+    fn a_value_nested_deeper_than_readers_take_is_kept_as_text() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let line = letter(deep.as_bytes()).to_json_line(&file("in"));
+        let record: serde_json::Value = serde_json::from_slice(&line).expect("the record reads back");
+        assert_eq!(record["message"]["value_text"].as_str(), Some(deep.as_str()));
+        // As deep as they take, and brackets inside strings, stay JSON.
+        let fine = format!("{}\"[[{{\\\"[\"{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        let line = letter(fine.as_bytes()).to_json_line(&file("in"));
+        let record: serde_json::Value = serde_json::from_slice(&line).expect("the record reads back");
+        assert!(record["message"]["value"].is_array(), "{record}");
     }
 
     fn letter(value: &[u8]) -> DeadLetter {
