@@ -69,6 +69,21 @@ impl Message {
         Ok(field)
     }
 
+    /// Moves the field at `from` to `to` (a rename), in the text as
+    /// [`remove_json_field`](Self::remove_json_field) and
+    /// [`set_json_field`](Self::set_json_field) do, the field's value kept
+    /// as it was written: a number is never rounded through `f64`. Returns
+    /// whether there was a field to move.
+    pub fn move_json_field(&mut self, from: &FieldPath, to: &FieldPath) -> Result<bool, StageError> {
+        match from.move_to(to, &self.value).map_err(invalid)? {
+            Some(text) => {
+                self.value = text;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Replaces the value with `doc` serialised as compact JSON.
     pub fn set_json<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), StageError> {
         self.value =

@@ -252,11 +252,11 @@ fn test_runs_cases_through_a_whole_pipeline() {
         std::fs::read_to_string(quickstart.join("input.jsonl")).unwrap().lines().map(quote).collect();
     // What the README shows the quickstart writing.
     let outputs = [
-        r#"{"amount_eur":250.0,"card":"****1111","customer":{"email":"****.com","name":"Ada"},"id":1,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":980,"card":"****0009","customer":{"email":"****.org","name":"Chen"},"id":3,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":100,"card":"****0000","customer":{"email":"****.com","name":"Emeka"},"id":5,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":1500,"card":"****2222","customer":{"name":"Goran"},"id":7,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":310.4,"card":"****5556","customer":{"email":"****.com","name":"Ivo"},"id":10,"review":{"queue":"large-orders"}}"#,
+        r#"{"id": 1, "card": "****1111", "customer": {"name": "Ada", "email": "****.com"}, "amount_eur": 250.0, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 3, "card": "****0009", "customer": {"name": "Chen", "email": "****.org"}, "amount_eur": 980, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 5, "card": "****0000", "customer": {"name": "Emeka", "email": "****.com"}, "amount_eur": 100, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 7, "card": "****2222", "customer": {"name": "Goran"}, "amount_eur": 1500, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 10, "card": "****5556", "customer": {"name": "Ivo", "email": "****.com"}, "amount_eur": 310.4, "review": {"queue": "large-orders"}}"#,
     ];
     let outputs: Vec<String> = outputs.iter().map(|l| quote(l)).collect();
     scratch.write(

@@ -13,11 +13,11 @@ async fn quickstart_filters_redacts_tags_and_dead_letters() {
 
     let output = read_lines(&scratch.path("out.jsonl"));
     let expected = [
-        r#"{"amount_eur":250.0,"card":"****1111","customer":{"email":"****.com","name":"Ada"},"id":1,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":980,"card":"****0009","customer":{"email":"****.org","name":"Chen"},"id":3,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":100,"card":"****0000","customer":{"email":"****.com","name":"Emeka"},"id":5,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":1500,"card":"****2222","customer":{"name":"Goran"},"id":7,"review":{"queue":"large-orders"}}"#,
-        r#"{"amount_eur":310.4,"card":"****5556","customer":{"email":"****.com","name":"Ivo"},"id":10,"review":{"queue":"large-orders"}}"#,
+        r#"{"id": 1, "card": "****1111", "customer": {"name": "Ada", "email": "****.com"}, "amount_eur": 250.0, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 3, "card": "****0009", "customer": {"name": "Chen", "email": "****.org"}, "amount_eur": 980, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 5, "card": "****0000", "customer": {"name": "Emeka", "email": "****.com"}, "amount_eur": 100, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 7, "card": "****2222", "customer": {"name": "Goran"}, "amount_eur": 1500, "review": {"queue": "large-orders"}}"#,
+        r#"{"id": 10, "card": "****5556", "customer": {"name": "Ivo", "email": "****.com"}, "amount_eur": 310.4, "review": {"queue": "large-orders"}}"#,
     ];
     assert_eq!(output, expected);
 

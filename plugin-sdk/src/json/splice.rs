@@ -90,6 +90,12 @@ impl FieldPath {
     /// Where a key along the path is there more than once, the last one counts
     /// (as when the document is parsed) and the earlier copies are removed.
     pub(crate) fn write(&self, text: &[u8], value: &Value) -> Result<Vec<u8>, SpliceError> {
+        self.write_json(text, &value.to_string())
+    }
+
+    /// [`write`](Self::write) with the value given as JSON text, written as
+    /// it is (a field moved elsewhere keeps its spelling).
+    fn write_json(&self, text: &[u8], value: &str) -> Result<Vec<u8>, SpliceError> {
         let (text, end) = self.walk(text)?;
         let segment = |depth: usize| &self.segments[depth];
         let edit = match end {
@@ -116,16 +122,33 @@ impl FieldPath {
     /// along the path is there more than once, the earlier copies are removed
     /// as well, so that no copy of the field stays in the text.
     pub(crate) fn delete(&self, text: &[u8]) -> Result<(Option<Vec<u8>>, Option<Value>), SpliceError> {
+        let (text, field) = self.delete_json(text)?;
+        let field = field.map(|f| serde_json::from_str(&f)).transpose().map_err(SpliceError::NotJson)?;
+        Ok((text, field))
+    }
+
+    /// [`delete`](Self::delete), returning the field as its JSON text.
+    fn delete_json(&self, text: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), SpliceError> {
         let (text, end) = self.walk(text)?;
         let End::Found { value, holder } = end else {
             return Ok((owned(text), None));
         };
-        let field = serde_json::from_str(&text[value.clone()]).map_err(SpliceError::NotJson)?;
+        let field = text[value.clone()].to_string();
         let cut = match holder {
             Holder::Object { span, values, index } => cut_members(&text, &span, &values, &[index]),
             Holder::Array => Edit { range: value, with: "null".into() },
         };
         Ok((Some(apply(&text, cut).into_bytes()), Some(field)))
+    }
+
+    /// Moves the field to `to`: deleted here, as [`delete`](Self::delete)
+    /// does, and written there, as [`write`](Self::write) does, as the text
+    /// it was (numbers beyond `f64` and all). `None` if there is no field.
+    pub(crate) fn move_to(&self, to: &FieldPath, text: &[u8]) -> Result<Option<Vec<u8>>, SpliceError> {
+        match self.delete_json(text)? {
+            (Some(left), Some(field)) => to.write_json(&left, &field).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Walks the path from the document's root to where it ends, removing
@@ -289,7 +312,7 @@ fn add_member(
     values: &[Range<usize>],
     key: &str,
     path: &[String],
-    value: &Value,
+    value: &str,
 ) -> Edit {
     let Some(last) = values.last() else {
         let at = span.start + 1;
@@ -326,7 +349,7 @@ fn key_start(text: &str, span: &Range<usize>, values: &[Range<usize>], i: usize)
 
 /// `value` under the objects `path` names: `{"a":{"b":value}}` for `a.b`,
 /// with `colon` between each key and its value.
-fn nested(path: &[String], value: &Value, colon: &str) -> String {
+fn nested(path: &[String], value: &str, colon: &str) -> String {
     path.iter().rev().fold(value.to_string(), |inner, segment| format!("{{{}{colon}{inner}}}", quoted(segment)))
 }
 

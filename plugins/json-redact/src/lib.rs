@@ -65,21 +65,21 @@ impl Stage for JsonRedact {
         })
     }
 
+    /// Edits the message's text, field by field: the rest of it stays as it
+    /// came (key order, spacing, numbers beyond `f64`).
     fn process(&mut self, mut message: Message) -> Result<Vec<Message>, StageError> {
-        let mut doc = message.json()?;
         for field in &self.fields {
             match self.mode {
                 Mode::Drop => {
-                    field.remove(&mut doc);
+                    message.remove_json_field(field)?;
                 }
                 Mode::Mask => {
-                    if let Some(v) = field.get_mut(&mut doc) {
-                        *v = Value::String(self.masked(v));
+                    if let Some(v) = message.json_field(field)? {
+                        message.set_json_field(field, &Value::String(self.masked(&v)))?;
                     }
                 }
             }
         }
-        message.set_json(&doc)?;
         Ok(vec![message])
     }
 }
@@ -119,6 +119,19 @@ mod tests {
             json!({"card": "4111111111111111", "user": {"email": "ann@example.com"}, "n": 1}),
         );
         assert_eq!(out, json!({"card": "****1111", "user": {"email": "****.com"}, "n": 1}));
+    }
+
+    #[test]
+    fn the_rest_of_the_message_stays_as_it_came() {
+        let mut s = JsonRedact::new(serde_json::from_value(json!({"fields": ["card", "gone"]})).unwrap()).unwrap();
+        let text = br#"{"id": 12345678901234567890123, "card": "4111", "x": 1.5e3}"#;
+        let out = s.process(Message::new(text.to_vec())).unwrap();
+        assert_eq!(
+            String::from_utf8(out[0].value.clone()).unwrap(),
+            r#"{"id": 12345678901234567890123, "card": "****", "x": 1.5e3}"#
+        );
+        let err = s.process(Message::new(b"not json".to_vec())).unwrap_err();
+        assert!(matches!(err, StageError::Invalid(_)), "{err:?}");
     }
 
     #[test]

@@ -44,17 +44,17 @@ impl Stage for JsonSet {
         Ok(JsonSet { set, rename })
     }
 
+    /// Edits the message's text, field by field: the rest of it stays as it
+    /// came (key order, spacing, numbers beyond `f64`), as it would through
+    /// Python's `json`, where parsing and serialising would sort its keys
+    /// and round its large numbers.
     fn process(&mut self, mut message: Message) -> Result<Vec<Message>, StageError> {
-        let mut doc = message.json()?;
         for (from, to) in &self.rename {
-            if let Some(v) = from.remove(&mut doc) {
-                to.set(&mut doc, v).map_err(StageError::invalid)?;
-            }
+            message.move_json_field(from, to)?;
         }
         for (path, value) in &self.set {
-            path.set(&mut doc, value.clone()).map_err(StageError::invalid)?;
+            message.set_json_field(path, value)?;
         }
-        message.set_json(&doc)?;
         Ok(vec![message])
     }
 }
@@ -75,6 +75,17 @@ mod tests {
         let mut s = stage(json!({"set": {"meta.by": "sluice"}, "rename": {"amount": "amount_eur"}}));
         let out = s.process(Message::new(br#"{"amount": 5}"#.to_vec())).unwrap();
         assert_eq!(out[0].json().unwrap(), json!({"amount_eur": 5, "meta": {"by": "sluice"}}));
+    }
+
+    #[test]
+    fn the_rest_of_the_message_stays_as_it_came() {
+        let mut s = stage(json!({"set": {"t": 1}, "rename": {"amount": "amount_eur"}}));
+        let text = br#"{"id": 12345678901234567890123, "x": 1.5e3, "amount": -0, "z": 1}"#;
+        let out = s.process(Message::new(text.to_vec())).unwrap();
+        assert_eq!(
+            String::from_utf8(out[0].value.clone()).unwrap(),
+            r#"{"id": 12345678901234567890123, "x": 1.5e3, "z": 1, "amount_eur": -0, "t": 1}"#
+        );
     }
 
     #[test]
