@@ -178,7 +178,8 @@ async fn every_problem_is_reported_at_once() {
     let err = scratch.build(&pipeline).await.err().unwrap();
     assert_eq!(
         err,
-        "<dir>/pipeline.toml:4:10: stage `a`: plugin file <dir>/missing.wasm not found\n\
+        "<dir>/pipeline.toml:4:10: stage `a`: plugin file <dir>/missing.wasm not found: build the stage first \
+         (`sluice build` in its project), or fix the path (a relative one is from this file's directory)\n\
          <dir>/pipeline.toml:7:8: stage name `a` is used twice (stages 1 and 2)\n\
          <dir>/pipeline.toml:11:8: stage name `b c` must be non-empty ASCII letters, digits, `-` or `_`"
     );

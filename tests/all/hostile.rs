@@ -28,7 +28,7 @@ async fn one_input_cannot_make_more_output_than_the_total_cap() {
     run.report.as_ref().unwrap();
     let (kind, reason) = only_dead_letter(&run);
     assert_eq!(kind, "limit");
-    assert!(reason.ends_with("over the 64.0 MiB allowed (limits.max_total_output_bytes)"), "{reason}");
+    assert!(reason.ends_with("over the 67108864 bytes (64.0 MiB) allowed (limits.max_total_output_bytes)"), "{reason}");
     // Emitted at once (`emit = "immediate"`): what fit under the cap was delivered, nothing more.
     let emitted = run.output.iter().filter(|l| l.starts_with('e')).count();
     assert_eq!(emitted, 64, "64 outputs of 1 MiB fit in 64 MiB");
@@ -52,7 +52,7 @@ async fn held_emits_are_bounded_and_dropped_with_the_failed_input() {
     assert_eq!(run.output, ["a", "b"], "on-success: nothing of the failed input leaves");
     let (kind, reason) = only_dead_letter(&run);
     assert_eq!(kind, "limit", "the stage ignored the refusal; the message fails with the limit anyway");
-    assert!(reason.contains("over the 4.0 MiB allowed (limits.max_total_output_bytes)"), "{reason}");
+    assert!(reason.contains("over the 4194304 bytes (4.0 MiB) allowed (limits.max_total_output_bytes)"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,7 +64,7 @@ async fn headers_count_toward_the_output_size() {
     assert_eq!(run.output, ["a", "b"]);
     let (kind, reason) = only_dead_letter(&run);
     assert_eq!(kind, "limit");
-    assert!(reason.ends_with("over the 16.0 MiB allowed (limits.max_output_bytes)"), "{reason}");
+    assert!(reason.ends_with("over the 16777216 bytes (16.0 MiB) allowed (limits.max_output_bytes)"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -313,6 +313,16 @@ fn a_plain_rerun_after_an_interrupt_is_refused_rather_than_counting_lines_twice_
     assert!(!stderr.contains(" read, "), "{stderr}");
     assert_eq!(state(), state_before, "the state is untouched");
 
+    // A run over another file, in between, finishes and leaves the mark:
+    // the plain rerun is still refused.
+    scratch.write("other", "incr:k1\n");
+    let between = sluice(dir, &["run", "pipeline.toml", "-i", "other", "-o", "other-out"]);
+    assert!(between.status.success(), "{}", String::from_utf8_lossy(&between.stderr));
+    let again = sluice(dir, &args);
+    assert_eq!(again.status.code(), Some(78), "{}", String::from_utf8_lossy(&again.stderr));
+    let listed = String::from_utf8_lossy(&sluice(dir, &["state", "pipeline.toml"]).stderr).to_string();
+    assert!(listed.contains(&format!("was interrupted after input line {line}")), "{listed}");
+
     // Another file under the same name is new input: it runs.
     std::fs::remove_file(dir.join("input")).unwrap();
     scratch.write("input", "incr:k0\n");

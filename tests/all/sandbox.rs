@@ -122,7 +122,7 @@ async fn an_oversized_output_is_refused() {
     assert_eq!(run.output, ["x".repeat(1024)]);
     assert_eq!(
         only_dead_letter(&run).1,
-        "produced an output of 2.0 KiB (output 1), over the 1.0 KiB allowed (limits.max_output_bytes)"
+        "produced an output of 2048 bytes (output 1), over the 1024 bytes allowed (limits.max_output_bytes)"
     );
 }
 

@@ -52,6 +52,16 @@ impl StateCommand {
                 writeln!(out, "{line}")?;
             }
         }
+        for stopped in sluice::state::read_stopped_inputs(&path)? {
+            let input = stopped.input.path.as_ref().map_or("standard input".into(), |p| p.display().to_string());
+            stderr!(
+                "{}: a run over {input} was interrupted after input line {}; to resume it, run it again with \
+                 --skip-lines {} --append",
+                path.display(),
+                stopped.line,
+                stopped.line
+            );
+        }
         match sluice::state::read_checkpoint(&path)? {
             Some(c) if c.interrupted.is_some() => stderr!(
                 "{}: a run was interrupted after input line {}; to resume it, run it again with --skip-lines {} \

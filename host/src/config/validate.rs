@@ -61,7 +61,14 @@ impl PipelineConfig {
         // named as such when the stage is loaded.
         let missing = std::fs::metadata(&plugin).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
         if stage.native_stage().is_none() && missing {
-            err(t.plugin.span(), format!("stage `{name}`: plugin file {} not found", plugin.display()));
+            err(
+                t.plugin.span(),
+                format!(
+                    "stage `{name}`: plugin file {} not found: build the stage first (`sluice build` in its \
+                     project), or fix the path (a relative one is from this file's directory)",
+                    plugin.display()
+                ),
+            );
         }
         if !stage.config().is_object() {
             err(

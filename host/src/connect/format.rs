@@ -32,9 +32,18 @@ pub(crate) fn decode(format: Format, bytes: &[u8]) -> Decoded {
         .and_then(|text| serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string()));
     match json {
         Ok(_) => Decoded::Message,
+        // Windows tools start files with one; JSON text must not (RFC 8259).
+        Err(_) if bytes.starts_with(BOM) => Decoded::Invalid(
+            "not JSON: the line starts with a UTF-8 byte order mark (U+FEFF), as files saved by some Windows tools \
+             do; save the file without it, e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`"
+                .into(),
+        ),
         Err(e) => Decoded::Invalid(format!("not JSON: {e}")),
     }
 }
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Makes an output's value fit the format: in JSON lines, one JSON document
 /// per line; in lines, one message per line. `Err` says why it cannot be
@@ -84,7 +93,7 @@ pub(crate) fn one_line_json(json: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Format, encode};
+    use super::{Decoded, Format, decode, encode};
 
     fn encoded(format: Format, value: &[u8]) -> Result<Vec<u8>, String> {
         let mut value = value.to_vec();
@@ -99,6 +108,12 @@ mod tests {
             let why = encoded(Format::Jsonl, bad).unwrap_err();
             assert!(why.starts_with("the sink writes JSON lines, but this output is not JSON"), "{why}");
         }
+    }
+
+    #[test]
+    fn a_line_starting_with_a_byte_order_mark_is_refused_saying_so() {
+        let Decoded::Invalid(why) = decode(Format::Jsonl, b"\xEF\xBB\xBF{\"a\": 1}") else { panic!("refused") };
+        assert!(why.contains("byte order mark"), "{why}");
     }
 
     #[test]

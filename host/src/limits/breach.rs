@@ -100,14 +100,14 @@ impl fmt::Display for Breach {
             Breach::OutputBytes { limit, produced, index } => write!(
                 f,
                 "produced an output of {} (output {index}), over the {} allowed (limits.max_output_bytes)",
-                ByteSize(*produced as u64).display().iec(),
-                ByteSize(*limit as u64).display().iec()
+                exact(*produced as u64),
+                exact(*limit as u64)
             ),
             Breach::TotalOutputBytes { limit, produced } => write!(
                 f,
                 "produced at least {} of outputs for one input, over the {} allowed (limits.max_total_output_bytes)",
-                ByteSize(*produced as u64).display().iec(),
-                ByteSize(*limit as u64).display().iec()
+                exact(*produced as u64),
+                exact(*limit as u64)
             ),
             Breach::InitTimeout(t) => write!(
                 f,

@@ -14,7 +14,7 @@
 //! stdout sink, which cannot be cut back).
 
 use super::error::RunError;
-use crate::state::{AppliedRecord, Checkpoint, InputId, StateError, StateStore};
+use crate::state::{AppliedRecord, Checkpoint, InputId, StateError, StateStore, StoppedInput};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -85,6 +85,8 @@ impl Checkpoints {
 pub(super) struct Recovered {
     pub(super) resume: Option<Checkpoint>,
     pub(super) applied: Option<AppliedRecord>,
+    /// The inputs signals stopped earlier runs over.
+    pub(super) stopped_inputs: Vec<StoppedInput>,
 }
 
 /// Before a run with durable state: where it starts from. An earlier run
@@ -95,31 +97,36 @@ pub(super) async fn recover(
     config: &crate::config::PipelineConfig,
 ) -> Result<Recovered, RunError> {
     let reading = store.clone();
-    let (checkpoint, applied) =
-        tokio::task::spawn_blocking(move || Ok::<_, StateError>((reading.checkpoint()?, reading.applied()?)))
-            .await
-            .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
+    let (checkpoint, applied, mut stopped_inputs) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StateError>((reading.checkpoint()?, reading.applied()?, reading.stopped_inputs()?))
+    })
+    .await
+    .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
+    // An older version kept the one input a signal stopped in the checkpoint.
+    if let Some(Checkpoint { interrupted: Some(input), source, .. }) = &checkpoint
+        && !stopped_inputs.iter().any(|s| s.input == *input)
+    {
+        stopped_inputs.push(StoppedInput { input: input.clone(), line: *source });
+    }
     let resume = match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;
-            // What was left of an interrupted run: its mark, as it would have.
+            // An older version's mark of a stopped input stays until a run commits.
             let mark = c.interrupted.is_some().then(|| Checkpoint { complete: false, ..c.clone() });
             commit(store, mark).await?;
-            not_read_again(config, &c)?;
             None
         }
-        // Kept until this run commits: a run that fails first leaves it true.
-        Some(c) if c.interrupted.is_some() => {
-            not_read_again(config, &c)?;
-            None
-        }
+        Some(c) if c.interrupted.is_some() => None,
         Some(c) => {
             resumed_over_its_input(config, &c)?;
             Some(c)
         }
         None => None,
     };
-    Ok(Recovered { resume, applied })
+    for stopped in &stopped_inputs {
+        not_read_again(config, stopped)?;
+    }
+    Ok(Recovered { resume, applied, stopped_inputs })
 }
 
 /// Before resuming an unfinished run from its checkpoint `c`: the input
@@ -150,13 +157,12 @@ fn resumed_over_its_input(config: &crate::config::PipelineConfig, c: &Checkpoint
     }
 }
 
-/// After a run over `stopped.interrupted` that a signal stopped: refuses to
-/// read the same file from a line the state has already seen, which would
-/// apply those lines to it twice. Standard input cannot be recognised: it
-/// is warned about.
-fn not_read_again(config: &crate::config::PipelineConfig, stopped: &Checkpoint) -> Result<(), RunError> {
-    let Some(was) = &stopped.interrupted else { return Ok(()) };
-    let line = stopped.source;
+/// After a run over `stopped.input` that a signal stopped: refuses to read
+/// the same file from a line the state has already seen, which would apply
+/// those lines to it twice. Standard input cannot be recognised: it is
+/// warned about.
+fn not_read_again(config: &crate::config::PipelineConfig, stopped: &StoppedInput) -> Result<(), RunError> {
+    let (was, line) = (&stopped.input, stopped.line);
     if config.source().skip_lines >= line {
         return Ok(());
     }

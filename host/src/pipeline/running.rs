@@ -24,7 +24,7 @@ use super::{BuiltStage, Pipeline};
 use crate::config::PipelineConfig;
 use crate::connect::{Locator, Sink, Source};
 use crate::envelope::{Acks, Envelope, Origin};
-use crate::state::{Checkpoint, InputId, StateStore};
+use crate::state::{Checkpoint, InputId, StateStore, StoppedInput};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use std::future::Future;
@@ -36,6 +36,10 @@ use tokio::task::JoinHandle;
 
 /// Messages buffered in front of the sink (in front of a stage: its `buffer`).
 const BUFFER: usize = 64;
+
+/// The stopped inputs a store remembers (the most recent): each is one
+/// run stopped by a signal and never resumed.
+const MAX_STOPPED_INPUTS: usize = 100;
 
 pub(super) async fn run(
     pipeline: Pipeline,
@@ -63,7 +67,7 @@ pub(super) async fn run(
     let running =
         Running::start(&config, stages, (opened, applied), (&events, &taps), checkpointing, halt.clone(), shutdown);
     let ended = running.wait(&config).await?;
-    let stopped_after = ended.commit(state.as_ref(), durable.as_ref(), input).await?;
+    let stopped_after = ended.commit(state.as_ref(), durable.as_ref(), (input, recovered.stopped_inputs)).await?;
 
     let mut report = events.snapshot().report(started.elapsed());
     report.stopped_after = stopped_after;
@@ -285,12 +289,19 @@ impl Ended {
         self,
         state: Option<&Arc<StateStore>>,
         durable: Option<&Arc<StateStore>>,
-        input: Option<crate::state::InputId>,
+        (input, stopped_inputs): (Option<InputId>, Vec<StoppedInput>),
     ) -> Result<Option<u64>, RunError> {
         let Ended { mut stopped, sink, dead_letters, sink_name, dead_letters_name } = self;
         let stopped_after = stopped.after;
-        // Where a signal stopped the input, kept through both commits below.
-        let interrupted = stopped_after.and(input);
+        // The inputs signals stopped runs over, as this run leaves them: its
+        // own input's mark goes (the run read on from there, or read it
+        // whole) or moves to where a signal stopped it; the others stay.
+        let stopped_inputs = input.map(|input| {
+            let mut left: Vec<_> = stopped_inputs.into_iter().filter(|s| s.input != input).collect();
+            left.extend(stopped_after.map(|line| StoppedInput { input, line }));
+            let kept = left.len().saturating_sub(MAX_STOPPED_INPUTS);
+            left.split_off(kept)
+        });
         // Both sinks complete and durable before either appears.
         let (sink, sink_unflushed) = finish(sink, &sink_name).await?;
         let (dead_letters, dead_unflushed) = finish(dead_letters, &dead_letters_name).await?;
@@ -311,23 +322,18 @@ impl Ended {
             let done = Checkpoint {
                 source: stopped_after.unwrap_or(0),
                 complete: true,
-                interrupted: interrupted.clone(),
                 applied,
+                stopped_inputs,
                 ..Checkpoint::default()
             };
             commit(store, store.is_durable().then_some(done)).await?;
         }
         sink.commit().await.map_err(|error| RunError::Output { path: sink_name, error })?;
         dead_letters.commit().await.map_err(|error| RunError::Output { path: dead_letters_name, error })?;
-        // The checkpoint goes (or becomes the mark of where a signal stopped
-        // the input); the record stays, in case the broker does not hear.
+        // The checkpoint goes; the record of a broker's inputs stays, in
+        // case the broker does not hear, and so do the stopped inputs.
         if let Some(store) = durable {
-            let stopped = stopped_after.zip(interrupted).map(|(source, input)| Checkpoint {
-                source,
-                interrupted: Some(input),
-                ..Checkpoint::default()
-            });
-            commit(store, stopped).await?;
+            commit(store, None).await?;
         }
         let held_again = stopped.applied.held_again();
         if held_again > 0 {

@@ -33,7 +33,7 @@ mod write;
 pub use clear::{Cleared, clear_state};
 pub(crate) use pending::WriteError;
 pub(crate) use read::NO_STATE_FILE;
-pub use read::{StateEntry, read_checkpoint, read_state};
+pub use read::{StateEntry, read_checkpoint, read_state, read_stopped_inputs};
 pub(crate) use scope::StateScope;
 pub use write::write_state;
 
@@ -91,6 +91,23 @@ pub struct Checkpoint {
     /// leaves the record as it was.
     #[serde(skip)]
     pub applied: Option<AppliedRecord>,
+    /// The inputs that signals stopped runs over, whose first lines the
+    /// state holds: kept apart from the checkpoint, so that runs over other
+    /// inputs in between (and their checkpoints) leave them. `None` leaves
+    /// them as they were.
+    #[serde(skip)]
+    pub stopped_inputs: Option<Vec<StoppedInput>>,
+}
+
+/// An input that a signal stopped a run over: the state holds what its
+/// lines 1 to `line` did, so a run that reads them again is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoppedInput {
+    /// The input.
+    pub input: InputId,
+    /// The last line the stopped run read.
+    pub line: u64,
 }
 
 /// Inputs from a broker whose state is committed but whose acknowledgement
@@ -164,6 +181,10 @@ trait Backend: Send + Sync {
     /// The record of a broker's inputs committed last, if any.
     fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
         Ok(None)
+    }
+    /// The inputs signals stopped runs over.
+    fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
+        Ok(Vec::new())
     }
 }
 
@@ -279,6 +300,11 @@ impl StateStore {
     /// The record of a broker's inputs committed last, if any.
     pub(crate) fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {
         self.backend.applied()
+    }
+
+    /// The inputs signals stopped runs over.
+    pub(crate) fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
+        self.backend.stopped_inputs()
     }
 }
 

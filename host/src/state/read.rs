@@ -45,6 +45,11 @@ pub fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StateError> {
     Redb::new(path).checkpoint()
 }
 
+/// The inputs that signals stopped runs over, in the store file at `path`.
+pub fn read_stopped_inputs(path: &Path) -> Result<Vec<super::StoppedInput>, StateError> {
+    Redb::new(path).stopped_inputs()
+}
+
 fn split_partition(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let partition = rest.get(4..4 + len)?;

@@ -1,7 +1,7 @@
 //! The store file: a redb database with the stages' entries in one table and
 //! the checkpoint in another, committed together.
 
-use super::{AppliedRecord, Backend, Checkpoint, Cleared, Entries, StateError, Writes};
+use super::{AppliedRecord, Backend, Checkpoint, Cleared, Entries, StateError, StoppedInput, Writes};
 use crate::fs::{dir_of, sync_dir_of};
 use ::redb::{ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CHECKPOINT: &str = "checkpoint";
 const APPLIED: &str = "applied";
+/// The inputs signals stopped runs over.
+const STOPPED_INPUTS: &str = "stopped_inputs";
 
 /// The store file at `path`. Opened on first use, and created only when
 /// something is committed: a pipeline whose stages could use state (Python
@@ -108,6 +110,7 @@ impl Redb {
             // What the state held of a broker's inputs: not once it is gone.
             if checkpoint {
                 meta.remove(APPLIED).map_err(|e| self.error(e))?;
+                meta.remove(STOPPED_INPUTS).map_err(|e| self.error(e))?;
             }
         }
         txn.commit().map_err(|e| self.error(e))?;
@@ -189,6 +192,15 @@ impl Backend for Redb {
                 let json = serde_json::to_vec(applied).expect("a record serialises");
                 meta.insert(APPLIED, json.as_slice()).map_err(|e| self.error(e))?;
             }
+            match checkpoint.as_ref().and_then(|c| c.stopped_inputs.as_ref()) {
+                Some(stopped) if stopped.is_empty() => meta.remove(STOPPED_INPUTS).map(drop),
+                Some(stopped) => {
+                    let json = serde_json::to_vec(stopped).expect("a record serialises");
+                    meta.insert(STOPPED_INPUTS, json.as_slice()).map(drop)
+                }
+                None => Ok(()),
+            }
+            .map_err(|e| self.error(e))?;
             match checkpoint {
                 Some(c) => {
                     let json = serde_json::to_vec(&c).expect("a checkpoint serialises");
@@ -224,6 +236,15 @@ impl Backend for Redb {
             None => Ok(None),
         })?;
         Ok(record.flatten())
+    }
+
+    fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
+        let record = self.read(META, |meta| match meta.get(STOPPED_INPUTS).map_err(|e| self.error(e))? {
+            Some(record) => serde_json::from_slice(record.value())
+                .map_err(|e| self.error(format!("the record of stopped inputs cannot be read: {e}"))),
+            None => Ok(Vec::new()),
+        })?;
+        Ok(record.unwrap_or_default())
     }
 
     fn applied(&self) -> Result<Option<AppliedRecord>, StateError> {

@@ -137,7 +137,11 @@ impl TestCommand {
                 if !path.is_file() {
                     return Err(bad(
                         Some(plugin.span()),
-                        format!("plugin {} not found (a path here is relative to the cases file)", path.display()),
+                        format!(
+                            "plugin {} not found (a path here is relative to the cases file): build the stage \
+                             first (`sluice build`)",
+                            path.display()
+                        ),
                     ));
                 }
                 Target::Plugin {
