@@ -323,8 +323,9 @@ fn no_file_the_run_reads_is_written_over_by_its_outputs_or_its_report() {
     let scratch = Scratch::new();
     scratch.write("pipeline.toml", header("lines") + &test_stage(""));
     scratch.write("input", "a\nb\n");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--dead-letter", "input"], "the dead-letter file would overwrite the source"),
+        (&["--report-json", "./out"], "--report-json ./out: the sink is that file"),
         (&["-o", "pipeline.toml"], "the sink would overwrite the pipeline file"),
         (&["--report-json", "input"], "--report-json input: the source is that file"),
         (&["-o", "o2", "--report-json", "o2"], "--report-json o2: the sink is that file"),
@@ -379,6 +380,19 @@ fn the_report_follows_a_symlink_and_writes_a_pipe_in_place() {
     assert_eq!(written["outcome"].as_str(), Some("success"), "{text}");
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe stays a pipe");
+
+    // /dev/stdout is the inherited descriptor, here a file the shell opened
+    // for the outputs too: the report follows them, replacing nothing.
+    let shell = format!(
+        "'{}' run pipeline.toml --progress 0 -o - --report-json /dev/stdout > all.txt",
+        sluice_binary().display()
+    );
+    let out = Command::new("sh").args(["-c", &shell]).current_dir(scratch.dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = std::fs::read_to_string(scratch.path("all.txt")).unwrap();
+    let (output, report) = all.split_once('\n').unwrap();
+    assert_eq!(output, "a", "{all}");
+    assert_eq!(serde_json::from_str::<Value>(report).unwrap()["outcome"].as_str(), Some("success"), "{all}");
 }
 
 #[test]

@@ -309,6 +309,9 @@ fn a_plain_rerun_after_an_interrupt_is_refused_rather_than_counting_lines_twice_
     assert!(stderr.contains(&format!("was interrupted after input line {line}")), "{stderr}");
     assert!(stderr.contains(&format!("--skip-lines {line} --append")), "{stderr}");
     assert!(stderr.contains("`sluice state pipeline.toml --clear`"), "{stderr}");
+    // The same files spelled another way are the same files.
+    let spelled = sluice(dir, &["run", "./pipeline.toml", "-i", "./input", "-o", "out"]);
+    assert_eq!(spelled.status.code(), Some(78), "{}", String::from_utf8_lossy(&spelled.stderr));
     // Refused before reading: no counts, as for any run that never started.
     assert!(!stderr.contains(" read, "), "{stderr}");
     assert_eq!(state(), state_before, "the state is untouched");

@@ -308,15 +308,13 @@ pub(crate) struct ReportClash {
 
 /// Whether `--report-json` (`given`, at `report`) is a file the run reads or writes.
 fn report_clash(given: &Path, report: &Path, config: &PipelineConfig) -> Result<(), ReportClash> {
-    let same = |other: &Path| match (std::fs::canonicalize(report), std::fs::canonicalize(other)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => report == other,
-    };
+    let same = |other: &Path| sluice::same_file(report, other);
     let files = [
         ("the pipeline file", config.file().map(Path::to_path_buf)),
         ("the source", config.input_path()),
         ("the sink", config.output_path()),
         ("the dead-letter file", config.dead_letter_path()),
+        ("the state file", config.state_path()),
     ];
     match files.into_iter().find(|(_, path)| path.as_deref().is_some_and(same)) {
         Some((what, _)) => Err(ReportClash { report: given.to_path_buf(), what }),
@@ -329,10 +327,14 @@ fn report_clash(given: &Path, report: &Path, config: &PipelineConfig) -> Result<
 enum ReportFile {
     Renamed { temp: tempfile::NamedTempFile, path: PathBuf },
     Stream { path: PathBuf },
+    Inherited { fd: u32, path: PathBuf },
 }
 
 impl ReportFile {
     fn create(path: &Path) -> Result<Self> {
+        if let Some(fd) = sluice::inherited_descriptor(path) {
+            return Ok(ReportFile::Inherited { fd, path: path.to_path_buf() });
+        }
         if let Some(reason) = sluice::cannot_create(path) {
             return Err(BadArgument(format!("--report-json {}: {reason}", path.display())).into());
         }
@@ -381,6 +383,14 @@ impl ReportFile {
                 let context = || format!("writing the report to {}", path.display());
                 std::io::Write::write_all(&mut temp, &text).with_context(context)?;
                 temp.persist(&path).map_err(|e| e.error).with_context(context)?;
+            }
+            ReportFile::Inherited { fd, path } => {
+                let context = || format!("writing the report to {}", path.display());
+                match fd {
+                    1 => std::io::Write::write_all(&mut std::io::stdout().lock(), &text),
+                    _ => std::io::Write::write_all(&mut std::io::stderr().lock(), &text),
+                }
+                .with_context(context)?;
             }
             ReportFile::Stream { path } => {
                 let context = || format!("writing the report to {}", path.display());

@@ -134,42 +134,42 @@ impl PipelineConfig {
                     .into(),
             );
         }
-        let Some(dead) = self.dead_letter_path() else { return };
+        let dead = self.dead_letter_path();
         let output = self.output_path();
         // A device or pipe (`/dev/null`) is written as it goes, never renamed onto.
         let stream = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
-        let same = |a: &Path, b: &Path| {
-            !stream(a)
-                && (a == b
-                    || std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b))
-        };
-        if output.as_deref().is_some_and(|o| same(o, &dead)) {
+        let same = |a: &Path, b: &Path| !stream(a) && crate::fs::same_file(a, b);
+        if let (Some(output), Some(dead)) = (&output, &dead)
+            && same(output, dead)
+        {
             err(
                 0..0,
                 format!("the sink and the dead-letter file are both {}: give them different paths", dead.display()),
             );
         }
-        // Nothing the run reads may be written over: its input, this file,
-        // its stages' plugins.
-        let mut read = Vec::new();
+        // Nothing the run reads or keeps may be written over: its input,
+        // this file, its stages' plugins, its state.
+        let mut kept = Vec::new();
         if let Some(input) = self.input_path() {
-            read.push(("the source", input));
+            kept.push(("the source", input));
         }
         if let Some(file) = &self.file {
-            read.push(("the pipeline file", file.clone()));
+            kept.push(("the pipeline file", file.clone()));
         }
         for stage in self.stages.iter().filter(|s| s.native_stage().is_none()) {
-            read.push(("a stage's plugin", self.resolve(stage.plugin())));
+            kept.push(("a stage's plugin", self.resolve(stage.plugin())));
         }
-        for (what, path) in [("the sink", output.as_deref()), ("the dead-letter file", Some(dead.as_path()))] {
+        if let Some(state) = self.state_path() {
+            kept.push(("the state file", state));
+        }
+        let written = [("the sink", output.as_deref()), ("the dead-letter file", dead.as_deref())];
+        for (what, path) in written {
             let Some(path) = path else { continue };
-            if let Some((source, _)) = read.iter().find(|(_, read)| same(read, path)) {
-                err(0..0, format!("{what} would overwrite {source} {}: give it another path", path.display()));
+            if let Some((kept, _)) = kept.iter().find(|(_, kept)| same(kept, path)) {
+                err(0..0, format!("{what} would overwrite {kept} {}: give it another path", path.display()));
             }
-        }
-        for (what, path) in [("sink", output.as_deref()), ("dead-letter file", Some(dead.as_path()))] {
-            if let Some(path) = path.filter(|p| p.is_dir()) {
-                err(0..0, format!("the {what} {} is a directory: give a file path", path.display()));
+            if path.is_dir() {
+                err(0..0, format!("{what} {} is a directory: give a file path", path.display()));
             }
         }
     }

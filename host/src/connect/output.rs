@@ -60,11 +60,9 @@ impl Output {
     /// descriptor, which keeps the shell's `>>`), or what is not a regular
     /// file (`/dev/null`, a named pipe), which must not be replaced by one.
     pub(crate) fn written_through(path: &Path) -> Option<std::io::Result<Self>> {
-        let inherited =
-            |fd: u32| ["/dev/fd", "/proc/self/fd"].iter().any(|d| path == Path::new(d).join(fd.to_string()));
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = if path == Path::new("/dev/stdout") || inherited(1) {
+        let writer: Box<dyn AsyncWrite + Send + Unpin> = if inherited_descriptor(path) == Some(1) {
             Box::new(tokio::io::stdout())
-        } else if path == Path::new("/dev/stderr") || inherited(2) {
+        } else if inherited_descriptor(path) == Some(2) {
             Box::new(tokio::io::stderr())
         } else if is_stream(path) {
             match std::fs::OpenOptions::new().write(true).open(path) {
@@ -221,6 +219,18 @@ pub(crate) fn destination(path: &Path) -> PathBuf {
         Ok(target) => std::fs::canonicalize(path).unwrap_or_else(|_| dir_of(path).join(target)),
         Err(_) => path.to_path_buf(),
     }
+}
+
+/// 1 or 2 if `path` names the process's own standard output or error
+/// (`/dev/stdout`, `/dev/fd/2`, `/proc/self/fd/1`): written to through the
+/// descriptor it inherited, which keeps what the shell set up (`>>`), and
+/// never opened anew or renamed onto (it may be a link to a regular file).
+pub fn inherited_descriptor(path: &Path) -> Option<u32> {
+    let named = |fd: u32, name: &str| {
+        path == Path::new(name)
+            || ["/dev/fd", "/proc/self/fd"].iter().any(|d| path == Path::new(d).join(fd.to_string()))
+    };
+    [(1, "/dev/stdout"), (2, "/dev/stderr")].into_iter().find(|(fd, name)| named(*fd, name)).map(|(fd, _)| fd)
 }
 
 /// Whether `path` is something other than a regular file that can be

@@ -102,21 +102,27 @@ pub(super) async fn recover(
     })
     .await
     .map_err(|e| RunError::Internal(format!("reading the checkpoint panicked: {e}")))??;
-    // An older version kept the one input a signal stopped in the checkpoint.
-    if let Some(Checkpoint { interrupted: Some(input), source, .. }) = &checkpoint
-        && !stopped_inputs.iter().any(|s| s.input == *input)
-    {
-        stopped_inputs.push(StoppedInput { input: input.clone(), line: *source });
+    // An older version kept the one input a signal stopped in the
+    // checkpoint: it moves to the record (before the checkpoint goes).
+    if let Some(Checkpoint { interrupted: Some(input), source, .. }) = &checkpoint {
+        if !stopped_inputs.iter().any(|s| s.input.is(input)) {
+            stopped_inputs.push(StoppedInput { input: input.clone(), line: *source });
+        }
+        let (writing, stopped) = (store.clone(), stopped_inputs.clone());
+        tokio::task::spawn_blocking(move || writing.record_stopped_inputs(&stopped))
+            .await
+            .map_err(|e| RunError::Internal(format!("recording the stopped inputs panicked: {e}")))??;
     }
     let resume = match checkpoint {
         Some(c) if c.complete => {
             super::connectors::complete_interrupted(config)?;
-            // An older version's mark of a stopped input stays until a run commits.
-            let mark = c.interrupted.is_some().then(|| Checkpoint { complete: false, ..c.clone() });
-            commit(store, mark).await?;
+            commit(store, None).await?;
             None
         }
-        Some(c) if c.interrupted.is_some() => None,
+        Some(c) if c.interrupted.is_some() => {
+            commit(store, None).await?;
+            None
+        }
         Some(c) => {
             resumed_over_its_input(config, &c)?;
             Some(c)
@@ -134,10 +140,21 @@ pub(super) async fn recover(
 /// if read. Standard input cannot be recognised: resuming over it is warned
 /// about.
 fn resumed_over_its_input(config: &crate::config::PipelineConfig, c: &Checkpoint) -> Result<(), RunError> {
-    let Some(InputId { path: Some(was), .. }) = &c.input else { return Ok(()) };
     let now = InputId::of(config.input_path().as_deref());
+    let Some(InputId { path: Some(was), .. }) = &c.input else {
+        if let (Some(_), Some(path)) = (&c.input, &now.path) {
+            tracing::warn!(
+                "resuming the unfinished run over standard input after its line {}: this run reads {}, whose first {} \
+                 lines are skipped as read. If it is not what that run read, stop now (Ctrl-C) and clear the state",
+                c.source,
+                path.display(),
+                c.source
+            );
+        }
+        return Ok(());
+    };
     match &now.path {
-        Some(path) if Some(&now) != c.input.as_ref() => Err(RunError::OtherInput {
+        Some(path) if !c.input.as_ref().is_some_and(|was| was.is(&now)) => Err(RunError::OtherInput {
             was: was.clone(),
             now: path.clone(),
             pipeline: config.file().map(Into::into),
@@ -168,7 +185,7 @@ fn not_read_again(config: &crate::config::PipelineConfig, stopped: &StoppedInput
     }
     let now = InputId::of(config.input_path().as_deref());
     match &was.path {
-        Some(path) if *was == now => {
+        Some(path) if was.is(&now) => {
             Err(RunError::ReadAgain { input: path.clone(), pipeline: config.file().map(Into::into), line })
         }
         None if now.path.is_none() => {

@@ -152,7 +152,7 @@ pub enum RunError {
     /// The run would read again, into the same state, lines of its input
     /// that an interrupted run already applied to it.
     #[error(
-        "the last run over {} was interrupted after input line {line}, and the state holds what lines 1 to {line} \
+        "a run over {} was interrupted after input line {line}, and the state holds what lines 1 to {line} \
          did: reading them again would apply them twice. To resume where it stopped, run the same command with \
          --skip-lines {line} --append (as it said); to start over, clear the state first (`sluice state {} \
          --clear`)",
@@ -171,11 +171,15 @@ pub enum RunError {
     /// than the one it was reading.
     #[error(
         "the last run, over {}, did not finish: its last checkpoint is after input line {line}, and resuming from it \
-         here would skip the first {line} lines of {}. To finish that run, run it again over {} (it resumes after \
-         line {line}); to start over, clear the state first (`sluice state {} --clear`)",
+         here would skip the first {line} lines of {}. {}; to start over, clear the state first (`sluice state {} \
+         --clear`)",
         was.display(),
         now.display(),
-        was.display(),
+        if was == now {
+            format!("{} has been replaced since", was.display())
+        } else {
+            format!("To finish that run, run it again over {} (it resumes after line {line})", was.display())
+        },
         pipeline.as_deref().map_or("PIPELINE".into(), Path::to_string_lossy)
     )]
     OtherInput {

@@ -236,14 +236,23 @@ impl Running {
             None => tokio::select! {
                 biased;
                 done = &mut rest => Ok(done),
-                () = stop, if stopped.is_some() => {
-                    tracing::info!("the whole input was read; the messages still running are finishing");
+                () = stop => {
+                    if stopped.is_some() {
+                        tracing::info!("the whole input was read; the messages still running are finishing");
+                    }
                     tokio::time::timeout(config.shutdown_timeout(), &mut rest).await
                 }
             },
         };
         let (stages, sink, dead_letters) = match drained {
             Ok(done) => done,
+            // The source failed: that is why the run ends.
+            Err(_) if stopped.is_none() => {
+                aborts.iter().for_each(|a| a.abort());
+                return Err(
+                    failure.unwrap_or_else(|| RunError::Internal("the source stopped without saying why".into()))
+                );
+            }
             Err(_) => {
                 aborts.iter().for_each(|a| a.abort());
                 // What was given up on goes back to a broker now, not after its ack wait.
@@ -297,7 +306,7 @@ impl Ended {
         // own input's mark goes (the run read on from there, or read it
         // whole) or moves to where a signal stopped it; the others stay.
         let stopped_inputs = input.map(|input| {
-            let mut left: Vec<_> = stopped_inputs.into_iter().filter(|s| s.input != input).collect();
+            let mut left: Vec<_> = stopped_inputs.into_iter().filter(|s| !s.input.is(&input)).collect();
             left.extend(stopped_after.map(|line| StoppedInput { input, line }));
             let kept = left.len().saturating_sub(MAX_STOPPED_INPUTS);
             left.split_off(kept)

@@ -135,9 +135,9 @@ pub struct AppliedGroup {
 }
 
 /// An input file as a later run can recognise it: its path, device, inode
-/// and creation time (a file written anew under the same path is new input,
-/// even where it reuses the inode; one appended to is the same). `None` for
-/// standard input.
+/// and creation time (a new file renamed into its path is new input, even
+/// where it reuses the inode; one appended to, or rewritten in place, is
+/// the same). `None` for standard input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputId {
     /// The file, or `None` for standard input.
@@ -155,7 +155,20 @@ impl InputId {
             let created = m.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             (m.dev(), m.ino(), created.map_or(0, |d| d.as_nanos()))
         });
-        InputId { path: path.map(std::path::Path::to_path_buf), file }
+        InputId { path: path.map(crate::fs::canonical), file }
+    }
+
+    /// Whether this is the input `other` is: the same file (device, inode
+    /// and creation time, wherever both have them; else the same path), or
+    /// both standard input.
+    pub fn is(&self, other: &InputId) -> bool {
+        match (&self.file, &other.file) {
+            (Some(a), Some(b)) => a == b,
+            _ => match (&self.path, &other.path) {
+                (Some(a), Some(b)) => crate::fs::same_file(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            },
+        }
     }
 }
 
@@ -185,6 +198,10 @@ trait Backend: Send + Sync {
     /// The inputs signals stopped runs over.
     fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
         Ok(Vec::new())
+    }
+    /// Replaces the record of stopped inputs, outside a commit.
+    fn record_stopped_inputs(&self, _: &[StoppedInput]) -> Result<(), StateError> {
+        Ok(())
     }
 }
 
@@ -305,6 +322,11 @@ impl StateStore {
     /// The inputs signals stopped runs over.
     pub(crate) fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
         self.backend.stopped_inputs()
+    }
+
+    /// Replaces the record of stopped inputs, outside a commit.
+    pub(crate) fn record_stopped_inputs(&self, stopped: &[StoppedInput]) -> Result<(), StateError> {
+        self.backend.record_stopped_inputs(stopped)
     }
 }
 

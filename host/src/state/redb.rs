@@ -192,15 +192,9 @@ impl Backend for Redb {
                 let json = serde_json::to_vec(applied).expect("a record serialises");
                 meta.insert(APPLIED, json.as_slice()).map_err(|e| self.error(e))?;
             }
-            match checkpoint.as_ref().and_then(|c| c.stopped_inputs.as_ref()) {
-                Some(stopped) if stopped.is_empty() => meta.remove(STOPPED_INPUTS).map(drop),
-                Some(stopped) => {
-                    let json = serde_json::to_vec(stopped).expect("a record serialises");
-                    meta.insert(STOPPED_INPUTS, json.as_slice()).map(drop)
-                }
-                None => Ok(()),
+            if let Some(stopped) = checkpoint.as_ref().and_then(|c| c.stopped_inputs.as_ref()) {
+                put_stopped_inputs(&mut meta, stopped).map_err(|e| self.error(e))?;
             }
-            .map_err(|e| self.error(e))?;
             match checkpoint {
                 Some(c) => {
                     let json = serde_json::to_vec(&c).expect("a checkpoint serialises");
@@ -238,10 +232,24 @@ impl Backend for Redb {
         Ok(record.flatten())
     }
 
+    fn record_stopped_inputs(&self, stopped: &[StoppedInput]) -> Result<(), StateError> {
+        let Some(db) = self.db()? else { return Ok(()) };
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            put_stopped_inputs(&mut meta, stopped).map_err(|e| self.error(e))?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
     fn stopped_inputs(&self) -> Result<Vec<StoppedInput>, StateError> {
         let record = self.read(META, |meta| match meta.get(STOPPED_INPUTS).map_err(|e| self.error(e))? {
-            Some(record) => serde_json::from_slice(record.value())
-                .map_err(|e| self.error(format!("the record of stopped inputs cannot be read: {e}"))),
+            Some(record) => serde_json::from_slice(record.value()).map_err(|e| {
+                self.error(format!(
+                    "the record of inputs that signals stopped runs over cannot be read ({e}); `sluice state \
+                     --clear` removes it with the state"
+                ))
+            }),
             None => Ok(Vec::new()),
         })?;
         Ok(record.unwrap_or_default())
@@ -259,4 +267,18 @@ impl Backend for Redb {
         })?;
         Ok(record.flatten())
     }
+}
+
+/// Writes the record of stopped inputs (none: removes it).
+fn put_stopped_inputs(
+    meta: &mut ::redb::Table<&str, &[u8]>,
+    stopped: &[StoppedInput],
+) -> Result<(), ::redb::StorageError> {
+    if stopped.is_empty() {
+        meta.remove(STOPPED_INPUTS)?;
+    } else {
+        let json = serde_json::to_vec(stopped).expect("a record serialises");
+        meta.insert(STOPPED_INPUTS, json.as_slice())?;
+    }
+    Ok(())
 }

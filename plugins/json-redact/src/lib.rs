@@ -73,11 +73,16 @@ impl Stage for JsonRedact {
                 Mode::Drop => {
                     message.remove_json_field(field)?;
                 }
-                Mode::Mask => {
-                    if let Some(v) = message.json_field(field)? {
+                Mode::Mask => match message.json_field(field)? {
+                    Some(v) => {
                         message.set_json_field(field, &Value::String(self.masked(&v)))?;
                     }
-                }
+                    // Not in the copy of a repeated key that counts: earlier
+                    // copies (which may hold it) go, as setting it would do.
+                    None => {
+                        message.remove_json_field(field)?;
+                    }
+                },
             }
         }
         Ok(vec![message])
@@ -130,6 +135,13 @@ mod tests {
             String::from_utf8(out[0].value.clone()).unwrap(),
             r#"{"id": 12345678901234567890123, "card": "****", "x": 1.5e3}"#
         );
+        // A repeated parent key: the field is in an earlier copy only.
+        let out = s.process(Message::new(br#"{"card":{"x":1},"card":2}"#.to_vec())).unwrap();
+        assert_eq!(String::from_utf8(out[0].value.clone()).unwrap(), r#"{"card":"****"}"#);
+        let mut s = JsonRedact::new(serde_json::from_value(json!({"fields": ["u.email"]})).unwrap()).unwrap();
+        let out = s.process(Message::new(br#"{"u":{"email":"secret"},"u":{"name":"x"}}"#.to_vec())).unwrap();
+        let text = String::from_utf8(out[0].value.clone()).unwrap();
+        assert!(!text.contains("secret"), "{text}");
         let err = s.process(Message::new(b"not json".to_vec())).unwrap_err();
         assert!(matches!(err, StageError::Invalid(_)), "{err:?}");
     }
