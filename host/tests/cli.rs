@@ -144,9 +144,9 @@ fn plugin_paths_are_printed_as_written_resolved_against_the_pipeline_directory_o
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = check("./p.toml");
-    assert_eq!(err, "error: ./p.toml:3:8: stage `s`: ./s.wasm is not a WebAssembly component: the file is empty\n");
+    assert_eq!(err, "error: ./p.toml:4:10: stage `s`: ./s.wasm is not a WebAssembly component: the file is empty\n");
     let err = check("q.toml");
-    assert_eq!(err, "error: q.toml:4:10: stage `t`: plugin file t.wasm not found\n");
+    assert!(err.starts_with("error: q.toml:4:10: stage `t`: plugin file t.wasm not found: "), "{err}");
 }
 
 /// A pipeline in `dir` whose stage is an empty file: it parses, and fails

@@ -79,7 +79,7 @@ impl serde::Serialize for Outcome {
 }
 
 fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
-    if cause.is::<sluice::ConfigErrors>() || cause.is::<BadArgument>() || cause.is::<super::run::ReportClash>() {
+    if cause.is::<sluice::ConfigErrors>() || cause.is::<BadArgument>() || cause.is::<ReportClash>() {
         return Some(Outcome::ConfigError);
     }
     if let Some(e) = cause.downcast_ref::<sluice::Error>() {
@@ -135,6 +135,15 @@ fn of_run(error: &RunError) -> Outcome {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Unavailable(pub(crate) String);
+
+/// `--report-json` names a file the run reads or writes: the run does not
+/// start, and no report is written (it would replace that file).
+#[derive(Debug, thiserror::Error)]
+#[error("--report-json {}: {what} is that file: give the report another path", report.display())]
+pub(crate) struct ReportClash {
+    pub(crate) report: std::path::PathBuf,
+    pub(crate) what: &'static str,
+}
 
 /// A command-line argument that cannot be used (a `--report-json` path that
 /// cannot be written, say): a config error, as a wrong pipeline file is.

@@ -1,7 +1,7 @@
 use super::check::{self, FromFlags};
 use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
-use super::outcome::{Aborted, BadArgument, Outcome, StoppedEarly};
+use super::outcome::{Aborted, BadArgument, Outcome, ReportClash, StoppedEarly};
 use super::progress::Progress;
 use super::signals::{Signals, second_signal, shutdown_signal, stats_on_sigusr1};
 use anyhow::{Context, Result};
@@ -298,14 +298,6 @@ fn warn_if_replaced(config: &PipelineConfig) {
 
 /// The `--report-json` file, opened before the run as a temporary file beside
 /// it, and moved into place whole once the report is written.
-/// `--report-json` names a file the run reads or writes.
-#[derive(Debug, thiserror::Error)]
-#[error("--report-json {}: {what} is that file: give the report another path", report.display())]
-pub(crate) struct ReportClash {
-    report: PathBuf,
-    what: &'static str,
-}
-
 /// Whether `--report-json` (`given`, at `report`) is a file the run reads or writes.
 fn report_clash(given: &Path, report: &Path, config: &PipelineConfig) -> Result<(), ReportClash> {
     let same = |other: &Path| sluice::same_file(report, other);
