@@ -1,7 +1,8 @@
-//! Files made whole beside their final path: what the file sinks and the
-//! state file share.
+//! Files made whole beside their final path, and what a path names: what
+//! the file sinks, the state file, the pipeline file's checks and the CLI's
+//! report share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The directory `path` is in: `.` for a bare file name.
 pub(crate) fn dir_of(path: &Path) -> &Path {
@@ -16,7 +17,7 @@ pub(crate) fn sync_dir_of(path: &Path) -> std::io::Result<()> {
 
 /// `path` as the file system names it: symbolic links, `.` and `..`
 /// resolved, also for a file not there yet (through its directory).
-pub(crate) fn canonical(path: &Path) -> std::path::PathBuf {
+pub(crate) fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path)
         .or_else(|_| {
             let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
@@ -29,4 +30,32 @@ pub(crate) fn canonical(path: &Path) -> std::path::PathBuf {
 /// Whether `a` and `b` name the same file, existing or to be created.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     canonical(a) == canonical(b)
+}
+
+/// Where a file written at `path` goes: the file a symbolic link points
+/// to, not the link, which renaming over it would replace.
+pub fn destination(path: &Path) -> PathBuf {
+    match std::fs::read_link(path) {
+        Ok(target) => std::fs::canonicalize(path).unwrap_or_else(|_| dir_of(path).join(target)),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// 1 or 2 if `path` names the process's own standard output or error
+/// (`/dev/stdout`, `/dev/fd/2`, `/proc/self/fd/1`): written to through the
+/// descriptor it inherited, which keeps what the shell set up (`>>`), and
+/// never opened anew or renamed onto (it may be a link to a regular file).
+pub fn inherited_descriptor(path: &Path) -> Option<u32> {
+    let named = |fd: u32, name: &str| {
+        path == Path::new(name)
+            || ["/dev/fd", "/proc/self/fd"].iter().any(|d| path == Path::new(d).join(fd.to_string()))
+    };
+    [(1, "/dev/stdout"), (2, "/dev/stderr")].into_iter().find(|(fd, name)| named(*fd, name)).map(|(fd, _)| fd)
+}
+
+/// Whether `path` is something other than a regular file that can be
+/// written: a device, a named pipe, a socket (written in place, never
+/// replaced by a file).
+pub fn is_stream(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }

@@ -33,8 +33,8 @@ pub use config::{
     Grants, MetricsConfig, NatsSink, NatsSource, Order, PartitionBy, PipelineConfig, RedisSink, RedisSource,
     RetryConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, StageConfig, StateBackend, StateConfig, VERSION,
 };
-pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create, inherited_descriptor};
-pub use fs::same_file;
+pub use connect::{Acknowledged, Delivered, MemorySink, MemorySource, cannot_create};
+pub use fs::{destination, inherited_descriptor, is_stream, same_file};
 pub use limits::{Limit, Limits, LimitsConfig, log_safe};
 pub use native::NativeStage;
 pub use pipeline::{

@@ -11,6 +11,7 @@ mod new;
 mod outcome;
 mod progress;
 mod reload;
+mod report;
 mod run;
 mod signals;
 mod stage_test;

@@ -3,8 +3,9 @@ use super::logging::{self, tell};
 use super::metrics::{MetricsServer, draining_after};
 use super::outcome::{Aborted, BadArgument, Outcome, ReportClash, StoppedEarly};
 use super::progress::Progress;
+use super::report::{ReportFile, report_clash};
 use super::signals::{Signals, second_signal, shutdown_signal, stats_on_sigusr1};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sluice::{LiveStats, PipelineConfig, RunReport};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -293,104 +294,6 @@ fn warn_if_replaced(config: &PipelineConfig) {
              and keep what it wrote, add --append",
             existing.join(" and ")
         );
-    }
-}
-
-/// The `--report-json` file, opened before the run as a temporary file beside
-/// it, and moved into place whole once the report is written.
-/// Whether `--report-json` (`given`, at `report`) is a file the run reads or writes.
-fn report_clash(given: &Path, report: &Path, config: &PipelineConfig) -> Result<(), ReportClash> {
-    let same = |other: &Path| sluice::same_file(report, other);
-    let files = [
-        ("the pipeline file", config.file().map(Path::to_path_buf)),
-        ("the source", config.input_path()),
-        ("the sink", config.output_path()),
-        ("the dead-letter file", config.dead_letter_path()),
-        ("the state file", config.state_path()),
-    ];
-    match files.into_iter().find(|(_, path)| path.as_deref().is_some_and(same)) {
-        Some((what, _)) => Err(ReportClash { report: given.to_path_buf(), what }),
-        None => Ok(()),
-    }
-}
-
-/// Where the report goes: a file written beside its path and renamed onto
-/// it whole, or a device or pipe (`/dev/stdout`) written as it is.
-enum ReportFile {
-    Renamed { temp: tempfile::NamedTempFile, path: PathBuf },
-    Stream { path: PathBuf },
-    Inherited { fd: u32, path: PathBuf },
-}
-
-impl ReportFile {
-    fn create(path: &Path) -> Result<Self> {
-        if let Some(fd) = sluice::inherited_descriptor(path) {
-            return Ok(ReportFile::Inherited { fd, path: path.to_path_buf() });
-        }
-        if let Some(reason) = sluice::cannot_create(path) {
-            return Err(BadArgument(format!("--report-json {}: {reason}", path.display())).into());
-        }
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            return Ok(ReportFile::Stream { path: path.to_path_buf() });
-        }
-        // A symbolic link: the file it points to is written, not replaced by one.
-        let path = match std::fs::read_link(path) {
-            Ok(target) => std::fs::canonicalize(path)
-                .unwrap_or_else(|_| path.parent().map_or(target.clone(), |dir| dir.join(&target))),
-            Err(_) => path.to_path_buf(),
-        };
-        let path = path.as_path();
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = tempfile::Builder::new()
-            .prefix(".sluice-report.")
-            .suffix(".partial")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(dir)
-            .map_err(|e| {
-                BadArgument(format!("--report-json {}: cannot create a file in {}: {e}", path.display(), dir.display()))
-            })?;
-        Ok(ReportFile::Renamed { temp, path: path.to_path_buf() })
-    }
-
-    /// Writes the report of a run that ended with `outcome` (and `error`).
-    /// A run that failed before its pipeline was built has no counts: the
-    /// file then holds only `outcome`, `exit_code` and `error`.
-    fn write(self, report: Option<&RunReport>, outcome: Outcome, error: Option<&anyhow::Error>) -> Result<()> {
-        /// The library's report, with how the run ended beside its fields:
-        /// a successful run's report is the library's, plus these three.
-        #[derive(serde::Serialize)]
-        struct Written<'a> {
-            #[serde(flatten)]
-            report: Option<&'a RunReport>,
-            outcome: Outcome,
-            exit_code: u8,
-            error: Option<String>,
-        }
-        let written =
-            Written { report, outcome, exit_code: outcome.exit_code(), error: error.map(|e| format!("{e:#}")) };
-        let mut text = serde_json::to_vec_pretty(&written)?;
-        text.push(b'\n');
-        match self {
-            ReportFile::Renamed { mut temp, path } => {
-                let context = || format!("writing the report to {}", path.display());
-                std::io::Write::write_all(&mut temp, &text).with_context(context)?;
-                temp.persist(&path).map_err(|e| e.error).with_context(context)?;
-            }
-            ReportFile::Inherited { fd, path } => {
-                let context = || format!("writing the report to {}", path.display());
-                match fd {
-                    1 => std::io::Write::write_all(&mut std::io::stdout().lock(), &text),
-                    _ => std::io::Write::write_all(&mut std::io::stderr().lock(), &text),
-                }
-                .with_context(context)?;
-            }
-            ReportFile::Stream { path } => {
-                let context = || format!("writing the report to {}", path.display());
-                let mut file = std::fs::OpenOptions::new().write(true).open(&path).with_context(context)?;
-                std::io::Write::write_all(&mut file, &text).with_context(context)?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -137,8 +137,7 @@ impl PipelineConfig {
         let dead = self.dead_letter_path();
         let output = self.output_path();
         // A device or pipe (`/dev/null`) is written as it goes, never renamed onto.
-        let stream = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
-        let same = |a: &Path, b: &Path| !stream(a) && crate::fs::same_file(a, b);
+        let same = |a: &Path, b: &Path| !crate::fs::is_stream(a) && crate::fs::same_file(a, b);
         if let (Some(output), Some(dead)) = (&output, &dead)
             && same(output, dead)
         {

@@ -96,7 +96,7 @@ impl FileSink {
         if let Some(output) = path.and_then(Output::written_through).transpose()? {
             return Ok(FileSink(output));
         }
-        let path = path.map(super::output::destination);
+        let path = path.map(crate::fs::destination);
         Ok(FileSink(match path.as_deref() {
             None => Output::stdout(),
             Some(path) if in_place => Output::in_place(path, mode)?,
@@ -108,7 +108,7 @@ impl FileSink {
     /// If a run that finished died while moving its files into place, moves
     /// the rest (the ones still beside their destination as `.partial`).
     pub(crate) fn complete_interrupted(path: &Path) -> std::io::Result<()> {
-        let path = &super::output::destination(path);
+        let path = &crate::fs::destination(path);
         let partial = super::partial_path(path);
         if partial.exists() {
             std::fs::rename(&partial, path)?;

@@ -34,8 +34,8 @@ pub(crate) use file::{FileOpening, FileSink, FileSource};
 pub(crate) use format::{Decoded, decode, encode, one_line_json};
 pub use memory::{Acknowledged, Delivered, MemorySink, MemorySource};
 pub(crate) use nats::{NatsSink, NatsSource};
+pub use output::cannot_create;
 pub(crate) use output::partial_path;
-pub use output::{cannot_create, inherited_descriptor};
 pub(crate) use redis::{RedisSink, RedisSource};
 
 use crate::bindings::Message;

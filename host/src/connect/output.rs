@@ -3,7 +3,7 @@
 //! A run that appends (resuming an interrupted one) starts that file as a copy
 //! of the destination, so the destination changes only if the run succeeds.
 
-use crate::fs::{dir_of, sync_dir_of};
+use crate::fs::{dir_of, inherited_descriptor, is_stream, sync_dir_of};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tempfile::TempPath;
@@ -60,17 +60,14 @@ impl Output {
     /// descriptor, which keeps the shell's `>>`), or what is not a regular
     /// file (`/dev/null`, a named pipe), which must not be replaced by one.
     pub(crate) fn written_through(path: &Path) -> Option<std::io::Result<Self>> {
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = if inherited_descriptor(path) == Some(1) {
-            Box::new(tokio::io::stdout())
-        } else if inherited_descriptor(path) == Some(2) {
-            Box::new(tokio::io::stderr())
-        } else if is_stream(path) {
-            match std::fs::OpenOptions::new().write(true).open(path) {
+        let writer: Box<dyn AsyncWrite + Send + Unpin> = match inherited_descriptor(path) {
+            Some(1) => Box::new(tokio::io::stdout()),
+            Some(_) => Box::new(tokio::io::stderr()),
+            None if is_stream(path) => match std::fs::OpenOptions::new().write(true).open(path) {
                 Ok(file) => Box::new(tokio::fs::File::from_std(file)),
                 Err(e) => return Some(Err(e)),
-            }
-        } else {
-            return None;
+            },
+            None => return None,
         };
         Some(Ok(Output { writer: BufWriter::with_capacity(BUFFER, writer), file: None, written: 0, keep: false }))
     }
@@ -210,33 +207,6 @@ impl Output {
             }
         }
     }
-}
-
-/// Where an output at `path` is written: the file a symbolic link points
-/// to, not the link, which renaming over it would replace.
-pub(crate) fn destination(path: &Path) -> PathBuf {
-    match std::fs::read_link(path) {
-        Ok(target) => std::fs::canonicalize(path).unwrap_or_else(|_| dir_of(path).join(target)),
-        Err(_) => path.to_path_buf(),
-    }
-}
-
-/// 1 or 2 if `path` names the process's own standard output or error
-/// (`/dev/stdout`, `/dev/fd/2`, `/proc/self/fd/1`): written to through the
-/// descriptor it inherited, which keeps what the shell set up (`>>`), and
-/// never opened anew or renamed onto (it may be a link to a regular file).
-pub fn inherited_descriptor(path: &Path) -> Option<u32> {
-    let named = |fd: u32, name: &str| {
-        path == Path::new(name)
-            || ["/dev/fd", "/proc/self/fd"].iter().any(|d| path == Path::new(d).join(fd.to_string()))
-    };
-    [(1, "/dev/stdout"), (2, "/dev/stderr")].into_iter().find(|(fd, name)| named(*fd, name)).map(|(fd, _)| fd)
-}
-
-/// Whether `path` is something other than a regular file that can be
-/// written: a device, a named pipe, a socket.
-pub(crate) fn is_stream(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// What marks a temporary output file (`.<name>.~XXXXXX.partial`), apart

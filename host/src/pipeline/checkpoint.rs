@@ -91,10 +91,13 @@ pub(super) struct Recovered {
 
 /// Before a run with durable state: where it starts from. An earlier run
 /// that finished but died while moving its outputs into place (or telling a
-/// broker its last inputs are done) gets that finished first.
+/// broker its last inputs are done) gets that finished first. `input`: what
+/// this run reads, if lines of a file or standard input, checked against
+/// what earlier runs read into the state.
 pub(super) async fn recover(
     store: &Arc<StateStore>,
     config: &crate::config::PipelineConfig,
+    input: Option<&InputId>,
 ) -> Result<Recovered, RunError> {
     let reading = store.clone();
     let (checkpoint, applied, mut stopped_inputs) = tokio::task::spawn_blocking(move || {
@@ -114,60 +117,57 @@ pub(super) async fn recover(
             .map_err(|e| RunError::Internal(format!("recording the stopped inputs panicked: {e}")))??;
     }
     let resume = match checkpoint {
-        Some(c) if c.complete => {
-            super::connectors::complete_interrupted(config)?;
-            commit(store, None).await?;
-            None
-        }
-        Some(c) if c.interrupted.is_some() => {
+        Some(c) if c.complete || c.interrupted.is_some() => {
+            if c.complete {
+                super::connectors::complete_interrupted(config)?;
+            }
             commit(store, None).await?;
             None
         }
         Some(c) => {
-            resumed_over_its_input(config, &c)?;
+            if let Some(now) = input {
+                resumed_over_its_input(config, now, &c)?;
+            }
             Some(c)
         }
         None => None,
     };
-    for stopped in &stopped_inputs {
-        not_read_again(config, stopped)?;
+    if let Some(now) = input {
+        for stopped in &stopped_inputs {
+            not_read_again(config, now, stopped)?;
+        }
     }
     Ok(Recovered { resume, applied, stopped_inputs })
 }
 
-/// Before resuming an unfinished run from its checkpoint `c`: the input
-/// must be the one it was reading, or its first lines would be skipped as
-/// if read. Standard input cannot be recognised: resuming over it is warned
-/// about.
-fn resumed_over_its_input(config: &crate::config::PipelineConfig, c: &Checkpoint) -> Result<(), RunError> {
-    let now = InputId::of(config.input_path().as_deref());
-    let Some(InputId { path: Some(was), .. }) = &c.input else {
-        if let (Some(_), Some(path)) = (&c.input, &now.path) {
-            tracing::warn!(
-                "resuming the unfinished run over standard input after its line {}: this run reads {}, whose first {} \
-                 lines are skipped as read. If it is not what that run read, stop now (Ctrl-C) and clear the state",
-                c.source,
-                path.display(),
-                c.source
-            );
-        }
-        return Ok(());
-    };
-    match &now.path {
-        Some(path) if !c.input.as_ref().is_some_and(|was| was.is(&now)) => Err(RunError::OtherInput {
-            was: was.clone(),
-            now: path.clone(),
+/// Before resuming an unfinished run from its checkpoint `c` over `now`:
+/// the input must be the one it was reading, or its first lines would be
+/// skipped as if read. Standard input cannot be recognised: resuming with
+/// it on either side is warned about.
+fn resumed_over_its_input(
+    config: &crate::config::PipelineConfig,
+    now: &InputId,
+    c: &Checkpoint,
+) -> Result<(), RunError> {
+    let Some(was) = &c.input else { return Ok(()) };
+    match (&was.path, &now.path) {
+        (Some(was_path), Some(now_path)) if !was.is(now) => Err(RunError::OtherInput {
+            was: was_path.clone(),
+            now: now_path.clone(),
             pipeline: config.file().map(Into::into),
             line: c.source,
         }),
-        Some(_) => Ok(()),
-        None => {
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        (was_path, now_path) => {
+            let named = |path: &Option<std::path::PathBuf>| {
+                path.as_ref().map_or_else(|| "standard input".to_string(), |p| p.display().to_string())
+            };
             tracing::warn!(
-                "resuming the unfinished run over {} after its line {}: this run reads standard input, whose first \
-                 {} lines are skipped as read. If it is not that file, stop now (Ctrl-C)",
-                was.display(),
-                c.source,
-                c.source
+                "resuming the unfinished run over {} after its line {line}: this run reads {}, whose first {line} \
+                 lines are skipped as read. If it is not what that run read, stop now (Ctrl-C) and clear the state",
+                named(was_path),
+                named(now_path),
+                line = c.source,
             );
             Ok(())
         }
@@ -175,17 +175,20 @@ fn resumed_over_its_input(config: &crate::config::PipelineConfig, c: &Checkpoint
 }
 
 /// After a run over `stopped.input` that a signal stopped: refuses to read
-/// the same file from a line the state has already seen, which would apply
-/// those lines to it twice. Standard input cannot be recognised: it is
-/// warned about.
-fn not_read_again(config: &crate::config::PipelineConfig, stopped: &StoppedInput) -> Result<(), RunError> {
+/// the same file (`now`) from a line the state has already seen, which
+/// would apply those lines to it twice. Standard input cannot be
+/// recognised: it is warned about.
+fn not_read_again(
+    config: &crate::config::PipelineConfig,
+    now: &InputId,
+    stopped: &StoppedInput,
+) -> Result<(), RunError> {
     let (was, line) = (&stopped.input, stopped.line);
     if config.source().skip_lines >= line {
         return Ok(());
     }
-    let now = InputId::of(config.input_path().as_deref());
     match &was.path {
-        Some(path) if was.is(&now) => {
+        Some(path) if was.is(now) => {
             Err(RunError::ReadAgain { input: path.clone(), pipeline: config.file().map(Into::into), line })
         }
         None if now.path.is_none() => {

@@ -51,13 +51,13 @@ pub(super) async fn run(
     // With durable state, the run checkpoints, and resumes from its last
     // checkpoint if an earlier run of this pipeline died.
     let durable = state.clone().filter(|s| s.is_durable());
-    let recovered = match &durable {
-        Some(store) => checkpoint::recover(store, &config).await?,
-        None => checkpoint::Recovered::default(),
-    };
     // The input a signal may stop: lines of a file or stdin, read in order.
     let input = (given.source.is_none() && !config.source().kind().is_broker())
-        .then(|| crate::state::InputId::of(config.input_path().as_deref()));
+        .then(|| InputId::of(config.input_path().as_deref()));
+    let recovered = match &durable {
+        Some(store) => checkpoint::recover(store, &config, input.as_ref()).await?,
+        None => checkpoint::Recovered::default(),
+    };
     let opened = Opened::open(&config, given, recovered.resume, durable.is_some()).await?;
     let applied = Applied::new(opened.source.id(), opened.source.redelivers_after(), recovered.applied);
     // Without checkpoints, a stage that can no longer start stops the run as
@@ -246,19 +246,16 @@ impl Running {
         };
         let (stages, sink, dead_letters) = match drained {
             Ok(done) => done,
-            // The source failed: that is why the run ends.
-            Err(_) if stopped.is_none() => {
-                aborts.iter().for_each(|a| a.abort());
-                return Err(
-                    failure.unwrap_or_else(|| RunError::Internal("the source stopped without saying why".into()))
-                );
-            }
             Err(_) => {
                 aborts.iter().for_each(|a| a.abort());
+                // The source failed: that is why the run ends.
+                let Some(stopped) = stopped.take() else {
+                    return Err(
+                        failure.unwrap_or_else(|| RunError::Internal("the source stopped without saying why".into()))
+                    );
+                };
                 // What was given up on goes back to a broker now, not after its ack wait.
-                if let Some(stopped) = stopped.take()
-                    && let Err(e) = stopped.close(false).await
-                {
+                if let Err(e) = stopped.close(false).await {
                     tracing::warn!("{e}");
                 }
                 let timeout = humantime::format_duration(config.shutdown_timeout()).to_string();
